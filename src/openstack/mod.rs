@@ -1,0 +1,1 @@
+//! OpenStack client (Keystone, Nova, Placement). The only module that speaks HTTP.

@@ -1,0 +1,1 @@
+//! Pure planning and the migration state machine: no I/O, no clock.
