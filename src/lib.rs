@@ -1,5 +1,12 @@
 //! nova-live-migration: a Juju subordinate charm that drains an OpenStack
 //! compute node by live migration. See ARCHITECTURE.md for the map.
 
+pub mod actions;
+pub mod charm;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod juju;
 pub mod openstack;
+pub mod paths;
 pub mod plan;

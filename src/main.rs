@@ -1,3 +1,67 @@
-fn main() {
-    println!("nova-live-migration");
+//! The charm's `dispatch` and the host CLI, in one binary.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use nlm::juju::{Context, ContextError, Event, HookTools};
+use nlm::paths::Paths;
+
+fn main() -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    let paths = Paths::from_env(env);
+    match Context::from_env(env) {
+        Ok(ctx) => ExitCode::from(dispatch(&ctx, &paths)),
+        Err(ContextError::NotJuju) => {
+            nlm::juju::log::init(None, tracing_subscriber::filter::LevelFilter::INFO);
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            let code = nlm::cli::main(&args, &paths, &mut std::io::stdout(), &mut std::io::stderr());
+            ExitCode::from(code.clamp(0, 255) as u8)
+        }
+        Err(e) => {
+            eprintln!("nova-live-migration: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs one hook or action; returns the process exit code.
+fn dispatch(ctx: &Context, paths: &Paths) -> u8 {
+    let tools = Arc::new(HookTools::process());
+    let level = tools
+        .config_get()
+        .ok()
+        .and_then(|c| c.get("log-level").and_then(|v| v.as_str().map(str::to_string)))
+        .and_then(|l| nlm::juju::log::parse_level(&l))
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    nlm::juju::log::init(Some(tools.clone()), level);
+    let unit = nlm::charm::Unit {
+        ctx,
+        tools: &tools,
+        paths,
+    };
+    match &ctx.event {
+        Event::Hook(name) => match unit.hook(name) {
+            Ok(()) => 0,
+            Err(e) => {
+                // A hook tool failed: let Juju retry the hook.
+                eprintln!("hook {name} failed: {e}");
+                1
+            }
+        },
+        Event::Action(name) => match nlm::actions::run(&unit, name) {
+            Ok(()) => 0,
+            Err(e) => {
+                // Try to fail the action with the reason; exit 0 so Juju
+                // keeps our message rather than "exit status 1".
+                let msg = format!("{name} could not run: {e}");
+                match tools.action_fail(&msg) {
+                    Ok(()) => 0,
+                    Err(_) => {
+                        eprintln!("{msg}");
+                        1
+                    }
+                }
+            }
+        },
+    }
 }

@@ -1,0 +1,366 @@
+//! The charm's configuration (`config.yaml`), typed and validated.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+/// Keystone catalog interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointInterface {
+    Internal,
+    Public,
+    Admin,
+}
+
+impl EndpointInterface {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointInterface::Internal => "internal",
+            EndpointInterface::Public => "public",
+            EndpointInterface::Admin => "admin",
+        }
+    }
+}
+
+/// `block-migration`: `auto`, `true` or `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockMigration {
+    Auto,
+    True,
+    False,
+}
+
+impl BlockMigration {
+    pub fn parse(s: &str) -> Option<BlockMigration> {
+        match s {
+            "auto" => Some(BlockMigration::Auto),
+            "true" => Some(BlockMigration::True),
+            "false" => Some(BlockMigration::False),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockMigration::Auto => "auto",
+            BlockMigration::True => "true",
+            BlockMigration::False => "false",
+        }
+    }
+}
+
+/// `timeout-action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeoutAction {
+    Abort,
+    ForceComplete,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub endpoint_interface: EndpointInterface,
+    /// Empty = first region the relation publishes.
+    pub region: Option<String>,
+    /// Decoded PEM bundle, when `ssl-ca` is set.
+    pub ssl_ca_pem: Option<Vec<u8>>,
+    /// Empty = nova.conf, else hostname.
+    pub nova_host: Option<String>,
+    /// 0 = derived from nova.conf.
+    pub max_concurrent_migrations: u32,
+    pub block_migration: BlockMigration,
+    /// Seconds, 0 = off.
+    pub migration_timeout: u64,
+    /// Seconds, 0 = off.
+    pub stall_timeout: u64,
+    pub timeout_action: TimeoutAction,
+    /// Percent, 0 = never.
+    pub force_complete_at: u8,
+    pub retries: u32,
+    /// Seconds.
+    pub poll_interval: f64,
+    pub log_level: String,
+}
+
+/// One invalid option, with what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub option: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.option, self.message)
+    }
+}
+
+/// Every invalid option at once, so one `juju config` fixes them all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct ConfigError(pub Vec<ConfigProblem>);
+
+/// Upper bounds that keep an option meaningful.
+pub const MAX_CONCURRENT: i64 = 64;
+pub const MAX_RETRIES: i64 = 10;
+pub const MAX_POLL_INTERVAL: f64 = 60.0;
+pub const MIN_POLL_INTERVAL: f64 = 0.2;
+const MAX_SECONDS: i64 = 7 * 24 * 3600;
+
+struct Reader<'a> {
+    raw: &'a BTreeMap<String, Value>,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Reader<'_> {
+    fn bad(&mut self, option: &'static str, message: String) {
+        self.problems.push(ConfigProblem { option, message });
+    }
+
+    fn string(&mut self, option: &'static str, default: &str) -> String {
+        match self.raw.get(option) {
+            None | Some(Value::Null) => default.to_string(),
+            Some(Value::String(s)) => s.trim().to_string(),
+            Some(other) => {
+                self.bad(option, format!("must be a string, got {other}"));
+                default.to_string()
+            }
+        }
+    }
+
+    fn choice<T>(
+        &mut self,
+        option: &'static str,
+        default: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        allowed: &str,
+    ) -> T {
+        let s = self.string(option, default);
+        match parse(&s) {
+            Some(v) => v,
+            None => {
+                self.bad(option, format!("{s:?} is not one of {allowed}"));
+                parse(default).expect("the default parses")
+            }
+        }
+    }
+
+    fn int(&mut self, option: &'static str, default: i64, min: i64, max: i64) -> i64 {
+        let v = match self.raw.get(option) {
+            None | Some(Value::Null) => return default,
+            Some(v) => v,
+        };
+        match v.as_i64() {
+            Some(n) if (min..=max).contains(&n) => n,
+            Some(n) => {
+                self.bad(option, format!("{n} is out of range, allowed {min} to {max}"));
+                default
+            }
+            None => {
+                self.bad(option, format!("must be a whole number, got {v}"));
+                default
+            }
+        }
+    }
+
+    fn float(&mut self, option: &'static str, default: f64, min: f64, max: f64) -> f64 {
+        let v = match self.raw.get(option) {
+            None | Some(Value::Null) => return default,
+            Some(v) => v,
+        };
+        match v.as_f64() {
+            Some(n) if n.is_finite() && n >= min && n <= max => n,
+            Some(n) => {
+                self.bad(option, format!("{n} is out of range, allowed {min} to {max}"));
+                default
+            }
+            None => {
+                self.bad(option, format!("must be a number, got {v}"));
+                default
+            }
+        }
+    }
+}
+
+/// Decodes `ssl-ca`: base64 of one or more PEM certificates.
+pub fn decode_ssl_ca(raw: &str) -> Result<Vec<u8>, String> {
+    let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|e| format!("is not valid base64 ({e}); set it to the output of `base64 -w0 ca.pem`"))?;
+    let text = String::from_utf8_lossy(&pem);
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(
+            "decodes to no PEM certificate; it must be base64 of a PEM bundle (-----BEGIN CERTIFICATE-----)"
+                .to_string(),
+        );
+    }
+    Ok(pem)
+}
+
+fn valid_host(s: &str) -> bool {
+    s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+impl Config {
+    /// Validates the raw `config-get --format=json` map. Missing options take
+    /// the defaults of config.yaml.
+    pub fn from_values(raw: &BTreeMap<String, Value>) -> Result<Config, ConfigError> {
+        let mut r = Reader {
+            raw,
+            problems: Vec::new(),
+        };
+        let endpoint_interface = r.choice(
+            "endpoint-interface",
+            "internal",
+            |s| match s {
+                "internal" => Some(EndpointInterface::Internal),
+                "public" => Some(EndpointInterface::Public),
+                "admin" => Some(EndpointInterface::Admin),
+                _ => None,
+            },
+            "internal, public, admin",
+        );
+        let region = Some(r.string("region", "")).filter(|s| !s.is_empty());
+        let ssl_ca = r.string("ssl-ca", "");
+        let ssl_ca_pem = if ssl_ca.is_empty() {
+            None
+        } else {
+            match decode_ssl_ca(&ssl_ca) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    r.bad("ssl-ca", e);
+                    None
+                }
+            }
+        };
+        let nova_host = Some(r.string("nova-host", "")).filter(|s| !s.is_empty());
+        if let Some(h) = &nova_host
+            && !valid_host(h)
+        {
+            r.bad(
+                "nova-host",
+                format!("{h:?} is not a host name (letters, digits, '.', '-', '_')"),
+            );
+        }
+        let max_concurrent_migrations = r.int("max-concurrent-migrations", 0, 0, MAX_CONCURRENT) as u32;
+        let block_migration = r.choice(
+            "block-migration",
+            "auto",
+            BlockMigration::parse,
+            "auto, true, false",
+        );
+        let migration_timeout = r.int("migration-timeout", 0, 0, MAX_SECONDS) as u64;
+        let stall_timeout = r.int("stall-timeout", 300, 0, MAX_SECONDS) as u64;
+        let timeout_action = r.choice(
+            "timeout-action",
+            "abort",
+            |s| match s {
+                "abort" => Some(TimeoutAction::Abort),
+                "force-complete" => Some(TimeoutAction::ForceComplete),
+                _ => None,
+            },
+            "abort, force-complete",
+        );
+        let force_complete_at = r.int("force-complete-at", 0, 0, 100) as u8;
+        let retries = r.int("retries", 1, 0, MAX_RETRIES) as u32;
+        let poll_interval = r.float("poll-interval", 2.0, MIN_POLL_INTERVAL, MAX_POLL_INTERVAL);
+        let log_level = r.choice(
+            "log-level",
+            "info",
+            |s| crate::juju::log::parse_level(s).map(|_| s.to_string()),
+            "error, warn, info, debug, trace",
+        );
+        if !r.problems.is_empty() {
+            return Err(ConfigError(r.problems));
+        }
+        Ok(Config {
+            endpoint_interface,
+            region,
+            ssl_ca_pem,
+            nova_host,
+            max_concurrent_migrations,
+            block_migration,
+            migration_timeout,
+            stall_timeout,
+            timeout_action,
+            force_complete_at,
+            retries,
+            poll_interval,
+            log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(v: Value) -> Result<Config, ConfigError> {
+        let map: BTreeMap<String, Value> = serde_json::from_value(v).unwrap();
+        Config::from_values(&map)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(json!({})).unwrap();
+        assert_eq!(c.endpoint_interface, EndpointInterface::Internal);
+        assert_eq!(c.stall_timeout, 300);
+        assert_eq!(c.retries, 1);
+        assert_eq!(c.poll_interval, 2.0);
+        assert_eq!(c.block_migration, BlockMigration::Auto);
+        assert_eq!(c.region, None);
+        assert_eq!(c.log_level, "info");
+    }
+
+    #[test]
+    fn every_bad_option_is_named() {
+        let err = cfg(json!({
+            "endpoint-interface": "private",
+            "max-concurrent-migrations": -1,
+            "timeout-action": "kill",
+            "force-complete-at": 101,
+            "poll-interval": 0.0,
+            "ssl-ca": "%%%",
+            "log-level": "loud",
+            "nova-host": "node 1",
+            "retries": "two"
+        }))
+        .unwrap_err();
+        let options: Vec<&str> = err.0.iter().map(|p| p.option).collect();
+        assert_eq!(
+            options,
+            vec![
+                "endpoint-interface",
+                "ssl-ca",
+                "nova-host",
+                "max-concurrent-migrations",
+                "timeout-action",
+                "force-complete-at",
+                "retries",
+                "poll-interval",
+                "log-level"
+            ]
+        );
+        let text = err.to_string();
+        assert!(text.contains("endpoint-interface: \"private\" is not one of internal, public, admin"), "{text}");
+    }
+
+    #[test]
+    fn ssl_ca_must_be_base64_pem() {
+        use base64::Engine as _;
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
+        let c = cfg(json!({"ssl-ca": b64})).unwrap();
+        assert_eq!(c.ssl_ca_pem.as_deref(), Some(pem.as_bytes()));
+        let not_pem = base64::engine::general_purpose::STANDARD.encode("hello");
+        assert!(cfg(json!({"ssl-ca": not_pem})).is_err());
+    }
+}

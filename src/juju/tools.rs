@@ -1,0 +1,382 @@
+//! Hook tools, called with Juju's exact argv. The only code that runs them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::results::ActionResults;
+
+/// A hook tool failed or printed something we could not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("could not run {tool}: {source}")]
+    Spawn {
+        tool: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{tool} exited with {code}: {stderr}")]
+    Failed {
+        tool: String,
+        code: i32,
+        stderr: String,
+    },
+    #[error("{tool} printed output that is not the JSON expected: {detail}")]
+    Parse { tool: String, detail: String },
+    #[error("invalid action result key {key:?}: {why}")]
+    BadKey { key: String, why: String },
+}
+
+/// Runs one hook tool and returns its stdout. The seam for tests.
+pub trait Runner: Send + Sync {
+    fn run(&self, tool: &str, args: &[String], stdin: Option<&[u8]>) -> Result<Vec<u8>, ToolError>;
+}
+
+/// Spawns the hook tool found on PATH (Juju prepends its tools directory),
+/// inheriting the environment: the tools need `JUJU_CONTEXT_ID` and the agent
+/// socket variables.
+#[derive(Debug, Default)]
+pub struct ProcessRunner;
+
+impl Runner for ProcessRunner {
+    fn run(&self, tool: &str, args: &[String], stdin: Option<&[u8]>) -> Result<Vec<u8>, ToolError> {
+        let mut cmd = Command::new(tool);
+        cmd.args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().map_err(|source| ToolError::Spawn {
+            tool: tool.to_string(),
+            source,
+        })?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A tool that exits early closes the pipe; its exit status says why.
+            let _ = pipe.write_all(input);
+        }
+        let out = child.wait_with_output().map_err(|source| ToolError::Spawn {
+            tool: tool.to_string(),
+            source,
+        })?;
+        if !out.status.success() {
+            return Err(ToolError::Failed {
+                tool: tool.to_string(),
+                code: out.status.code().unwrap_or(-1),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(out.stdout)
+    }
+}
+
+/// Workload status values a charm may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    Blocked,
+    Waiting,
+    Maintenance,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Blocked => "blocked",
+            Status::Waiting => "waiting",
+            Status::Maintenance => "maintenance",
+        }
+    }
+}
+
+/// juju-log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warning,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "ERROR",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Info => "INFO",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Trace => "TRACE",
+        }
+    }
+}
+
+/// Typed access to the hook tools.
+pub struct HookTools {
+    runner: Box<dyn Runner>,
+    /// Set while a juju-log call runs, so that a failing juju-log does not
+    /// try to log its own failure through juju-log.
+    in_log: Mutex<()>,
+}
+
+impl std::fmt::Debug for HookTools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookTools")
+    }
+}
+
+impl HookTools {
+    pub fn new(runner: Box<dyn Runner>) -> HookTools {
+        HookTools {
+            runner,
+            in_log: Mutex::new(()),
+        }
+    }
+
+    /// The real tools on PATH.
+    pub fn process() -> HookTools {
+        HookTools::new(Box::new(ProcessRunner))
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<Vec<u8>, ToolError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        self.runner.run(tool, &args, None)
+    }
+
+    fn json<T: DeserializeOwned>(&self, tool: &str, args: &[&str]) -> Result<T, ToolError> {
+        let out = self.run(tool, args)?;
+        let text = String::from_utf8_lossy(&out);
+        // Juju 4 may print nothing or `null` for an empty map.
+        let text = if text.trim().is_empty() { "null" } else { text.trim() };
+        serde_json::from_str(text).map_err(|e| ToolError::Parse {
+            tool: tool.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// `config-get --format=json`: every option with its value (defaults included).
+    pub fn config_get(&self) -> Result<BTreeMap<String, Value>, ToolError> {
+        let v: Option<BTreeMap<String, Value>> = self.json("config-get", &["--format=json"])?;
+        Ok(v.unwrap_or_default())
+    }
+
+    /// `action-get --format=json`: the action's parameters (schema defaults inserted by Juju).
+    pub fn action_get(&self) -> Result<BTreeMap<String, Value>, ToolError> {
+        let v: Option<BTreeMap<String, Value>> = self.json("action-get", &["--format=json"])?;
+        Ok(v.unwrap_or_default())
+    }
+
+    /// `action-set k=v ...` with keys validated first (Juju refuses the whole call otherwise).
+    pub fn action_set(&self, results: &ActionResults) -> Result<(), ToolError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let args: Vec<String> = results
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        self.runner.run("action-set", &args, None).map(|_| ())
+    }
+
+    /// `action-log -- <msg>`: streamed live to `juju run`.
+    pub fn action_log(&self, msg: &str) -> Result<(), ToolError> {
+        self.run("action-log", &["--", msg]).map(|_| ())
+    }
+
+    /// `action-fail -- <msg>`: the task ends `failed` with this message (the process still exits 0).
+    pub fn action_fail(&self, msg: &str) -> Result<(), ToolError> {
+        self.run("action-fail", &["--", msg]).map(|_| ())
+    }
+
+    /// `status-set <status> -- <msg>` for this unit.
+    pub fn status_set(&self, status: Status, msg: &str) -> Result<(), ToolError> {
+        self.run("status-set", &[status.as_str(), "--", msg])
+            .map(|_| ())
+    }
+
+    /// `juju-log --log-level L -- <msg>`.
+    pub fn juju_log(&self, level: LogLevel, msg: &str) -> Result<(), ToolError> {
+        let _guard = self.in_log.lock().unwrap_or_else(|e| e.into_inner());
+        self.run("juju-log", &["--log-level", level.as_str(), "--", msg])
+            .map(|_| ())
+    }
+
+    /// `relation-ids <endpoint> --format=json`.
+    pub fn relation_ids(&self, endpoint: &str) -> Result<Vec<String>, ToolError> {
+        let v: Option<Vec<String>> = self.json("relation-ids", &[endpoint, "--format=json"])?;
+        Ok(v.unwrap_or_default())
+    }
+
+    /// `relation-list --format=json -r <id>`: the remote units.
+    pub fn relation_list(&self, relation_id: &str) -> Result<Vec<String>, ToolError> {
+        let v: Option<Vec<String>> =
+            self.json("relation-list", &["--format=json", "-r", relation_id])?;
+        Ok(v.unwrap_or_default())
+    }
+
+    /// `relation-get --format=json -r <id> - <unit>`: one unit's data bag.
+    pub fn relation_get(
+        &self,
+        relation_id: &str,
+        unit: &str,
+    ) -> Result<BTreeMap<String, String>, ToolError> {
+        let v: Option<BTreeMap<String, Value>> = self.json(
+            "relation-get",
+            &["--format=json", "-r", relation_id, "-", unit],
+        )?;
+        Ok(v.unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, s)
+            })
+            .collect())
+    }
+
+    /// `relation-set -r <id> --file -` with a JSON map on stdin (JSON is YAML).
+    pub fn relation_set(
+        &self,
+        relation_id: &str,
+        data: &BTreeMap<String, String>,
+    ) -> Result<(), ToolError> {
+        let body = serde_json::to_vec(data).expect("a map of strings serialises");
+        let args = vec![
+            "-r".to_string(),
+            relation_id.to_string(),
+            "--file".to_string(),
+            "-".to_string(),
+        ];
+        self.runner
+            .run("relation-set", &args, Some(&body))
+            .map(|_| ())
+    }
+
+    /// `application-version-set -- <version>`.
+    pub fn application_version_set(&self, version: &str) -> Result<(), ToolError> {
+        self.run("application-version-set", &["--", version])
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Records every call and answers from a table (tool name → stdout).
+    #[derive(Default, Clone)]
+    pub struct Recorder {
+        pub calls: Arc<Mutex<Vec<(String, Vec<String>, Option<String>)>>>,
+        pub answers: Arc<Mutex<BTreeMap<String, Result<String, String>>>>,
+    }
+
+    impl Runner for Recorder {
+        fn run(
+            &self,
+            tool: &str,
+            args: &[String],
+            stdin: Option<&[u8]>,
+        ) -> Result<Vec<u8>, ToolError> {
+            self.calls.lock().unwrap().push((
+                tool.to_string(),
+                args.to_vec(),
+                stdin.map(|s| String::from_utf8_lossy(s).into_owned()),
+            ));
+            match self.answers.lock().unwrap().get(tool) {
+                Some(Ok(s)) => Ok(s.clone().into_bytes()),
+                Some(Err(e)) => Err(ToolError::Failed {
+                    tool: tool.to_string(),
+                    code: 1,
+                    stderr: e.clone(),
+                }),
+                None => Ok(Vec::new()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Recorder;
+    use super::*;
+
+    fn tools() -> (HookTools, Recorder) {
+        let r = Recorder::default();
+        (HookTools::new(Box::new(r.clone())), r)
+    }
+
+    #[test]
+    fn exact_argv() {
+        let (t, r) = tools();
+        t.status_set(Status::Blocked, "needs x").unwrap();
+        t.juju_log(LogLevel::Info, "-starts with dash").unwrap();
+        t.action_log("[1/2] vm").unwrap();
+        t.action_fail("do this").unwrap();
+        t.relation_list("identity-credentials:5").unwrap();
+        t.relation_get("identity-credentials:5", "keystone/0").unwrap();
+        let mut data = BTreeMap::new();
+        data.insert("username".to_string(), "nova_live_migration".to_string());
+        t.relation_set("identity-credentials:5", &data).unwrap();
+        let calls = r.calls.lock().unwrap().clone();
+        let argv: Vec<String> = calls
+            .iter()
+            .map(|(t, a, _)| format!("{t} {}", a.join(" ")))
+            .collect();
+        assert_eq!(
+            argv,
+            vec![
+                "status-set blocked -- needs x",
+                "juju-log --log-level INFO -- -starts with dash",
+                "action-log -- [1/2] vm",
+                "action-fail -- do this",
+                "relation-list --format=json -r identity-credentials:5",
+                "relation-get --format=json -r identity-credentials:5 - keystone/0",
+                "relation-set -r identity-credentials:5 --file -",
+            ]
+        );
+        assert_eq!(
+            calls[6].2.as_deref(),
+            Some(r#"{"username":"nova_live_migration"}"#)
+        );
+    }
+
+    #[test]
+    fn parses_json_and_reports_errors() {
+        let (t, r) = tools();
+        r.answers.lock().unwrap().insert(
+            "config-get".into(),
+            Ok(r#"{"retries": 2, "region": ""}"#.into()),
+        );
+        r.answers
+            .lock()
+            .unwrap()
+            .insert("relation-ids".into(), Ok("null".into()));
+        r.answers.lock().unwrap().insert(
+            "action-get".into(),
+            Err("ERROR not running an action".into()),
+        );
+        let cfg = t.config_get().unwrap();
+        assert_eq!(cfg["retries"], Value::from(2));
+        assert!(t.relation_ids("identity-credentials").unwrap().is_empty());
+        let err = t.action_get().unwrap_err().to_string();
+        assert!(err.contains("ERROR not running an action"), "{err}");
+        r.answers
+            .lock()
+            .unwrap()
+            .insert("relation-list".into(), Ok("{not json".into()));
+        assert!(matches!(
+            t.relation_list("x:1"),
+            Err(ToolError::Parse { .. })
+        ));
+    }
+}
