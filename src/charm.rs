@@ -63,7 +63,10 @@ impl Unit<'_> {
             CredentialsState::NoRelation => Err(NotReady::NoRelation),
             CredentialsState::Incomplete { missing, .. } => Err(NotReady::Incomplete(missing)),
             CredentialsState::Unusable { reason, .. } => Err(NotReady::Unusable(reason)),
-            CredentialsState::Complete(credentials) => Ok(Ready { config, credentials }),
+            CredentialsState::Complete(credentials) => Ok(Ready {
+                config,
+                credentials,
+            }),
         })
     }
 
@@ -120,7 +123,11 @@ impl Unit<'_> {
                         });
                     if let Some(id) = id {
                         credentials::request(self.tools, &id)?;
-                        tracing::info!(relation = id.as_str(), "asked keystone for user {}", credentials::USERNAME);
+                        tracing::info!(
+                            relation = id.as_str(),
+                            "asked keystone for user {}",
+                            credentials::USERNAME
+                        );
                     }
                 }
                 self.update_status()
@@ -154,10 +161,8 @@ impl Unit<'_> {
         let ours = std::fs::read_link(link)
             .map(|t| t == self.ctx.charm_dir.join("dispatch"))
             .unwrap_or(false);
-        if ours {
-            if let Err(e) = std::fs::remove_file(link) {
-                tracing::warn!("could not remove {}: {e}", link.display());
-            }
+        if ours && let Err(e) = std::fs::remove_file(link) {
+            tracing::warn!("could not remove {}: {e}", link.display());
         }
     }
 }

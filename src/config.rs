@@ -157,7 +157,10 @@ impl Reader<'_> {
         match v.as_i64() {
             Some(n) if (min..=max).contains(&n) => n,
             Some(n) => {
-                self.bad(option, format!("{n} is out of range, allowed {min} to {max}"));
+                self.bad(
+                    option,
+                    format!("{n} is out of range, allowed {min} to {max}"),
+                );
                 default
             }
             None => {
@@ -175,7 +178,10 @@ impl Reader<'_> {
         match v.as_f64() {
             Some(n) if n.is_finite() && n >= min && n <= max => n,
             Some(n) => {
-                self.bad(option, format!("{n} is out of range, allowed {min} to {max}"));
+                self.bad(
+                    option,
+                    format!("{n} is out of range, allowed {min} to {max}"),
+                );
                 default
             }
             None => {
@@ -191,7 +197,9 @@ pub fn decode_ssl_ca(raw: &str) -> Result<Vec<u8>, String> {
     let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
     let pem = base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
-        .map_err(|e| format!("is not valid base64 ({e}); set it to the output of `base64 -w0 ca.pem`"))?;
+        .map_err(|e| {
+            format!("is not valid base64 ({e}); set it to the output of `base64 -w0 ca.pem`")
+        })?;
     let text = String::from_utf8_lossy(&pem);
     if !text.contains("-----BEGIN CERTIFICATE-----") {
         return Err(
@@ -249,7 +257,8 @@ impl Config {
                 format!("{h:?} is not a host name (letters, digits, '.', '-', '_')"),
             );
         }
-        let max_concurrent_migrations = r.int("max-concurrent-migrations", 0, 0, MAX_CONCURRENT) as u32;
+        let max_concurrent_migrations =
+            r.int("max-concurrent-migrations", 0, 0, MAX_CONCURRENT) as u32;
         let block_migration = r.choice(
             "block-migration",
             "auto",
@@ -350,7 +359,10 @@ mod tests {
             ]
         );
         let text = err.to_string();
-        assert!(text.contains("endpoint-interface: \"private\" is not one of internal, public, admin"), "{text}");
+        assert!(
+            text.contains("endpoint-interface: \"private\" is not one of internal, public, admin"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -52,9 +52,15 @@ pub enum CredentialsState {
     /// No identity-credentials relation at all.
     NoRelation,
     /// Related, but no keystone unit has published complete data yet.
-    Incomplete { relation_id: String, missing: Vec<String> },
+    Incomplete {
+        relation_id: String,
+        missing: Vec<String>,
+    },
     /// Keystone published data this charm cannot use (e.g. Keystone v2).
-    Unusable { relation_id: String, reason: String },
+    Unusable {
+        relation_id: String,
+        reason: String,
+    },
     Complete(RelationData),
 }
 
@@ -105,7 +111,10 @@ pub fn read(tools: &HookTools) -> Result<CredentialsState, ToolError> {
                 data,
             }));
         }
-        if fewest_missing.as_ref().is_none_or(|m| missing.len() < m.len()) {
+        if fewest_missing
+            .as_ref()
+            .is_none_or(|m| missing.len() < m.len())
+        {
             fewest_missing = Some(missing);
         }
     }
@@ -174,12 +183,14 @@ mod tests {
             CredentialsState::Complete(d) => assert_eq!(d.unit, "keystone/1"),
             other => panic!("{other:?}"),
         }
-        rec.answers
-            .lock()
-            .unwrap()
-            .insert("relation-get".into(), Ok(r#"{"private-address":"10.0.0.1"}"#.into()));
+        rec.answers.lock().unwrap().insert(
+            "relation-get".into(),
+            Ok(r#"{"private-address":"10.0.0.1"}"#.into()),
+        );
         match read(&tools).unwrap() {
-            CredentialsState::Incomplete { missing, .. } => assert_eq!(missing.len(), REQUIRED.len()),
+            CredentialsState::Incomplete { missing, .. } => {
+                assert_eq!(missing.len(), REQUIRED.len())
+            }
             other => panic!("{other:?}"),
         }
         rec.answers

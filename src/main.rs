@@ -14,7 +14,12 @@ fn main() -> ExitCode {
         Err(ContextError::NotJuju) => {
             nlm::juju::log::init(None, tracing_subscriber::filter::LevelFilter::INFO);
             let args: Vec<String> = std::env::args().skip(1).collect();
-            let code = nlm::cli::main(&args, &paths, &mut std::io::stdout(), &mut std::io::stderr());
+            let code = nlm::cli::main(
+                &args,
+                &paths,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            );
             ExitCode::from(code.clamp(0, 255) as u8)
         }
         Err(e) => {
@@ -30,7 +35,10 @@ fn dispatch(ctx: &Context, paths: &Paths) -> u8 {
     let level = tools
         .config_get()
         .ok()
-        .and_then(|c| c.get("log-level").and_then(|v| v.as_str().map(str::to_string)))
+        .and_then(|c| {
+            c.get("log-level")
+                .and_then(|v| v.as_str().map(str::to_string))
+        })
         .and_then(|l| nlm::juju::log::parse_level(&l))
         .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
     nlm::juju::log::init(Some(tools.clone()), level);

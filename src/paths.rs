@@ -19,7 +19,11 @@ pub struct Paths {
 impl Paths {
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Paths {
         let pick = |k: &str, default: &str| {
-            PathBuf::from(get(k).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string()))
+            PathBuf::from(
+                get(k)
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| default.to_string()),
+            )
         };
         Paths {
             cli_link: pick("NLM_CLI_LINK", "/usr/local/bin/nova-live-migration"),

@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn hook_with_relation() {
         let ctx = Context::from_env(env(&[
-            ("JUJU_DISPATCH_PATH", "hooks/identity-credentials-relation-changed"),
+            (
+                "JUJU_DISPATCH_PATH",
+                "hooks/identity-credentials-relation-changed",
+            ),
             ("JUJU_UNIT_NAME", "nova-live-migration/1"),
             ("JUJU_CHARM_DIR", "/var/lib/juju/agents/unit-x-1/charm"),
             ("JUJU_PRINCIPAL_UNIT", "nova-compute/3"),

@@ -117,7 +117,12 @@ mod tests {
 
     #[test]
     fn keys_as_juju_checks_them() {
-        for good in ["summary", "counts.cold-migrated", "instances.81df1304-aa.name", "a1"] {
+        for good in [
+            "summary",
+            "counts.cold-migrated",
+            "instances.81df1304-aa.name",
+            "a1",
+        ] {
             assert!(validate_key(good).is_ok(), "{good}");
         }
         for bad in [
@@ -143,10 +148,12 @@ mod tests {
             &json!({"cold_migrated": 1, "migrated": 3, "pending": 0}),
         )
         .unwrap();
-        r.set_flat("instances", &json!({"81DF-1304": {"name": "focal-2", "error": null}}))
-            .unwrap();
-        let got: Vec<(String, String)> =
-            r.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        r.set_flat(
+            "instances",
+            &json!({"81DF-1304": {"name": "focal-2", "error": null}}),
+        )
+        .unwrap();
+        let got: Vec<(String, String)> = r.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         assert_eq!(
             got,
             vec![

@@ -61,10 +61,12 @@ impl Runner for ProcessRunner {
             // A tool that exits early closes the pipe; its exit status says why.
             let _ = pipe.write_all(input);
         }
-        let out = child.wait_with_output().map_err(|source| ToolError::Spawn {
-            tool: tool.to_string(),
-            source,
-        })?;
+        let out = child
+            .wait_with_output()
+            .map_err(|source| ToolError::Spawn {
+                tool: tool.to_string(),
+                source,
+            })?;
         if !out.status.success() {
             return Err(ToolError::Failed {
                 tool: tool.to_string(),
@@ -124,6 +126,8 @@ pub struct HookTools {
     /// Set while a juju-log call runs, so that a failing juju-log does not
     /// try to log its own failure through juju-log.
     in_log: Mutex<()>,
+    /// config-get's answer: config cannot change while a hook runs.
+    config: std::sync::OnceLock<BTreeMap<String, Value>>,
 }
 
 impl std::fmt::Debug for HookTools {
@@ -137,6 +141,7 @@ impl HookTools {
         HookTools {
             runner,
             in_log: Mutex::new(()),
+            config: std::sync::OnceLock::new(),
         }
     }
 
@@ -154,7 +159,11 @@ impl HookTools {
         let out = self.run(tool, args)?;
         let text = String::from_utf8_lossy(&out);
         // Juju 4 may print nothing or `null` for an empty map.
-        let text = if text.trim().is_empty() { "null" } else { text.trim() };
+        let text = if text.trim().is_empty() {
+            "null"
+        } else {
+            text.trim()
+        };
         serde_json::from_str(text).map_err(|e| ToolError::Parse {
             tool: tool.to_string(),
             detail: e.to_string(),
@@ -162,9 +171,13 @@ impl HookTools {
     }
 
     /// `config-get --format=json`: every option with its value (defaults included).
+    /// Read once per process: config cannot change while a hook runs.
     pub fn config_get(&self) -> Result<BTreeMap<String, Value>, ToolError> {
+        if let Some(c) = self.config.get() {
+            return Ok(c.clone());
+        }
         let v: Option<BTreeMap<String, Value>> = self.json("config-get", &["--format=json"])?;
-        Ok(v.unwrap_or_default())
+        Ok(self.config.get_or_init(|| v.unwrap_or_default()).clone())
     }
 
     /// `action-get --format=json`: the action's parameters (schema defaults inserted by Juju).
@@ -178,10 +191,7 @@ impl HookTools {
         if results.is_empty() {
             return Ok(());
         }
-        let args: Vec<String> = results
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let args: Vec<String> = results.iter().map(|(k, v)| format!("{k}={v}")).collect();
         self.runner.run("action-set", &args, None).map(|_| ())
     }
 
@@ -273,10 +283,13 @@ pub(crate) mod testing {
     use super::*;
     use std::sync::{Arc, Mutex};
 
+    /// One recorded call: tool, argv, stdin.
+    pub type RecordedCall = (String, Vec<String>, Option<String>);
+
     /// Records every call and answers from a table (tool name → stdout).
     #[derive(Default, Clone)]
     pub struct Recorder {
-        pub calls: Arc<Mutex<Vec<(String, Vec<String>, Option<String>)>>>,
+        pub calls: Arc<Mutex<Vec<RecordedCall>>>,
         pub answers: Arc<Mutex<BTreeMap<String, Result<String, String>>>>,
     }
 
@@ -323,7 +336,8 @@ mod tests {
         t.action_log("[1/2] vm").unwrap();
         t.action_fail("do this").unwrap();
         t.relation_list("identity-credentials:5").unwrap();
-        t.relation_get("identity-credentials:5", "keystone/0").unwrap();
+        t.relation_get("identity-credentials:5", "keystone/0")
+            .unwrap();
         let mut data = BTreeMap::new();
         data.insert("username".to_string(), "nova_live_migration".to_string());
         t.relation_set("identity-credentials:5", &data).unwrap();

@@ -1,1 +1,176 @@
-fn main() {}
+//! juju-sim: the unit agent in miniature (see sim.rs).
+//!
+//! As a hook tool (invoked under a tool's name through a link):
+//!   action-get, action-set, ..., systemctl — reads and updates $JUJU_SIM_STATE.
+//! As a command:
+//!   juju-sim new STATE [--config KEY=VALUE]... [--credentials RELATION.json]
+//!   juju-sim run --charm-dir DIR --state STATE [--echo] [--env K=V]... EVENT [KEY=VALUE]...
+//!   juju-sim unpack CHARM DIR
+
+#[path = "sim.rs"]
+mod sim;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::{Map, Value};
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let name = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if sim::TOOLS.contains(&name.as_str()) {
+        let code = sim::tool_main(&name, &argv[1..]);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    match command(&argv[1..]) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("juju-sim: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn command(args: &[String]) -> Result<u8, String> {
+    match args.first().map(String::as_str) {
+        Some("new") => new_state(&args[1..]),
+        Some("run") => run(&args[1..]),
+        Some("unpack") => {
+            let [charm, dir] = &args[1..] else {
+                return Err("usage: juju-sim unpack CHARM DIR".into());
+            };
+            unpack(Path::new(charm), Path::new(dir))?;
+            Ok(0)
+        }
+        _ => Err("usage: juju-sim new|run|unpack ... (see tests/harness/juju_sim.rs)".into()),
+    }
+}
+
+/// Unzips a .charm with `unzip`, which keeps the mode bits.
+pub fn unpack(charm: &Path, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let status = std::process::Command::new("unzip")
+        .args(["-q", "-o"])
+        .arg(charm)
+        .arg("-d")
+        .arg(dir)
+        .status()
+        .map_err(|e| format!("unzip: {e}"))?;
+    if !status.success() {
+        return Err(format!("unzip {} failed", charm.display()));
+    }
+    Ok(())
+}
+
+fn new_state(args: &[String]) -> Result<u8, String> {
+    let path = args.first().ok_or("usage: juju-sim new STATE ...")?;
+    let mut state = sim::State::default();
+    state.relations.push(sim::Relation {
+        id: "juju-info:1".into(),
+        endpoint: "juju-info".into(),
+        remote_app: "nova-compute".into(),
+        remote_units: [(
+            state.principal.clone(),
+            [("private-address".to_string(), "127.0.0.1".to_string())]
+                .into_iter()
+                .collect(),
+        )]
+        .into_iter()
+        .collect(),
+        local: Default::default(),
+    });
+    let mut i = 1;
+    while i < args.len() {
+        match (args[i].as_str(), args.get(i + 1)) {
+            ("--config", Some(kv)) => {
+                let (k, v) = sim::parse_param(kv)?;
+                state.config.insert(k, v);
+            }
+            ("--credentials", Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+                let data: std::collections::BTreeMap<String, String> =
+                    serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+                state.relations.push(sim::Relation {
+                    id: "identity-credentials:2".into(),
+                    endpoint: "identity-credentials".into(),
+                    remote_app: "keystone".into(),
+                    remote_units: [("keystone/0".to_string(), data)].into_iter().collect(),
+                    local: [("username".to_string(), "nova_live_migration".to_string())]
+                        .into_iter()
+                        .collect(),
+                });
+            }
+            (other, _) => return Err(format!("unexpected argument {other:?}")),
+        }
+        i += 2;
+    }
+    sim::save(Path::new(path), &state)?;
+    Ok(0)
+}
+
+fn run(args: &[String]) -> Result<u8, String> {
+    let mut charm_dir = None;
+    let mut state = None;
+    let mut echo = false;
+    let mut env = Vec::new();
+    let mut rest = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--charm-dir" => {
+                charm_dir = args.get(i + 1).map(PathBuf::from);
+                i += 1;
+            }
+            "--state" => {
+                state = args.get(i + 1).map(PathBuf::from);
+                i += 1;
+            }
+            "--env" => {
+                let kv = args.get(i + 1).ok_or("--env needs K=V")?;
+                let (k, v) = kv.split_once('=').ok_or("--env needs K=V")?;
+                env.push((k.to_string(), v.to_string()));
+                i += 1;
+            }
+            "--echo" => echo = true,
+            other => rest.push(other.to_string()),
+        }
+        i += 1;
+    }
+    let charm_dir = charm_dir.ok_or("--charm-dir is required")?;
+    let state_path = state.ok_or("--state is required")?;
+    let event = rest
+        .first()
+        .ok_or("an event (hooks/NAME or actions/NAME) is required")?;
+    let mut params = Map::new();
+    for kv in &rest[1..] {
+        let (k, v) = sim::parse_param(kv)?;
+        params.insert(k, v);
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = sim::run_event(sim::Run {
+        charm_dir: &charm_dir,
+        state_path: &state_path,
+        event,
+        params,
+        sim_exe: &exe,
+        env,
+        echo,
+    })?;
+    if let Some(msg) = &out.action_failed {
+        eprintln!("action failed: {msg}");
+    }
+    let results: Value = serde_json::to_value(&out.action_results).map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?
+    );
+    Ok(if out.exit_code == Some(0) && out.action_failed.is_none() {
+        0
+    } else {
+        1
+    })
+}

@@ -1,1 +1,5 @@
 //! Integration tests (one crate, modules per area).
+
+mod charm_files;
+mod hooks;
+mod juju;
