@@ -514,16 +514,17 @@ pub fn run_event(run: Run<'_>) -> Result<State, String> {
         env.push(("JUJU_ACTION_NAME".into(), name.to_string()));
         env.push(("JUJU_ACTION_UUID".into(), "1".into()));
         env.push(("JUJU_ACTION_TAG".into(), "action-1".into()));
-    } else if let Some(endpoint) = relation_endpoint(name) {
-        if let Some(rel) = state.relations.iter().find(|r| r.endpoint == endpoint) {
-            env.push(("JUJU_RELATION".into(), endpoint.to_string()));
-            env.push(("JUJU_RELATION_ID".into(), rel.id.clone()));
-            env.push(("JUJU_REMOTE_APP".into(), rel.remote_app.clone()));
-            if !name.ends_with("-relation-broken") && !name.ends_with("-relation-created") {
-                if let Some(u) = rel.remote_units.keys().next() {
-                    env.push(("JUJU_REMOTE_UNIT".into(), u.clone()));
-                }
-            }
+    } else if let Some(endpoint) = relation_endpoint(name)
+        && let Some(rel) = state.relations.iter().find(|r| r.endpoint == endpoint)
+    {
+        env.push(("JUJU_RELATION".into(), endpoint.to_string()));
+        env.push(("JUJU_RELATION_ID".into(), rel.id.clone()));
+        env.push(("JUJU_REMOTE_APP".into(), rel.remote_app.clone()));
+        if !name.ends_with("-relation-broken")
+            && !name.ends_with("-relation-created")
+            && let Some(u) = rel.remote_units.keys().next()
+        {
+            env.push(("JUJU_REMOTE_UNIT".into(), u.clone()));
         }
     }
     env.extend(run.env.iter().cloned());
