@@ -6,6 +6,8 @@ pub mod charm;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod host;
+pub mod journal;
 pub mod juju;
 pub mod openstack;
 pub mod paths;
