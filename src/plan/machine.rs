@@ -656,7 +656,7 @@ impl Drain {
                         r.conflicts += 1;
                         if r.conflicts > policy.conflict_retries {
                             let e = format!(
-                                "start refused with 409 {} times in a row, giving up: {msg}",
+                                "start refused with 409 {} time(s) in a row, giving up: {msg}",
                                 r.conflicts
                             );
                             finish(r, Outcome::Failed, now, Some(e), total, out);
@@ -1411,7 +1411,7 @@ pub(crate) mod tests {
         d.step(30_300, &[conflict(1)]);
         let r = d.get("i0").unwrap();
         assert_eq!(r.outcome(), Some(Outcome::Failed));
-        assert!(r.error.as_ref().unwrap().contains("409 3 times"));
+        assert!(r.error.as_ref().unwrap().contains("409 3 time(s)"));
     }
 
     #[test]
