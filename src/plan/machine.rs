@@ -15,7 +15,8 @@
 //!    [`Observation::MigrationFound`] when `/os-migrations?instance_uuid=`
 //!    shows a live migration (or cold `migration`) created at or after `since`.
 //! 3. Each tick, for every in-flight instance ([`Drain::in_flight_ids`]),
-//!    report the server view and the latest migration view.
+//!    report the server view and the view of its migration (the record's
+//!    `migration_id`, learnt from `MigrationFound`; other ids are ignored).
 //!
 //! Decisions (all carry the numbers that triggered them, stored in the
 //! instance's `decisions` and echoed as a `Progress` line):
@@ -715,15 +716,15 @@ impl Drain {
                 if r.past_migrations.contains(&view.id) {
                     return;
                 }
-                if let Phase::Started { migration_id, .. } = &mut r.phase {
-                    match migration_id {
-                        Some(m) if *m != view.id => return,
-                        Some(_) => {}
-                        None => {
-                            *migration_id = Some(view.id);
-                            r.migration_id = Some(view.id);
-                        }
-                    }
+                // Only the migration of this attempt, identified through
+                // `FindMigration` (created at or after the intent): a view
+                // of an unknown id may belong to an earlier attempt.
+                if let Phase::Started {
+                    migration_id: Some(m),
+                    ..
+                } = r.phase
+                    && m == view.id
+                {
                     r.track.migration = Some(view.clone());
                 }
             }
@@ -823,7 +824,11 @@ fn attempt_failed(
         r.past_migrations.push(m);
     }
     if r.abort_requested || r.track.abort_sent {
-        finish(r, Outcome::Aborted, now, Some(why), total, out);
+        let e = match r.error.take() {
+            Some(a) if a.starts_with("aborted") => format!("{a} ({why})"),
+            _ => format!("aborted ({why})"),
+        };
+        finish(r, Outcome::Aborted, now, Some(e), total, out);
         return;
     }
     r.error = Some(why.clone());
@@ -1228,6 +1233,12 @@ pub(crate) mod tests {
             result: StartResult::Accepted,
         }
     }
+    fn found(id: &str, m: u64) -> Observation {
+        Observation::MigrationFound {
+            instance: id.into(),
+            migration_id: m,
+        }
+    }
     fn server(id: &str, v: ServerView) -> Observation {
         Observation::Server {
             instance: id.into(),
@@ -1289,7 +1300,7 @@ pub(crate) mod tests {
             },
         );
         d.step(0, &[]);
-        d.step(1, &[accepted("i0", 1)]);
+        d.step(1, &[accepted("i0", 1), found("i0", 7)]);
         d.step(
             2000,
             &[
@@ -1318,7 +1329,7 @@ pub(crate) mod tests {
             },
         );
         d.step(0, &[]);
-        d.step(1, &[accepted("i0", 1)]);
+        d.step(1, &[accepted("i0", 1), found("i0", 7)]);
         let c = d.step(
             2000,
             &[
@@ -1333,7 +1344,7 @@ pub(crate) mod tests {
             target: None
         }));
         assert_eq!(d.get("i0").unwrap().past_migrations, vec![7]);
-        d.step(3000, &[accepted("i0", 2)]);
+        d.step(3000, &[accepted("i0", 2), found("i0", 7), found("i0", 8)]);
         // The old migration 7 is ignored when seen again.
         d.step(
             4000,
@@ -1431,7 +1442,7 @@ pub(crate) mod tests {
 
     fn running(d: &mut Drain) {
         d.step(0, &[]);
-        d.step(0, &[accepted("i0", 1)]);
+        d.step(0, &[accepted("i0", 1), found("i0", 5)]);
     }
 
     fn tick(d: &mut Drain, now: Millis, status: &str, rem: u64) -> Vec<Command> {
