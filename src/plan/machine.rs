@@ -1778,6 +1778,165 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn paused_instance_success_and_zero_concurrency_is_one() {
+        let mut d = drain(
+            2,
+            Policy {
+                max_concurrent: 0,
+                ..Policy::default()
+            },
+        );
+        assert_eq!(starts(&d.step(0, &[])), vec!["i0"]);
+        d.step(1, &[accepted("i0", 1)]);
+        d.step(2, &[server("i0", sv("node3", "PAUSED", "paused", None))]);
+        assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Migrated));
+    }
+
+    #[test]
+    fn abort_before_the_start_is_accepted_then_aborts_once_running() {
+        let mut d = drain(2, Policy::default());
+        d.step(0, &[]);
+        // The abort arrives while the start is in flight.
+        let c = d.step(10, &[Observation::AbortRequested { vm: None }]);
+        assert!(starts(&c).is_empty());
+        assert_eq!(d.get("i1").unwrap().outcome(), Some(Outcome::Pending));
+        d.step(20, &[accepted("i0", 1), found("i0", 5)]);
+        let c = tick(&mut d, 30, "accepted", 4 * G);
+        assert!(!c.iter().any(|c| matches!(c, Command::Abort { .. })));
+        let c = tick(&mut d, 40, "running", 4 * G);
+        assert!(c.iter().any(|c| matches!(
+            c,
+            Command::Abort {
+                migration_id: 5,
+                ..
+            }
+        )));
+        d.step(
+            50,
+            &[
+                migration("i0", mv(5, "cancelled", 4 * G, 4 * G)),
+                server("i0", sv("node1", "ACTIVE", "active", None)),
+            ],
+        );
+        let r = d.get("i0").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Aborted));
+        assert!(
+            r.error
+                .as_ref()
+                .unwrap()
+                .starts_with("aborted: abort requested by the operator"),
+            "{:?}",
+            r.error
+        );
+        assert!(d.is_done());
+    }
+
+    #[test]
+    fn abort_of_one_named_vm_lets_the_others_finish() {
+        let mut d = drain(
+            3,
+            Policy {
+                max_concurrent: 2,
+                ..Policy::default()
+            },
+        );
+        d.step(0, &[]);
+        d.step(
+            1,
+            &[
+                accepted("i0", 1),
+                accepted("i1", 1),
+                found("i0", 5),
+                found("i1", 6),
+            ],
+        );
+        let c = d.step(
+            2,
+            &[
+                Observation::AbortRequested {
+                    vm: Some("vm-i1".into()),
+                },
+                migration("i0", mv(5, "running", 4 * G, 2 * G)),
+                migration("i1", mv(6, "running", 4 * G, 2 * G)),
+            ],
+        );
+        let aborts: Vec<&Command> = c
+            .iter()
+            .filter(|c| matches!(c, Command::Abort { .. }))
+            .collect();
+        assert_eq!(aborts.len(), 1);
+        assert!(matches!(
+            aborts[0],
+            Command::Abort {
+                migration_id: 6,
+                ..
+            }
+        ));
+        assert!(starts(&c).is_empty(), "start no more");
+        assert_eq!(d.get("i2").unwrap().outcome(), Some(Outcome::Pending));
+        d.step(
+            3,
+            &[
+                server("i0", sv("node4", "ACTIVE", "active", None)),
+                server("i1", sv("node1", "ACTIVE", "active", None)),
+                migration("i1", mv(6, "cancelled", 4 * G, 2 * G)),
+            ],
+        );
+        assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Migrated));
+        assert_eq!(d.get("i1").unwrap().outcome(), Some(Outcome::Aborted));
+        assert!(d.is_done());
+    }
+
+    #[test]
+    fn cold_migration_failure_is_retried() {
+        let es = vec![entry("c", Action::Cold, 1024)];
+        let mut d = Drain::new("node1", &es, Policy::default(), 0);
+        d.step(0, &[]);
+        d.step(1, &[accepted("c", 1), found("c", 3)]);
+        let c = d.step(
+            2,
+            &[
+                migration("c", mv(3, "error", 0, 0)),
+                server("c", sv("node1", "SHUTOFF", "stopped", None)),
+            ],
+        );
+        assert!(
+            c.iter()
+                .any(|c| matches!(c, Command::StartCold { attempt: 2, .. }))
+        );
+    }
+
+    #[test]
+    fn refused_confirm_is_retried_three_times() {
+        let es = vec![entry("c", Action::Cold, 1024)];
+        let mut d = Drain::new("node1", &es, Policy::default(), 0);
+        d.step(0, &[]);
+        d.step(1, &[accepted("c", 1)]);
+        let verify = || server("c", sv("node5", "VERIFY_RESIZE", "resized", None));
+        let refused = || Observation::CommandFailed {
+            instance: "c".into(),
+            command: "ConfirmResize".into(),
+            message: "409".into(),
+        };
+        let confirms = |c: &[Command]| {
+            c.iter()
+                .filter(|c| matches!(c, Command::ConfirmResize { .. }))
+                .count()
+        };
+        assert_eq!(confirms(&d.step(2, &[verify()])), 1);
+        assert_eq!(confirms(&d.step(3, &[refused(), verify()])), 1);
+        assert_eq!(confirms(&d.step(4, &[refused(), verify()])), 1);
+        assert_eq!(confirms(&d.step(5, &[refused(), verify()])), 0);
+        assert!(
+            d.get("c")
+                .unwrap()
+                .decisions
+                .iter()
+                .any(|x| x.contains("ConfirmResize refused"))
+        );
+    }
+
+    #[test]
     fn serde_round_trip() {
         let mut d = drain(2, Policy::default());
         running(&mut d);

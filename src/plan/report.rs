@@ -257,6 +257,38 @@ impl Report {
         )
     }
 
+    /// A real run stopped by pre-flight (nothing changed): moving instances
+    /// are `pending`, the others `skipped`; `error` lists what stopped it.
+    pub fn blocked(
+        action: &str,
+        plan: &Plan,
+        service: ServiceReport,
+        block_migration: &str,
+        duration_s: f64,
+    ) -> Report {
+        let instances = plan
+            .entries
+            .iter()
+            .map(|e| {
+                let mut i = skipped(e, &plan.host, block_migration, false);
+                if e.moves() {
+                    i.result = ResultKind::Pending;
+                    i.error = Some("not started: pre-flight failed".into());
+                }
+                i
+            })
+            .collect();
+        Report::assemble(
+            action,
+            &plan.host,
+            false,
+            service,
+            instances,
+            duration_s,
+            plan_error(plan),
+        )
+    }
+
     /// The report of a run: skipped plan entries plus the drain's outcomes
     /// (instances not yet done are reported `pending`).
     pub fn from_drain(
@@ -577,6 +609,21 @@ mod tests {
         let r = Report::from_plan("evacuate", &p, ServiceReport::default(), "auto", 0.0);
         assert_eq!(r.error.as_deref(), Some("not enough capacity"));
         assert!(r.summary().ends_with("— not enough capacity"));
+        let b = Report::blocked("evacuate", &p, ServiceReport::default(), "auto", 0.5);
+        assert!(!b.dry_run);
+        assert_eq!(b.counts.pending, 1);
+        assert_eq!(b.counts.skipped, 1);
+        assert_eq!(b.error.as_deref(), Some("not enough capacity"));
+        assert_eq!(
+            b.summary(),
+            "evacuate node1.maas: 1 skipped, 1 pending in 0.5 s — not enough capacity"
+        );
+        // force overrides: nothing stops it.
+        p.force = true;
+        assert_eq!(
+            Report::from_plan("evacuate", &p, ServiceReport::default(), "auto", 0.0).error,
+            None
+        );
         assert_eq!(juju_key("81DF_13"), "81df-13");
     }
 }

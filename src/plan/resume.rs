@@ -244,11 +244,19 @@ fn reconcile_one(
             since,
             migration_id: mid,
         };
-        let keep_running = r.track.running_since;
+        // When we never saw it running, assume the earliest possible start
+        // (the intent): Nova's completion timer is then never underestimated.
+        let running_now = newest.is_some_and(|m| {
+            matches!(
+                m.status,
+                MigrationStatus::Running | MigrationStatus::RunningPostCopy
+            )
+        });
+        let running_since = r.track.running_since.or(running_now.then_some(since));
         r.track = Track {
             server: Some(s.clone()),
             migration: newest.map(view_of),
-            running_since: keep_running,
+            running_since,
             // A fresh stall window: we could not watch while we were away.
             progress_at: Some(now),
             ..Track::default()
@@ -378,6 +386,12 @@ mod tests {
                 migration_id: Some(9)
             }
         );
+        assert_eq!(
+            r.track.running_since,
+            Some(1_000_000),
+            "earliest possible start"
+        );
+        assert_eq!(r.track.progress_at, Some(2_000_000), "fresh stall window");
         assert_eq!(starts(&d.step(2_000_001, &[])), 0);
     }
 
@@ -569,6 +583,50 @@ mod tests {
                 outcome: Outcome::Failed
             }
         );
+    }
+
+    #[test]
+    fn cold_migration_waiting_for_confirm_is_adopted_and_confirmed() {
+        let es = vec![entry("a", Action::Cold, 1024)];
+        let mut d = Drain::new("node1", &es, Policy::default(), 0);
+        d.step(1_000_000, &[]);
+        let dec = reconcile(
+            &mut d,
+            2_000_000,
+            &ob(
+                Some(sv("node5", "VERIFY_RESIZE", "resized", None)),
+                vec![rec(30, "finished", 1_000_100)],
+            ),
+        );
+        assert_eq!(
+            dec[0].action,
+            ResumeAction::Adopted {
+                migration_id: Some(30)
+            }
+        );
+        let c = d.step(2_000_001, &[]);
+        assert!(c.contains(&Command::ConfirmResize {
+            instance: "a".into()
+        }));
+        assert_eq!(starts(&c), 0);
+    }
+
+    #[test]
+    fn pending_instance_found_moved_is_not_started() {
+        let es = vec![entry("a", Action::Live, 1024)];
+        let mut d = Drain::new("node1", &es, Policy::default(), 0);
+        let dec = reconcile(
+            &mut d,
+            5,
+            &ob(Some(sv("node9", "ACTIVE", "active", None)), vec![]),
+        );
+        assert_eq!(
+            dec[0].action,
+            ResumeAction::Finished {
+                outcome: Outcome::Migrated
+            }
+        );
+        assert_eq!(starts(&d.step(6, &[])), 0);
     }
 
     #[test]
