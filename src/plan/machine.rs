@@ -16,7 +16,8 @@
 //!    shows a live migration (or cold `migration`) created at or after `since`.
 //! 3. Each tick, for every in-flight instance ([`Drain::in_flight_ids`]),
 //!    report the server view and the view of its migration (the record's
-//!    `migration_id`, learnt from `MigrationFound`; other ids are ignored).
+//!    `migration_id`, learnt from `MigrationFound`, or one whose
+//!    `created_at` is at or after the intent; other views are ignored).
 //!
 //! Decisions (all carry the numbers that triggered them, stored in the
 //! instance's `decisions` and echoed as a `Progress` line):
@@ -274,6 +275,11 @@ impl ServerView {
 pub struct MigrationView {
     pub id: u64,
     pub status: MigrationStatus,
+    /// `created_at` (ms since the epoch) when known: a view of a not yet
+    /// identified migration is taken as this attempt's only when created at
+    /// or after the start intent.
+    #[serde(default)]
+    pub created_at: Option<Millis>,
     pub dest_compute: Option<String>,
     pub memory_total_bytes: Option<u64>,
     pub memory_processed_bytes: Option<u64>,
@@ -716,16 +722,26 @@ impl Drain {
                 if r.past_migrations.contains(&view.id) {
                     return;
                 }
-                // Only the migration of this attempt, identified through
-                // `FindMigration` (created at or after the intent): a view
-                // of an unknown id may belong to an earlier attempt.
-                if let Phase::Started {
-                    migration_id: Some(m),
-                    ..
-                } = r.phase
-                    && m == view.id
-                {
-                    r.track.migration = Some(view.clone());
+                // Only the migration of this attempt: identified through
+                // `FindMigration`, or created at or after the intent (a view
+                // of an unknown id may belong to an earlier attempt).
+                match r.phase {
+                    Phase::Started {
+                        migration_id: Some(m),
+                        ..
+                    } if m == view.id => r.track.migration = Some(view.clone()),
+                    Phase::Started {
+                        since,
+                        migration_id: None,
+                    } if view.created_at.is_some_and(|c| c >= since) => {
+                        r.phase = Phase::Started {
+                            since,
+                            migration_id: Some(view.id),
+                        };
+                        r.migration_id = Some(view.id);
+                        r.track.migration = Some(view.clone());
+                    }
+                    _ => {}
                 }
             }
             Observation::CommandFailed {
@@ -1198,6 +1214,7 @@ pub(crate) mod tests {
         MigrationView {
             id,
             status: MigrationStatus::from(status.to_string()),
+            created_at: None,
             dest_compute: Some("node4".into()),
             memory_total_bytes: Some(total),
             memory_processed_bytes: Some(total - rem),
@@ -1934,6 +1951,22 @@ pub(crate) mod tests {
                 .iter()
                 .any(|x| x.contains("ConfirmResize refused"))
         );
+    }
+
+    #[test]
+    fn unknown_migration_view_taken_only_when_created_after_intent() {
+        let mut d = drain(1, Policy::default());
+        d.step(1000, &[]);
+        d.step(1001, &[accepted("i0", 1)]);
+        let mut old = mv(3, "error", G, G);
+        old.created_at = Some(999);
+        d.step(1002, &[migration("i0", old)]);
+        assert_eq!(d.get("i0").unwrap().migration_id, None);
+        let mut new = mv(4, "running", G, G);
+        new.created_at = Some(1000);
+        let c = d.step(1003, &[migration("i0", new)]);
+        assert_eq!(d.get("i0").unwrap().migration_id, Some(4));
+        assert!(!c.iter().any(|c| matches!(c, Command::FindMigration { .. })));
     }
 
     #[test]

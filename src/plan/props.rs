@@ -82,6 +82,7 @@ impl Nova {
         Some(MigrationView {
             id: m.id,
             status: m.status.clone(),
+            created_at: Some(m.created_at),
             dest_compute: Some("node2".into()),
             memory_total_bytes: Some(4 * G),
             memory_processed_bytes: Some(4 * G - m.remaining),

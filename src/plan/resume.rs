@@ -94,6 +94,7 @@ fn view_of(m: &MigrationRecord) -> MigrationView {
     MigrationView {
         id: m.id,
         status: m.status.clone(),
+        created_at: Some(m.created_at),
         dest_compute: m.dest_compute.clone(),
         memory_total_bytes: None,
         memory_processed_bytes: None,
