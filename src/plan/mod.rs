@@ -28,7 +28,8 @@ pub use machine::{
 };
 pub use preflight::{
     Action, Failure, FailureKind, Flavor, HostCandidate, Inventory, Plan, PlanEntry,
-    PreflightInput, PreflightParams, ServerGroup, ServerInfo, ServiceView, Storage, preflight,
+    PreflightInput, PreflightParams, ServerGroup, ServerInfo, ServiceView, Storage, parse_exclude,
+    preflight,
 };
 pub use report::{Counts, InstanceReport, PlanSummary, Report, ResultKind, ServiceReport};
 pub use resume::{MigrationRecord, ResumeAction, ResumeDecision, ResumeObservation, reconcile};

@@ -252,6 +252,15 @@ impl Plan {
     }
 }
 
+/// Split the `exclude` parameter (comma-separated names or ids).
+pub fn parse_exclude(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 fn storage_of(s: &ServerInfo) -> Storage {
     match (s.image_backed, s.volumes_attached) {
         (false, _) => Storage::Volume,
@@ -285,7 +294,10 @@ pub fn demand_of(s: &ServerInfo) -> BTreeMap<String, u64> {
 
 fn classify(s: &ServerInfo, p: &PreflightParams) -> Action {
     let skip = |reason: String| Action::Skip { reason };
-    if p.exclude.iter().any(|x| x == &s.id || x == &s.name) {
+    if p.exclude
+        .iter()
+        .any(|x| x.trim() == s.id || x.trim() == s.name)
+    {
         return skip("excluded".into());
     }
     if let Some(t) = &s.task_state {
@@ -1104,5 +1116,88 @@ mod tests {
             },
         );
         assert!(p.blocking[0].message.contains("no instance named"));
+    }
+
+    #[test]
+    fn exclude_parsing() {
+        assert_eq!(parse_exclude(" a, b ,,c"), vec!["a", "b", "c"]);
+        assert!(parse_exclude("").is_empty());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn hosts() -> impl Strategy<Value = Vec<HostCandidate>> {
+            prop::collection::vec(
+                (
+                    1u64..16,
+                    512u64..16384,
+                    0u64..4096,
+                    1u64..4,
+                    any::<bool>(),
+                    1u64..9,
+                ),
+                1..4,
+            )
+            .prop_map(|v| {
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (cpu, mem, used, ratio, up, max_cpu))| {
+                        let mut h = host(&format!("node{}", i + 2), cpu, mem, 100);
+                        h.up = up;
+                        let vc = h.inventories.get_mut(VCPU).unwrap();
+                        vc.allocation_ratio = ratio as f64;
+                        vc.max_unit = max_cpu;
+                        h.usages.insert(MEMORY_MB.into(), used.min(mem));
+                        h
+                    })
+                    .collect()
+            })
+        }
+
+        fn servers() -> impl Strategy<Value = Vec<ServerInfo>> {
+            prop::collection::vec((1u64..8, 256u64..8192, 0u8..4), 0..10).prop_map(|v| {
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (cpu, mem, st))| {
+                        let vm = ["active", "paused", "stopped", "error"][st as usize];
+                        server(&format!("s{i}"), vm, cpu, mem, 1)
+                    })
+                    .collect()
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn capacity_plan_is_sound(hosts in hosts(), servers in servers(), stopped in any::<bool>()) {
+                let n = servers.len();
+                let inp = input(servers, hosts.clone());
+                let p = preflight(&inp, &PreflightParams { include_stopped: stopped, ..Default::default() });
+                prop_assert_eq!(p.entries.len(), n);
+                // Every placement respects capacity and max_unit, cumulatively.
+                for h in &hosts {
+                    let placed: Vec<&PlanEntry> = p.entries.iter()
+                        .filter(|e| e.estimated_host.as_deref() == Some(h.host.as_str()))
+                        .collect();
+                    prop_assert!(placed.is_empty() || (h.up && h.enabled));
+                    for (rc, inv) in &h.inventories {
+                        let sum: u64 = placed.iter().map(|e| e.demand.get(rc).copied().unwrap_or(0)).sum();
+                        let used = h.usages.get(rc).copied().unwrap_or(0) as f64;
+                        prop_assert!(sum as f64 + used <= inv.capacity() + 1e-9);
+                        for e in &placed {
+                            prop_assert!(e.demand.get(rc).copied().unwrap_or(0) <= inv.max_unit);
+                        }
+                    }
+                }
+                for e in &p.entries {
+                    prop_assert_eq!(e.fits, e.estimated_host.is_some());
+                    prop_assert!(!e.fits || e.moves(), "skipped entries never fit");
+                }
+                let short = p.entries.iter().any(|e| e.moves() && !e.fits);
+                prop_assert_eq!(short, p.overridable.iter().any(|f| f.kind == FailureKind::Capacity));
+                prop_assert!(p.blocking.is_empty());
+            }
+        }
     }
 }
