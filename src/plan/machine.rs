@@ -106,6 +106,22 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// SPEC `max-concurrent-migrations`: an explicit value (≥ 1) wins; 0 =
+    /// this node's `max_concurrent_live_migrations` (1 when unset) plus one
+    /// waiting in Nova's queue — only where queued migrations can be aborted
+    /// (microversion ≥ 2.65).
+    pub fn resolve_max_concurrent(
+        configured: u32,
+        nova_max_concurrent: Option<u32>,
+        can_abort_queued: bool,
+    ) -> u32 {
+        if configured >= 1 {
+            return configured;
+        }
+        let nova = nova_max_concurrent.filter(|n| *n >= 1).unwrap_or(1);
+        nova + u32::from(can_abort_queued)
+    }
+
     fn max_concurrent(&self) -> usize {
         self.max_concurrent.max(1) as usize
     }
@@ -1967,6 +1983,15 @@ pub(crate) mod tests {
         let c = d.step(1003, &[migration("i0", new)]);
         assert_eq!(d.get("i0").unwrap().migration_id, Some(4));
         assert!(!c.iter().any(|c| matches!(c, Command::FindMigration { .. })));
+    }
+
+    #[test]
+    fn resolve_max_concurrent_follows_spec() {
+        assert_eq!(Policy::resolve_max_concurrent(3, Some(1), true), 3);
+        assert_eq!(Policy::resolve_max_concurrent(0, None, true), 2);
+        assert_eq!(Policy::resolve_max_concurrent(0, Some(0), false), 1);
+        assert_eq!(Policy::resolve_max_concurrent(0, Some(2), false), 2);
+        assert_eq!(Policy::resolve_max_concurrent(0, Some(2), true), 3);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Everything here takes observations and `now` (milliseconds since the Unix
 //! epoch, [`Millis`]) as parameters and returns decisions:
 //!
-//! * [`preflight`] — classify the instances of this host, check the service,
+//! * [`preflight`](mod@preflight) — classify the instances of this host, check the service,
 //!   `target-host`, affinity and Placement capacity; produce a [`Plan`]
 //!   (`dry-run` returns exactly it).
 //! * [`machine`] — the drain state machine ([`Drain::step`]): bounded
@@ -13,6 +13,24 @@
 //!   observations from Nova ([`reconcile`]), never migrating an instance twice.
 //! * [`report`] — the report model of SPEC §4 (`Report`, counts, summary,
 //!   flattened `action-set` keys).
+//!
+//! The orchestrator's loop, in outline:
+//!
+//! ```text
+//! plan = preflight(&input, &params)            // dry-run: Report::from_plan(plan)
+//! if !plan.can_proceed() { Report::blocked(..); action-fail; return }
+//! drain = journal.load()                       // after a crash:
+//!     .map(|d| { reconcile(&mut d, now, &fresh_views); d })   // Recheck → again later
+//!     .unwrap_or_else(|| Drain::new(host, plan.to_move(), policy, now))
+//! loop {
+//!     cmds = drain.step(now, &observations)
+//!     journal.write(&drain)                    // fsync + rename, BEFORE executing
+//!     execute(cmds) → observations             // Started, MigrationFound, CommandFailed
+//!     if drain.is_done() { break }
+//!     sleep(poll); observations += views of drain.in_flight_ids() (+ AbortRequested)
+//! }
+//! Report::from_drain(..)
+//! ```
 
 pub mod machine;
 pub mod preflight;
