@@ -231,6 +231,10 @@ pub struct Plan {
     pub blocking: Vec<Failure>,
     /// Failures `force` overrides (capacity shortfall, affinity on target-host).
     pub overridable: Vec<Failure>,
+    /// Things the operator should know that stop nothing (e.g. a hard
+    /// affinity group the scheduler cannot place elsewhere).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
@@ -610,6 +614,31 @@ pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
         });
     }
 
+    // Without target-host the scheduler enforces the groups; warn about the
+    // one it cannot satisfy: a hard affinity group entirely on this node.
+    let mut warnings = Vec::new();
+    if target.is_none() {
+        for g in input.groups.iter().filter(|g| g.policy == "affinity") {
+            let moving: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.moves() && g.members.contains(&e.id))
+                .map(|e| e.name.as_str())
+                .collect();
+            let elsewhere = g
+                .members
+                .iter()
+                .any(|m| input.member_hosts.get(m).is_some_and(|h| h != host));
+            if !moving.is_empty() && !elsewhere {
+                warnings.push(format!(
+                    "affinity group {} ({}) has all its members on {host}: the scheduler can only place {} on a host already holding members, so Nova will likely answer NoValidHost; set target-host to move them together",
+                    g.name,
+                    g.id,
+                    moving.join(", ")
+                ));
+            }
+        }
+    }
+
     // Hard (anti-)affinity on target-host.
     if let (Some(t), true) = (target, target_ok) {
         let moving: BTreeSet<&str> = entries
@@ -680,6 +709,7 @@ pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
         entries,
         blocking,
         overridable,
+        warnings,
     }
 }
 
@@ -1064,7 +1094,12 @@ mod tests {
             target_host: Some("node2".into()),
             ..Default::default()
         };
+        let sched = preflight(&i, &PreflightParams::default());
+        assert_eq!(sched.warnings.len(), 1, "group entirely on this node");
+        assert!(sched.warnings[0].contains("NoValidHost"));
+        assert!(sched.can_proceed());
         let p = preflight(&i, &params);
+        assert!(p.warnings.is_empty());
         assert_eq!(
             p.overridable.len(),
             1,

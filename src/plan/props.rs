@@ -556,6 +556,7 @@ fn run(n: usize, cold_mask: u8, policy: Policy, events: Vec<Ev>) {
         entries,
         blocking: vec![],
         overridable: vec![],
+        warnings: vec![],
     };
     let rep = Report::from_drain(
         "evacuate",

@@ -478,6 +478,7 @@ mod tests {
             entries: vec![entry("81df1304-aaaa", Action::Live, 2048), skip],
             blocking: vec![],
             overridable: vec![],
+            warnings: vec![],
         }
     }
 
