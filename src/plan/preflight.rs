@@ -1204,6 +1204,8 @@ mod tests {
         }
 
         proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
             #[test]
             fn capacity_plan_is_sound(hosts in hosts(), servers in servers(), stopped in any::<bool>()) {
                 let n = servers.len();

@@ -584,7 +584,7 @@ fn pending_rechecks(dec: &[super::resume::ResumeDecision]) -> Option<(Millis, Ve
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn drain_invariants_hold_under_arbitrary_nova_and_crashes(

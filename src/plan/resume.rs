@@ -657,4 +657,88 @@ mod tests {
         assert_eq!(dec[1].action, ResumeAction::Unchanged);
         assert_eq!(d.instances[0].outcome(), Some(Outcome::Migrated));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn server() -> impl Strategy<Value = Option<ServerView>> {
+            prop_oneof![
+                1 => Just(None),
+                8 => (0u8..3, 0u8..4, any::<bool>()).prop_map(|(h, st, busy)| {
+                    let host = ["node1", "node1", "node2"][h as usize];
+                    let (status, vm) = [
+                        ("ACTIVE", "active"),
+                        ("PAUSED", "paused"),
+                        ("ERROR", "error"),
+                        ("MIGRATING", "active"),
+                    ][st as usize];
+                    let task = (busy || status == "MIGRATING").then_some("migrating");
+                    Some(sv(host, status, vm, task))
+                }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Intent written at `since`; the POST may or may not have
+            /// happened. Restart only when provably not started; never
+            /// leave an in-flight start unaccounted.
+            #[test]
+            fn restart_only_when_provably_not_started(
+                server in server(),
+                recs in prop::collection::vec((-400i64..400, 0u8..6), 0..4),
+                delay in 0u64..120_000,
+            ) {
+                let since: Millis = 10_000_000;
+                let es = vec![entry("a", Action::Live, 4096)];
+                let mut d = Drain::new("node1", &es, Policy::default(), 0);
+                d.step(since, &[]);
+                let statuses = ["accepted", "running", "completed", "error", "failed", "cancelled"];
+                let migrations: Vec<MigrationRecord> = recs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (dt, st))| rec(i as u64 + 1, statuses[*st as usize], (since as i64 + dt * 1000) as u64))
+                    .collect();
+                let now = since + delay;
+                let dec = reconcile(&mut d, now, &ob(server.clone(), migrations.clone()));
+                let recent = migrations.iter().any(|m| m.created_at + CLOCK_SKEW_MS >= since);
+                let busy = server.as_ref().is_some_and(|s| s.task_state.is_some());
+                let moved = server.as_ref().is_some_and(|s| s.host != "node1");
+                match &dec[0].action {
+                    ResumeAction::Restart => {
+                        prop_assert!(!recent && !busy && !moved && server.is_some());
+                        prop_assert!(delay >= QUIET_MS);
+                        prop_assert_eq!(&d.instances[0].phase, &Phase::Pending);
+                    }
+                    ResumeAction::Recheck { at } => {
+                        prop_assert!(!recent && !busy && !moved);
+                        prop_assert_eq!(*at, since + QUIET_MS);
+                        prop_assert!(matches!(d.instances[0].phase, Phase::Starting { .. }), "still starting");
+                    }
+                    ResumeAction::Adopted { .. } => {
+                        prop_assert!(recent || busy || moved);
+                        prop_assert!(matches!(d.instances[0].phase, Phase::Started { .. }), "started");
+                        prop_assert_eq!(d.instances[0].attempts, 1);
+                    }
+                    ResumeAction::Finished { .. } => prop_assert!(d.is_done()),
+                    ResumeAction::Unchanged => prop_assert!(false, "intent must be resolved"),
+                }
+                // The next step starts it again only after a Restart, or as a
+                // retry of an adopted attempt that Nova shows ended with the
+                // server idle on the source.
+                let c = d.step(now + 1, &[]);
+                if starts(&c) > 0 && dec[0].action != ResumeAction::Restart {
+                    let s = server.as_ref().unwrap();
+                    prop_assert!(s.host == "node1" && s.task_state.is_none() && s.vm_state != "error");
+                    prop_assert!(!d.instances[0].past_migrations.is_empty());
+                    prop_assert!(c.iter().any(|c| matches!(c, Command::StartLive { attempt: 2, .. })), "retry");
+                }
+                if dec[0].action == ResumeAction::Restart {
+                    prop_assert!(c.iter().any(|c| matches!(c, Command::StartLive { attempt: 1, .. })), "same attempt");
+                }
+            }
+        }
+    }
 }
