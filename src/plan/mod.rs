@@ -1,1 +1,59 @@
 //! Pure planning and the migration state machine: no I/O, no clock.
+//!
+//! Everything here takes observations and `now` (milliseconds since the Unix
+//! epoch, [`Millis`]) as parameters and returns decisions:
+//!
+//! * [`preflight`](mod@preflight) — classify the instances of this host, check the service,
+//!   `target-host`, affinity and Placement capacity; produce a [`Plan`]
+//!   (`dry-run` returns exactly it).
+//! * [`machine`] — the drain state machine ([`Drain::step`]): bounded
+//!   concurrency, success verification, 409 back-off, stall / timeout /
+//!   force-complete policy, retries, abort. Its state is the journal body.
+//! * [`resume`] — reconcile a journal loaded after a crash with fresh
+//!   observations from Nova ([`reconcile`]), never migrating an instance twice.
+//! * [`report`] — the report model of SPEC §4 (`Report`, counts, summary,
+//!   flattened `action-set` keys).
+//!
+//! The orchestrator's loop, in outline:
+//!
+//! ```text
+//! plan = preflight(&input, &params)            // dry-run: Report::from_plan(plan)
+//! if !plan.can_proceed() { Report::blocked(..); action-fail; return }
+//! drain = journal.load()                       // after a crash:
+//!     .map(|d| { reconcile(&mut d, now, &fresh_views); d })   // Recheck → again later
+//!     .unwrap_or_else(|| Drain::new(host, plan.to_move(), policy, now))
+//! loop {
+//!     cmds = drain.step(now, &observations)
+//!     journal.write(&drain)                    // fsync + rename, BEFORE executing
+//!     execute(cmds) → observations             // Started, MigrationFound, CommandFailed
+//!     if drain.is_done() { break }
+//!     sleep(poll); observations += views of drain.in_flight_ids() (+ AbortRequested)
+//! }
+//! Report::from_drain(..)
+//! ```
+
+pub mod machine;
+pub mod preflight;
+pub mod report;
+pub mod resume;
+
+#[cfg(test)]
+mod props;
+
+pub use machine::{
+    Command, Drain, InstanceRecord, MigrationStatus, MigrationView, MoveKind, Observation, Outcome,
+    Phase, Policy, ServerView, StartResult, TimeoutAction,
+};
+pub use preflight::{
+    Action, Failure, FailureKind, Flavor, HostCandidate, Inventory, Plan, PlanEntry,
+    PreflightInput, PreflightParams, ServerGroup, ServerInfo, ServiceView, Storage, parse_exclude,
+    preflight,
+};
+pub use report::{Counts, InstanceReport, PlanSummary, Report, ResultKind, ServiceReport};
+pub use resume::{MigrationRecord, ResumeAction, ResumeDecision, ResumeObservation, reconcile};
+
+/// Milliseconds since the Unix epoch (the orchestrator's clock, passed in).
+pub type Millis = u64;
+
+/// Nova server UUID.
+pub type InstanceId = String;

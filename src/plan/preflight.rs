@@ -1,0 +1,1240 @@
+//! Pre-flight: classification of every instance on this host, service and
+//! `target-host` checks, hard (anti-)affinity and a cumulative Placement
+//! capacity plan. One pure function, [`preflight`], produces the [`Plan`];
+//! `dry-run` returns exactly it.
+//!
+//! Capacity: the instances to move are placed **largest first** (by
+//! MEMORY_MB, then VCPU+PCPU, then DISK_GB, then name for determinism) with
+//! **first-fit** onto the candidate hosts in name order (the other enabled, up
+//! hosts, or only `target-host`). Each placement is subtracted from the
+//! host's free capacity, so the check is cumulative. Free capacity per
+//! resource class is `(total - reserved) * allocation_ratio - used`; a single
+//! instance's amount must also satisfy `min_unit <= amount <= max_unit` and
+//! `amount % step_size == 0` (Placement's `_check_capacity_exceeded`). It is an
+//! upper bound of what the scheduler would accept (NUMA, PCI, aggregates are
+//! not modelled).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::InstanceId;
+
+/// Resource class names used when deriving demand from a flavor.
+pub const VCPU: &str = "VCPU";
+pub const PCPU: &str = "PCPU";
+pub const MEMORY_MB: &str = "MEMORY_MB";
+pub const DISK_GB: &str = "DISK_GB";
+
+/// The embedded flavor of a server (≥ 2.47).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flavor {
+    pub vcpus: u64,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    pub ephemeral_gb: u64,
+    pub swap_mb: u64,
+}
+
+/// One server on this host, as listed by `GET /servers/detail?host=`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub id: InstanceId,
+    pub name: String,
+    /// API status (`ACTIVE`, `SHUTOFF`, `ERROR`, …).
+    pub status: String,
+    /// `OS-EXT-STS:vm_state` (`active`, `paused`, `stopped`, …).
+    pub vm_state: String,
+    /// `OS-EXT-STS:task_state`; `None` when no task is in progress.
+    pub task_state: Option<String>,
+    /// `image` is not `""` (the instance boots from an image).
+    pub image_backed: bool,
+    /// Number of entries in `os-extended-volumes:volumes_attached`.
+    pub volumes_attached: usize,
+    pub flavor: Flavor,
+    /// Its Placement allocation on the source provider (class → amount),
+    /// when known; preferred over the flavor.
+    pub allocation: Option<BTreeMap<String, u64>>,
+}
+
+/// The nova-compute service of this host (`GET /os-services?binary=nova-compute&host=`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// `enabled` / `disabled`.
+    pub status: String,
+    /// `up` / `down`.
+    pub state: String,
+    pub disabled_reason: Option<String>,
+}
+
+/// One Placement inventory record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub total: u64,
+    pub reserved: u64,
+    pub min_unit: u64,
+    pub max_unit: u64,
+    pub step_size: u64,
+    pub allocation_ratio: f64,
+}
+
+impl Inventory {
+    /// `(total - reserved) * allocation_ratio`.
+    pub fn capacity(&self) -> f64 {
+        self.total.saturating_sub(self.reserved) as f64 * self.allocation_ratio
+    }
+    /// Why a single allocation of `amount` is not acceptable, if it is not.
+    fn unit_violation(&self, amount: u64) -> Option<String> {
+        if amount < self.min_unit {
+            Some(format!("below min_unit {}", self.min_unit))
+        } else if amount > self.max_unit {
+            Some(format!("above max_unit {}", self.max_unit))
+        } else if self.step_size > 1 && !amount.is_multiple_of(self.step_size) {
+            Some(format!("not a multiple of step_size {}", self.step_size))
+        } else {
+            None
+        }
+    }
+}
+
+/// A possible destination: its compute service and Placement provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostCandidate {
+    /// nova-compute service host (what `os-migrateLive` takes).
+    pub host: String,
+    /// service `status == enabled`.
+    pub enabled: bool,
+    /// service `state == up`.
+    pub up: bool,
+    pub inventories: BTreeMap<String, Inventory>,
+    pub usages: BTreeMap<String, u64>,
+}
+
+/// A server group (≥ 2.64 shape). Soft policies never block.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerGroup {
+    pub id: String,
+    pub name: String,
+    /// `affinity`, `anti-affinity`, `soft-affinity`, `soft-anti-affinity`.
+    pub policy: String,
+    /// `rules.max_server_per_host` (anti-affinity; default 1).
+    pub max_server_per_host: Option<u64>,
+    pub members: Vec<InstanceId>,
+}
+
+/// Everything pre-flight looks at, gathered by the orchestrator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PreflightInput {
+    /// This node's nova service host.
+    pub host: String,
+    /// This node's nova-compute service; `None` when it does not exist.
+    pub service: Option<ServiceView>,
+    /// Local units that must be active (e.g. `nova-compute`, `libvirtd`):
+    /// name → active.
+    pub local_units: BTreeMap<String, bool>,
+    /// The servers on this host.
+    pub servers: Vec<ServerInfo>,
+    /// All compute hosts (this one included or not, it is ignored).
+    pub hosts: Vec<HostCandidate>,
+    /// Server groups that contain at least one of `servers`.
+    pub groups: Vec<ServerGroup>,
+    /// Host of group members that are not on this node (id → service host).
+    pub member_hosts: BTreeMap<InstanceId, String>,
+}
+
+/// Action parameters that shape the plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreflightParams {
+    pub target_host: Option<String>,
+    pub include_stopped: bool,
+    /// Names or ids to leave (already split on commas).
+    pub exclude: Vec<String>,
+    pub force: bool,
+    /// `migrate-vm`: only this instance (name or id).
+    pub only: Option<String>,
+}
+
+/// Where the instance's disks live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// Image-backed, no volumes.
+    Local,
+    /// Boot from volume.
+    Volume,
+    /// Image-backed with volumes attached.
+    Mixed,
+}
+
+/// What the plan does with one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Action {
+    Live,
+    Cold,
+    Skip { reason: String },
+}
+
+/// One instance of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    pub id: InstanceId,
+    pub name: String,
+    pub action: Action,
+    pub storage: Storage,
+    pub vcpus: u64,
+    pub ram_mb: u64,
+    pub disk_gb: u64,
+    /// `target-host` or `"scheduler"` (`"none"` for skipped instances).
+    pub destination: String,
+    /// Fits in the capacity plan (false for skipped instances).
+    pub fits: bool,
+    /// The host first-fit placed it on (an estimate; the scheduler decides).
+    pub estimated_host: Option<String>,
+    /// The resource demand used for the capacity plan.
+    pub demand: BTreeMap<String, u64>,
+}
+
+impl PlanEntry {
+    pub fn moves(&self) -> bool {
+        !matches!(self.action, Action::Skip { .. })
+    }
+}
+
+/// Category of a failed pre-flight check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    Service,
+    LocalUnit,
+    TargetHost,
+    Instance,
+    Affinity,
+    Capacity,
+}
+
+/// A failed check with an operator-ready message (what is wrong, what to do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// The pre-flight result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub host: String,
+    pub target_host: Option<String>,
+    pub force: bool,
+    pub entries: Vec<PlanEntry>,
+    /// Failures `force` cannot override: nothing may change.
+    pub blocking: Vec<Failure>,
+    /// Failures `force` overrides (capacity shortfall, affinity on target-host).
+    pub overridable: Vec<Failure>,
+    /// Things the operator should know that stop nothing (e.g. a hard
+    /// affinity group the scheduler cannot place elsewhere).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// May the action go on (no blocking failure; overridable ones forced)?
+    pub fn can_proceed(&self) -> bool {
+        self.blocking.is_empty() && (self.force || self.overridable.is_empty())
+    }
+    /// The failures that stop the action, in order (blocking first).
+    pub fn stopping_failures(&self) -> Vec<&Failure> {
+        let mut v: Vec<&Failure> = self.blocking.iter().collect();
+        if !self.force {
+            v.extend(self.overridable.iter());
+        }
+        v
+    }
+    /// The entries that move (live or cold), in plan order.
+    pub fn to_move(&self) -> impl Iterator<Item = &PlanEntry> {
+        self.entries.iter().filter(|e| e.moves())
+    }
+}
+
+/// Split the `exclude` parameter (comma-separated names or ids).
+pub fn parse_exclude(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn storage_of(s: &ServerInfo) -> Storage {
+    match (s.image_backed, s.volumes_attached) {
+        (false, _) => Storage::Volume,
+        (true, 0) => Storage::Local,
+        (true, _) => Storage::Mixed,
+    }
+}
+
+/// The instance's Placement demand: its allocation when known, else derived
+/// from the flavor (`DISK_GB = disk + ephemeral + ceil(swap/1024)`, root disk
+/// not counted when volume-backed). Zero amounts are dropped.
+pub fn demand_of(s: &ServerInfo) -> BTreeMap<String, u64> {
+    let mut d = match &s.allocation {
+        Some(a) => a.clone(),
+        None => {
+            let f = &s.flavor;
+            let root = if s.image_backed { f.disk_gb } else { 0 };
+            BTreeMap::from([
+                (VCPU.to_string(), f.vcpus),
+                (MEMORY_MB.to_string(), f.ram_mb),
+                (
+                    DISK_GB.to_string(),
+                    root + f.ephemeral_gb + f.swap_mb.div_ceil(1024),
+                ),
+            ])
+        }
+    };
+    d.retain(|_, v| *v > 0);
+    d
+}
+
+fn classify(s: &ServerInfo, p: &PreflightParams) -> Action {
+    let skip = |reason: String| Action::Skip { reason };
+    if p.exclude
+        .iter()
+        .any(|x| x.trim() == s.id || x.trim() == s.name)
+    {
+        return skip("excluded".into());
+    }
+    if let Some(t) = &s.task_state {
+        return skip(format!(
+            "a task is in progress (task_state {t}, status {}); wait for it to finish and run again",
+            s.status
+        ));
+    }
+    match s.vm_state.as_str() {
+        "active" | "paused" => Action::Live,
+        "stopped" if p.include_stopped => Action::Cold,
+        "stopped" => skip(
+            "stopped (SHUTOFF): not live-migratable; run with include-stopped=true to cold-migrate it"
+                .into(),
+        ),
+        "error" => skip(format!(
+            "status {} (vm_state error) cannot be migrated; check the guest, then `openstack server set --state active {}` and run again",
+            s.status, s.id
+        )),
+        "suspended" => skip(format!(
+            "status {} cannot be migrated; resume it (`openstack server resume {}`) and run again",
+            s.status, s.id
+        )),
+        other => skip(format!(
+            "status {} (vm_state {other}) cannot be migrated",
+            s.status
+        )),
+    }
+}
+
+fn cpu(d: &BTreeMap<String, u64>) -> u64 {
+    d.get(VCPU).copied().unwrap_or(0) + d.get(PCPU).copied().unwrap_or(0)
+}
+
+/// Free capacity per class of a candidate (mutable during the fill).
+#[derive(Debug, Clone)]
+struct Free {
+    host: String,
+    free: BTreeMap<String, f64>,
+    inv: BTreeMap<String, Inventory>,
+}
+
+impl Free {
+    fn new(h: &HostCandidate) -> Self {
+        let free = h
+            .inventories
+            .iter()
+            .map(|(rc, inv)| {
+                let used = h.usages.get(rc).copied().unwrap_or(0) as f64;
+                (rc.clone(), inv.capacity() - used)
+            })
+            .collect();
+        Free {
+            host: h.host.clone(),
+            free,
+            inv: h.inventories.clone(),
+        }
+    }
+    /// Per-class problems placing `d` here (empty = fits).
+    fn problems(&self, d: &BTreeMap<String, u64>) -> BTreeMap<String, Problem> {
+        let mut out = BTreeMap::new();
+        for (rc, &amt) in d {
+            match self.inv.get(rc) {
+                None => {
+                    out.insert(rc.clone(), Problem::Missing);
+                }
+                Some(inv) => {
+                    if let Some(v) = inv.unit_violation(amt) {
+                        out.insert(rc.clone(), Problem::Unit(v));
+                    } else {
+                        let free = self.free.get(rc).copied().unwrap_or(0.0);
+                        if amt as f64 > free {
+                            out.insert(rc.clone(), Problem::Short(amt as f64 - free.max(0.0)));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+    fn take(&mut self, d: &BTreeMap<String, u64>) {
+        for (rc, &amt) in d {
+            *self.free.entry(rc.clone()).or_insert(0.0) -= amt as f64;
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Problem {
+    Missing,
+    Unit(String),
+    Short(f64),
+}
+
+fn fmt_amount(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{}", x.round() as i64)
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// Pre-flight: classify, check, plan capacity. Pure.
+pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
+    let mut blocking = Vec::new();
+    let mut overridable = Vec::new();
+    let host = &input.host;
+
+    // This node's service.
+    match &input.service {
+        None => blocking.push(Failure {
+            kind: FailureKind::Service,
+            message: format!(
+                "no nova-compute service is registered for host {host}; check the nova-host config option (it must equal [DEFAULT] host of nova.conf) and `openstack compute service list --service nova-compute`"
+            ),
+        }),
+        Some(s) if s.state != "up" => blocking.push(Failure {
+            kind: FailureKind::Service,
+            message: format!(
+                "the nova-compute service of {host} is {} (live migration needs the source running); start nova-compute on this node and run again",
+                s.state
+            ),
+        }),
+        Some(_) => {}
+    }
+    for (unit, active) in &input.local_units {
+        if !active {
+            blocking.push(Failure {
+                kind: FailureKind::LocalUnit,
+                message: format!(
+                    "local service {unit} is not active (live migration needs it); `systemctl start {unit}` and run again"
+                ),
+            });
+        }
+    }
+
+    // migrate-vm: restrict to one instance.
+    let mut servers: Vec<&ServerInfo> = input.servers.iter().collect();
+    if let Some(vm) = &params.only {
+        let by_id: Vec<&ServerInfo> = servers.iter().copied().filter(|s| &s.id == vm).collect();
+        let chosen = if by_id.is_empty() {
+            servers.iter().copied().filter(|s| &s.name == vm).collect()
+        } else {
+            by_id
+        };
+        match chosen.len() {
+            0 => blocking.push(Failure {
+                kind: FailureKind::Instance,
+                message: format!(
+                    "no instance named or with id {vm} on {host}; `openstack server list --all-projects --host {host}` lists them"
+                ),
+            }),
+            1 => {}
+            _ => blocking.push(Failure {
+                kind: FailureKind::Instance,
+                message: format!(
+                    "the name {vm} is ambiguous on {host}: {}; pass the id instead",
+                    chosen
+                        .iter()
+                        .map(|s| s.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+        }
+        servers = if chosen.len() == 1 { chosen } else { vec![] };
+    }
+
+    // Target host.
+    let target = params.target_host.as_ref();
+    let mut target_ok = true;
+    if let Some(t) = target {
+        let found = input.hosts.iter().find(|h| &h.host == t);
+        let msg = if t == host {
+            Some(format!(
+                "target-host {t} is this node; name another compute host or leave target-host empty"
+            ))
+        } else {
+            match found {
+                None => Some(format!(
+                    "target-host {t} is not a known compute host; check `openstack compute service list --service nova-compute`"
+                )),
+                Some(h) if !h.enabled => Some(format!(
+                    "target-host {t} is disabled; enable it (`openstack compute service set --enable {t} nova-compute`) or choose another"
+                )),
+                Some(h) if !h.up => Some(format!(
+                    "target-host {t} is down; choose another host or fix its nova-compute"
+                )),
+                Some(_) => None,
+            }
+        };
+        if let Some(message) = msg {
+            target_ok = false;
+            blocking.push(Failure {
+                kind: FailureKind::TargetHost,
+                message,
+            });
+        }
+    }
+
+    // Classification.
+    let mut entries: Vec<PlanEntry> = servers
+        .iter()
+        .map(|s| {
+            let action = classify(s, params);
+            let demand = demand_of(s);
+            let moves = !matches!(action, Action::Skip { .. });
+            PlanEntry {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                storage: storage_of(s),
+                vcpus: cpu(&demand),
+                ram_mb: demand.get(MEMORY_MB).copied().unwrap_or(0),
+                disk_gb: demand.get(DISK_GB).copied().unwrap_or(0),
+                destination: if !moves {
+                    "none".into()
+                } else {
+                    target.cloned().unwrap_or_else(|| "scheduler".into())
+                },
+                fits: false,
+                estimated_host: None,
+                demand,
+                action,
+            }
+        })
+        .collect();
+
+    // Capacity: largest first, first fit, cumulative.
+    let mut cands: Vec<Free> = input
+        .hosts
+        .iter()
+        .filter(|h| &h.host != host && h.enabled && h.up)
+        .filter(|h| target.is_none_or(|t| &h.host == t))
+        .map(Free::new)
+        .collect();
+    cands.sort_by(|a, b| a.host.cmp(&b.host));
+    let mut order: Vec<usize> = (0..entries.len()).filter(|&i| entries[i].moves()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&entries[a], &entries[b]);
+        (y.ram_mb, y.vcpus, y.disk_gb)
+            .cmp(&(x.ram_mb, x.vcpus, x.disk_gb))
+            .then_with(|| x.name.cmp(&y.name))
+            .then_with(|| x.id.cmp(&y.id))
+    });
+    let mut shortfalls = Vec::new();
+    for &i in &order {
+        let d = entries[i].demand.clone();
+        if let Some(c) = cands.iter_mut().find(|c| c.problems(&d).is_empty()) {
+            c.take(&d);
+            entries[i].fits = true;
+            entries[i].estimated_host = Some(c.host.clone());
+            continue;
+        }
+        // By how much: per class, against the best candidate for that class.
+        let mut parts = Vec::new();
+        for (rc, amt) in &d {
+            let per: Vec<Problem> = cands
+                .iter()
+                .filter_map(|c| c.problems(&BTreeMap::from([(rc.clone(), *amt)])).remove(rc))
+                .collect();
+            if per.len() < cands.len() {
+                continue; // some host has room for this class alone
+            }
+            let short = per
+                .iter()
+                .filter_map(|p| match p {
+                    Problem::Short(x) => Some(*x),
+                    _ => None,
+                })
+                .fold(f64::INFINITY, f64::min);
+            if short.is_finite() {
+                parts.push(format!("{rc} short by {}", fmt_amount(short)));
+            } else if let Some(Problem::Unit(u)) =
+                per.iter().find(|p| matches!(p, Problem::Unit(_)))
+            {
+                parts.push(format!("{rc} {amt} {u}"));
+            } else {
+                parts.push(format!("{rc} {amt}: no candidate has {rc} inventory"));
+            }
+        }
+        if cands.is_empty() {
+            parts = vec!["no enabled, up candidate host".into()];
+        } else if parts.is_empty() {
+            parts.push("no single host has room for all of it at once".into());
+        }
+        let want = d
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        shortfalls.push(format!(
+            "{} ({}) needs {want}: {}",
+            entries[i].name,
+            entries[i].id,
+            parts.join(", ")
+        ));
+    }
+    if !shortfalls.is_empty() && target_ok {
+        let whereto = match target {
+            Some(t) => format!("on target-host {t}"),
+            None => "on the other enabled, up compute hosts".into(),
+        };
+        overridable.push(Failure {
+            kind: FailureKind::Capacity,
+            message: format!(
+                "not enough capacity {whereto} for {} instance(s): {}; free capacity, exclude instances, or run with force=true to try anyway",
+                shortfalls.len(),
+                shortfalls.join("; ")
+            ),
+        });
+    }
+
+    // Without target-host the scheduler enforces the groups; warn about the
+    // one it cannot satisfy: a hard affinity group entirely on this node.
+    let mut warnings = Vec::new();
+    if target.is_none() {
+        for g in input.groups.iter().filter(|g| g.policy == "affinity") {
+            let moving: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.moves() && g.members.contains(&e.id))
+                .map(|e| e.name.as_str())
+                .collect();
+            let elsewhere = g
+                .members
+                .iter()
+                .any(|m| input.member_hosts.get(m).is_some_and(|h| h != host));
+            if !moving.is_empty() && !elsewhere {
+                warnings.push(format!(
+                    "affinity group {} ({}) has all its members on {host}: the scheduler can only place {} on a host already holding members, so Nova will likely answer NoValidHost; set target-host to move them together",
+                    g.name,
+                    g.id,
+                    moving.join(", ")
+                ));
+            }
+        }
+    }
+
+    // Hard (anti-)affinity on target-host.
+    if let (Some(t), true) = (target, target_ok) {
+        let moving: BTreeSet<&str> = entries
+            .iter()
+            .filter(|e| e.moves())
+            .map(|e| e.id.as_str())
+            .collect();
+        for g in &input.groups {
+            let mine: Vec<&PlanEntry> = entries
+                .iter()
+                .filter(|e| e.moves() && g.members.contains(&e.id))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            match g.policy.as_str() {
+                "anti-affinity" => {
+                    let max = g.max_server_per_host.unwrap_or(1).max(1);
+                    let already = g
+                        .members
+                        .iter()
+                        .filter(|m| input.member_hosts.get(*m) == Some(t))
+                        .count() as u64;
+                    let total = already + mine.len() as u64;
+                    if total > max {
+                        overridable.push(Failure {
+                            kind: FailureKind::Affinity,
+                            message: format!(
+                                "anti-affinity group {} ({}) allows {max} member(s) per host; target-host {t} would hold {total} ({already} already there, {} moving: {}); choose another target-host, exclude members, or run with force=true",
+                                g.name,
+                                g.id,
+                                mine.len(),
+                                mine.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                        });
+                    }
+                }
+                "affinity" => {
+                    let left: Vec<&str> = g
+                        .members
+                        .iter()
+                        .filter(|m| {
+                            !moving.contains(m.as_str()) && input.member_hosts.get(*m) != Some(t)
+                        })
+                        .map(|m| m.as_str())
+                        .collect();
+                    if !left.is_empty() {
+                        overridable.push(Failure {
+                            kind: FailureKind::Affinity,
+                            message: format!(
+                                "affinity group {} ({}) requires its members on one host; {} would stay away from target-host {t}; move the group together, or run with force=true",
+                                g.name,
+                                g.id,
+                                left.join(", ")
+                            ),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    Plan {
+        host: host.clone(),
+        target_host: target.cloned(),
+        force: params.force,
+        entries,
+        blocking,
+        overridable,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv(total: u64, reserved: u64, ratio: f64, max_unit: u64) -> Inventory {
+        Inventory {
+            total,
+            reserved,
+            min_unit: 1,
+            max_unit,
+            step_size: 1,
+            allocation_ratio: ratio,
+        }
+    }
+
+    fn host(name: &str, vcpu: u64, mem: u64, disk: u64) -> HostCandidate {
+        HostCandidate {
+            host: name.into(),
+            enabled: true,
+            up: true,
+            inventories: BTreeMap::from([
+                (VCPU.into(), inv(vcpu, 0, 1.0, vcpu)),
+                (MEMORY_MB.into(), inv(mem, 0, 1.0, mem)),
+                (DISK_GB.into(), inv(disk, 0, 1.0, disk)),
+            ]),
+            usages: BTreeMap::new(),
+        }
+    }
+
+    fn server(id: &str, vm_state: &str, vcpus: u64, ram: u64, disk: u64) -> ServerInfo {
+        ServerInfo {
+            id: id.into(),
+            name: format!("vm-{id}"),
+            status: match vm_state {
+                "active" => "ACTIVE",
+                "paused" => "PAUSED",
+                "stopped" => "SHUTOFF",
+                "error" => "ERROR",
+                "suspended" => "SUSPENDED",
+                _ => "SHELVED_OFFLOADED",
+            }
+            .into(),
+            vm_state: vm_state.into(),
+            task_state: None,
+            image_backed: true,
+            volumes_attached: 0,
+            flavor: Flavor {
+                vcpus,
+                ram_mb: ram,
+                disk_gb: disk,
+                ephemeral_gb: 0,
+                swap_mb: 0,
+            },
+            allocation: None,
+        }
+    }
+
+    fn input(servers: Vec<ServerInfo>, hosts: Vec<HostCandidate>) -> PreflightInput {
+        PreflightInput {
+            host: "node1".into(),
+            service: Some(ServiceView {
+                status: "enabled".into(),
+                state: "up".into(),
+                disabled_reason: None,
+            }),
+            local_units: BTreeMap::new(),
+            servers,
+            hosts,
+            groups: vec![],
+            member_hosts: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn classification_and_storage() {
+        let mut busy = server("b", "active", 1, 512, 1);
+        busy.task_state = Some("rebooting".into());
+        let mut vol = server("v", "paused", 1, 512, 10);
+        vol.image_backed = false;
+        vol.volumes_attached = 1;
+        let mut mixed = server("m", "active", 1, 512, 1);
+        mixed.volumes_attached = 2;
+        let servers = vec![
+            server("a", "active", 1, 512, 1),
+            busy,
+            vol,
+            mixed,
+            server("s", "stopped", 1, 512, 1),
+            server("e", "error", 1, 512, 1),
+            server("u", "suspended", 1, 512, 1),
+            server("h", "shelved_offloaded", 1, 512, 1),
+            server("x", "active", 1, 512, 1),
+        ];
+        let p = preflight(
+            &input(servers, vec![host("node2", 64, 65536, 1000)]),
+            &PreflightParams {
+                exclude: vec!["vm-x".into()],
+                ..Default::default()
+            },
+        );
+        let by = |id: &str| p.entries.iter().find(|e| e.id == id).unwrap();
+        assert_eq!(by("a").action, Action::Live);
+        assert_eq!(by("a").storage, Storage::Local);
+        assert!(matches!(&by("b").action, Action::Skip{reason} if reason.contains("rebooting")));
+        assert_eq!(by("v").action, Action::Live);
+        assert_eq!(by("v").storage, Storage::Volume);
+        assert_eq!(by("v").disk_gb, 0, "volume-backed root disk not counted");
+        assert_eq!(by("m").storage, Storage::Mixed);
+        assert!(
+            matches!(&by("s").action, Action::Skip{reason} if reason.contains("include-stopped"))
+        );
+        assert!(matches!(&by("e").action, Action::Skip{reason} if reason.contains("ERROR")));
+        assert!(matches!(&by("u").action, Action::Skip{reason} if reason.contains("resume")));
+        assert!(matches!(&by("h").action, Action::Skip { .. }));
+        assert_eq!(
+            by("x").action,
+            Action::Skip {
+                reason: "excluded".into()
+            }
+        );
+        assert_eq!(by("x").destination, "none");
+        assert_eq!(by("a").destination, "scheduler");
+        assert!(p.can_proceed(), "{:?}", p);
+
+        let p2 = preflight(
+            &input(
+                vec![server("s", "stopped", 1, 512, 1)],
+                vec![host("node2", 4, 4096, 10)],
+            ),
+            &PreflightParams {
+                include_stopped: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(p2.entries[0].action, Action::Cold);
+        assert!(p2.entries[0].fits);
+    }
+
+    #[test]
+    fn demand_from_flavor_and_allocation() {
+        let mut s = server("a", "active", 2, 2048, 20);
+        s.flavor.ephemeral_gb = 5;
+        s.flavor.swap_mb = 1500;
+        let d = demand_of(&s);
+        assert_eq!(d[DISK_GB], 20 + 5 + 2);
+        assert_eq!(d[VCPU], 2);
+        s.allocation = Some(BTreeMap::from([
+            (PCPU.to_string(), 4),
+            (MEMORY_MB.to_string(), 4096),
+            (DISK_GB.to_string(), 0),
+        ]));
+        let d = demand_of(&s);
+        assert_eq!(d.len(), 2, "zero amounts dropped, allocation preferred");
+        assert_eq!(d[PCPU], 4);
+    }
+
+    #[test]
+    fn capacity_is_cumulative_with_ratio_reserved_used() {
+        // node2: (8-0)*2.0 = 16 VCPU, mem (8192-512)*1.0 - 4096 used = 3584 free.
+        let mut h = host("node2", 8, 8192, 100);
+        h.inventories.get_mut(VCPU).unwrap().allocation_ratio = 2.0;
+        h.inventories.get_mut(VCPU).unwrap().max_unit = 8;
+        h.inventories.get_mut(MEMORY_MB).unwrap().reserved = 512;
+        h.usages.insert(MEMORY_MB.into(), 4096);
+        let servers = vec![
+            server("a", "active", 2, 1024, 1),
+            server("b", "active", 2, 1024, 1),
+            server("c", "active", 2, 2048, 1),
+        ];
+        let inp = input(servers, vec![h]);
+        let p = preflight(&inp, &PreflightParams::default());
+        // Largest first: c (2048) fits -> 1536 left; a (1024) -> 512; b short by 512.
+        let by = |id: &str| p.entries.iter().find(|e| e.id == id).unwrap();
+        assert!(by("c").fits && by("a").fits);
+        assert!(!by("b").fits);
+        assert_eq!(by("c").estimated_host.as_deref(), Some("node2"));
+        assert_eq!(p.overridable.len(), 1);
+        let m = &p.overridable[0].message;
+        assert!(
+            m.contains("vm-b") && m.contains("MEMORY_MB short by 512") && !m.contains("vm-c"),
+            "{m}"
+        );
+        assert!(m.contains("force=true"));
+        assert!(!p.can_proceed());
+        let forced = preflight(
+            &inp,
+            &PreflightParams {
+                force: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(forced.overridable.len(), 1, "still reported");
+        assert!(
+            forced.can_proceed(),
+            "capacity shortfall overridable by force"
+        );
+    }
+
+    #[test]
+    fn max_unit_and_step_size_per_instance() {
+        let mut h = host("node2", 64, 65536, 1000);
+        h.inventories.get_mut(VCPU).unwrap().max_unit = 4;
+        h.inventories.get_mut(MEMORY_MB).unwrap().step_size = 256;
+        let p = preflight(
+            &input(
+                vec![
+                    server("big", "active", 8, 1024, 1),
+                    server("odd", "active", 1, 1000, 1),
+                    server("ok", "active", 4, 1024, 1),
+                ],
+                vec![h],
+            ),
+            &PreflightParams::default(),
+        );
+        let by = |id: &str| p.entries.iter().find(|e| e.id == id).unwrap();
+        assert!(!by("big").fits && !by("odd").fits && by("ok").fits);
+        let m = &p.overridable[0].message;
+        assert!(m.contains("above max_unit 4"), "{m}");
+        assert!(m.contains("step_size 256"), "{m}");
+    }
+
+    #[test]
+    fn first_fit_spreads_over_hosts_and_skips_disabled_down_and_self() {
+        let mut down = host("node0", 64, 65536, 1000);
+        down.up = false;
+        let mut dis = host("node00", 64, 65536, 1000);
+        dis.enabled = false;
+        let me = host("node1", 64, 65536, 1000);
+        let p = preflight(
+            &input(
+                vec![
+                    server("a", "active", 1, 3000, 1),
+                    server("b", "active", 1, 3000, 1),
+                ],
+                vec![
+                    down,
+                    dis,
+                    me,
+                    host("node2", 4, 4096, 100),
+                    host("node3", 4, 4096, 100),
+                ],
+            ),
+            &PreflightParams::default(),
+        );
+        let hosts: BTreeSet<_> = p
+            .entries
+            .iter()
+            .map(|e| e.estimated_host.clone().unwrap())
+            .collect();
+        assert_eq!(hosts, BTreeSet::from(["node2".into(), "node3".into()]));
+        assert!(p.can_proceed());
+    }
+
+    #[test]
+    fn service_checks_are_blocking_even_with_force() {
+        let mut i = input(vec![], vec![]);
+        i.service = None;
+        let p = preflight(
+            &i,
+            &PreflightParams {
+                force: true,
+                ..Default::default()
+            },
+        );
+        assert!(!p.can_proceed());
+        assert_eq!(p.blocking[0].kind, FailureKind::Service);
+        i.service = Some(ServiceView {
+            status: "enabled".into(),
+            state: "down".into(),
+            disabled_reason: None,
+        });
+        i.local_units.insert("libvirtd".into(), false);
+        let p = preflight(&i, &PreflightParams::default());
+        assert_eq!(p.blocking.len(), 2);
+        assert!(p.blocking[0].message.contains("down"));
+        assert!(p.blocking[1].message.contains("systemctl start libvirtd"));
+    }
+
+    #[test]
+    fn target_host_checks() {
+        let mut dis = host("node3", 64, 65536, 1000);
+        dis.enabled = false;
+        let mut down = host("node4", 64, 65536, 1000);
+        down.up = false;
+        let hosts = vec![host("node2", 64, 65536, 1000), dis, down];
+        for (t, want) in [
+            ("node1", "is this node"),
+            ("nodeX", "not a known compute host"),
+            ("node3", "disabled"),
+            ("node4", "down"),
+        ] {
+            let p = preflight(
+                &input(vec![server("a", "active", 1, 1, 1)], hosts.clone()),
+                &PreflightParams {
+                    target_host: Some(t.into()),
+                    force: true,
+                    ..Default::default()
+                },
+            );
+            assert!(!p.can_proceed(), "{t}");
+            assert_eq!(p.blocking[0].kind, FailureKind::TargetHost);
+            assert!(p.blocking[0].message.contains(want), "{t}");
+        }
+        let p = preflight(
+            &input(vec![server("a", "active", 1, 1, 1)], hosts.clone()),
+            &PreflightParams {
+                target_host: Some("node2".into()),
+                ..Default::default()
+            },
+        );
+        assert!(p.can_proceed());
+        assert_eq!(p.entries[0].destination, "node2");
+    }
+
+    #[test]
+    fn anti_affinity_counts_members_moving_in_same_plan() {
+        let mut i = input(
+            vec![
+                server("a", "active", 1, 1, 1),
+                server("b", "active", 1, 1, 1),
+            ],
+            vec![host("node2", 64, 65536, 1000)],
+        );
+        i.groups.push(ServerGroup {
+            id: "g1".into(),
+            name: "web".into(),
+            policy: "anti-affinity".into(),
+            max_server_per_host: None,
+            members: vec!["a".into(), "b".into()],
+        });
+        let params = PreflightParams {
+            target_host: Some("node2".into()),
+            ..Default::default()
+        };
+        let p = preflight(&i, &params);
+        assert_eq!(p.overridable.len(), 1);
+        assert_eq!(p.overridable[0].kind, FailureKind::Affinity);
+        assert!(p.overridable[0].message.contains("would hold 2"));
+        // max_server_per_host 2 allows both.
+        i.groups[0].max_server_per_host = Some(2);
+        assert!(preflight(&i, &params).can_proceed());
+        // A member already on the target counts.
+        i.groups[0].members.push("c".into());
+        i.member_hosts.insert("c".into(), "node2".into());
+        let p = preflight(&i, &params);
+        assert!(p.overridable[0].message.contains("1 already there"));
+        // Soft policies never block; force overrides.
+        assert!(
+            preflight(
+                &i,
+                &PreflightParams {
+                    force: true,
+                    ..params.clone()
+                }
+            )
+            .can_proceed()
+        );
+        i.groups[0].policy = "soft-anti-affinity".into();
+        assert!(preflight(&i, &params).can_proceed());
+    }
+
+    #[test]
+    fn affinity_requires_the_group_to_move_together() {
+        let mut i = input(
+            vec![
+                server("a", "active", 1, 1, 1),
+                server("b", "stopped", 1, 1, 1),
+            ],
+            vec![host("node2", 64, 65536, 1000)],
+        );
+        i.groups.push(ServerGroup {
+            id: "g2".into(),
+            name: "db".into(),
+            policy: "affinity".into(),
+            max_server_per_host: None,
+            members: vec!["a".into(), "b".into()],
+        });
+        let params = PreflightParams {
+            target_host: Some("node2".into()),
+            ..Default::default()
+        };
+        let sched = preflight(&i, &PreflightParams::default());
+        assert_eq!(sched.warnings.len(), 1, "group entirely on this node");
+        assert!(sched.warnings[0].contains("NoValidHost"));
+        assert!(sched.can_proceed());
+        let p = preflight(&i, &params);
+        assert!(p.warnings.is_empty());
+        assert_eq!(
+            p.overridable.len(),
+            1,
+            "b is skipped (stopped), a would leave it"
+        );
+        assert!(p.overridable[0].message.contains("b would stay away"));
+        let p = preflight(
+            &i,
+            &PreflightParams {
+                include_stopped: true,
+                ..params
+            },
+        );
+        assert!(p.can_proceed(), "{:?}", p.overridable);
+    }
+
+    #[test]
+    fn only_one_vm_and_ambiguous_names() {
+        let mut s2 = server("b", "active", 1, 1, 1);
+        s2.name = "vm-a".into();
+        let i = input(
+            vec![server("a", "active", 1, 1, 1), s2],
+            vec![host("node2", 64, 65536, 1000)],
+        );
+        let p = preflight(
+            &i,
+            &PreflightParams {
+                only: Some("vm-a".into()),
+                ..Default::default()
+            },
+        );
+        assert!(!p.can_proceed());
+        assert!(p.blocking[0].message.contains("a, b"));
+        let p = preflight(
+            &i,
+            &PreflightParams {
+                only: Some("b".into()),
+                ..Default::default()
+            },
+        );
+        assert!(p.can_proceed());
+        assert_eq!(p.entries.len(), 1);
+        assert_eq!(p.entries[0].id, "b");
+        let p = preflight(
+            &i,
+            &PreflightParams {
+                only: Some("nope".into()),
+                ..Default::default()
+            },
+        );
+        assert!(p.blocking[0].message.contains("no instance named"));
+    }
+
+    #[test]
+    fn exclude_parsing() {
+        assert_eq!(parse_exclude(" a, b ,,c"), vec!["a", "b", "c"]);
+        assert!(parse_exclude("").is_empty());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn hosts() -> impl Strategy<Value = Vec<HostCandidate>> {
+            prop::collection::vec(
+                (
+                    1u64..16,
+                    512u64..16384,
+                    0u64..4096,
+                    1u64..4,
+                    any::<bool>(),
+                    1u64..9,
+                ),
+                1..4,
+            )
+            .prop_map(|v| {
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (cpu, mem, used, ratio, up, max_cpu))| {
+                        let mut h = host(&format!("node{}", i + 2), cpu, mem, 100);
+                        h.up = up;
+                        let vc = h.inventories.get_mut(VCPU).unwrap();
+                        vc.allocation_ratio = ratio as f64;
+                        vc.max_unit = max_cpu;
+                        h.usages.insert(MEMORY_MB.into(), used.min(mem));
+                        h
+                    })
+                    .collect()
+            })
+        }
+
+        fn servers() -> impl Strategy<Value = Vec<ServerInfo>> {
+            prop::collection::vec((1u64..8, 256u64..8192, 0u8..4), 0..10).prop_map(|v| {
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (cpu, mem, st))| {
+                        let vm = ["active", "paused", "stopped", "error"][st as usize];
+                        server(&format!("s{i}"), vm, cpu, mem, 1)
+                    })
+                    .collect()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn capacity_plan_is_sound(hosts in hosts(), servers in servers(), stopped in any::<bool>()) {
+                let n = servers.len();
+                let inp = input(servers, hosts.clone());
+                let p = preflight(&inp, &PreflightParams { include_stopped: stopped, ..Default::default() });
+                prop_assert_eq!(p.entries.len(), n);
+                // Every placement respects capacity and max_unit, cumulatively.
+                for h in &hosts {
+                    let placed: Vec<&PlanEntry> = p.entries.iter()
+                        .filter(|e| e.estimated_host.as_deref() == Some(h.host.as_str()))
+                        .collect();
+                    prop_assert!(placed.is_empty() || (h.up && h.enabled));
+                    for (rc, inv) in &h.inventories {
+                        let sum: u64 = placed.iter().map(|e| e.demand.get(rc).copied().unwrap_or(0)).sum();
+                        let used = h.usages.get(rc).copied().unwrap_or(0) as f64;
+                        prop_assert!(sum as f64 + used <= inv.capacity() + 1e-9);
+                        for e in &placed {
+                            prop_assert!(e.demand.get(rc).copied().unwrap_or(0) <= inv.max_unit);
+                        }
+                    }
+                }
+                for e in &p.entries {
+                    prop_assert_eq!(e.fits, e.estimated_host.is_some());
+                    prop_assert!(!e.fits || e.moves(), "skipped entries never fit");
+                }
+                let short = p.entries.iter().any(|e| e.moves() && !e.fits);
+                prop_assert_eq!(short, p.overridable.iter().any(|f| f.kind == FailureKind::Capacity));
+                prop_assert!(p.blocking.is_empty());
+            }
+        }
+    }
+}

@@ -1,0 +1,598 @@
+//! Property tests: the drain against a fake Nova, with arbitrary (but
+//! well-formed) Nova behaviour, start results, operator aborts and crashes
+//! (SIGKILL between journal write and command execution, or after execution
+//! before the results were seen), followed by reconciliation.
+//!
+//! Checked at every step: the state survives a serde round trip; no instance
+//! is lost or duplicated; in-flight count ≤ `max_concurrent` (in the machine
+//! and in the fake Nova); no start is ever issued for an instance that has a
+//! migration in flight, has already moved, or is in ERROR (the fake Nova
+//! panics). At the end (after a benign phase): the machine is done, every
+//! instance has exactly one result, consistent with where Nova has it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+
+use super::machine::tests::entry;
+use super::machine::{
+    Command, Drain, MigrationStatus, MigrationView, MoveKind, Observation, Outcome, Policy,
+    ServerView, StartResult, TimeoutAction,
+};
+use super::preflight::{Action, Plan};
+use super::report::{Report, ServiceReport};
+use super::resume::{MigrationRecord, ResumeAction, ResumeObservation, reconcile};
+use super::{Millis, Phase};
+
+const SRC: &str = "node1";
+const G: u64 = 1 << 30;
+
+#[derive(Debug, Clone)]
+struct FMig {
+    id: u64,
+    status: MigrationStatus,
+    created_at: Millis,
+    remaining: u64,
+    force: bool,
+}
+
+#[derive(Debug, Clone)]
+struct FInst {
+    cold: bool,
+    host: String,
+    status: String,
+    vm_state: String,
+    task_state: Option<String>,
+    migs: Vec<FMig>,
+    moves: u32,
+}
+
+#[derive(Debug)]
+struct Nova {
+    inst: BTreeMap<String, FInst>,
+    next_id: u64,
+    max_concurrent: usize,
+}
+
+fn st(s: &str) -> MigrationStatus {
+    MigrationStatus::from(s.to_string())
+}
+
+impl Nova {
+    fn active_migrations(&self) -> usize {
+        self.inst
+            .values()
+            .filter(|i| i.migs.last().is_some_and(|m| !m.status.is_terminal()))
+            .count()
+    }
+
+    fn server(&self, id: &str) -> ServerView {
+        let i = &self.inst[id];
+        ServerView {
+            host: i.host.clone(),
+            status: i.status.clone(),
+            vm_state: i.vm_state.clone(),
+            task_state: i.task_state.clone(),
+            fault: (i.vm_state == "error").then(|| "boom".into()),
+        }
+    }
+
+    fn migration(&self, id: &str) -> Option<MigrationView> {
+        let m = self.inst[id].migs.last()?;
+        Some(MigrationView {
+            id: m.id,
+            status: m.status.clone(),
+            created_at: Some(m.created_at),
+            dest_compute: Some("node2".into()),
+            memory_total_bytes: Some(4 * G),
+            memory_processed_bytes: Some(4 * G - m.remaining),
+            memory_remaining_bytes: Some(m.remaining),
+            disk_total_bytes: None,
+            disk_processed_bytes: None,
+            disk_remaining_bytes: None,
+        })
+    }
+
+    /// Execute one command; returns its observation (if any).
+    fn exec(&mut self, c: &Command, fate: u8, now: Millis) -> Option<Observation> {
+        match c {
+            Command::StartLive {
+                instance, attempt, ..
+            }
+            | Command::StartCold {
+                instance, attempt, ..
+            } => {
+                let next_id = self.next_id;
+                let i = self.inst.get_mut(instance).unwrap();
+                assert_eq!(i.host, SRC, "{instance}: started again after it moved");
+                assert!(
+                    i.migs.last().is_none_or(|m| m.status.is_terminal()),
+                    "{instance}: started while a migration is in flight: {:?}",
+                    i.migs.last()
+                );
+                assert_ne!(i.vm_state, "error", "{instance}: ERROR instance retried");
+                assert!(i.task_state.is_none(), "{instance}: started while busy");
+                let result = match fate % 10 {
+                    0..=6 => {
+                        self.next_id += 1;
+                        i.migs.push(FMig {
+                            id: next_id,
+                            status: if i.cold {
+                                st("pre-migrating")
+                            } else {
+                                st("accepted")
+                            },
+                            created_at: now,
+                            remaining: 4 * G,
+                            force: false,
+                        });
+                        if i.cold {
+                            i.task_state = Some("resize_prep".into());
+                            i.status = "RESIZE".into();
+                        } else {
+                            i.task_state = Some("migrating".into());
+                            i.status = "MIGRATING".into();
+                        }
+                        StartResult::Accepted
+                    }
+                    7 | 8 => StartResult::Conflict("task_state migrating".into()),
+                    _ => StartResult::Rejected("No valid host".into()),
+                };
+                assert!(
+                    self.active_migrations() <= self.max_concurrent,
+                    "nova sees more than max_concurrent migrations"
+                );
+                Some(Observation::Started {
+                    instance: instance.clone(),
+                    attempt: *attempt,
+                    result,
+                })
+            }
+            Command::FindMigration { instance, since } => {
+                let m = self.inst[instance]
+                    .migs
+                    .iter()
+                    .filter(|m| m.created_at >= *since)
+                    .max_by_key(|m| m.created_at)?;
+                Some(Observation::MigrationFound {
+                    instance: instance.clone(),
+                    migration_id: m.id,
+                })
+            }
+            Command::ConfirmResize { instance } => {
+                let i = self.inst.get_mut(instance).unwrap();
+                if i.status == "VERIFY_RESIZE" {
+                    i.status = "SHUTOFF".into();
+                    i.vm_state = "stopped".into();
+                    if let Some(m) = i.migs.last_mut() {
+                        m.status = st("confirmed");
+                    }
+                    None
+                } else {
+                    Some(Observation::CommandFailed {
+                        instance: instance.clone(),
+                        command: "ConfirmResize".into(),
+                        message: "409 not in VERIFY_RESIZE".into(),
+                    })
+                }
+            }
+            Command::ForceComplete {
+                instance,
+                migration_id,
+                ..
+            } => {
+                let i = self.inst.get_mut(instance).unwrap();
+                match i.migs.last_mut() {
+                    Some(m) if m.id == *migration_id && m.status == MigrationStatus::Running => {
+                        m.force = true;
+                        None
+                    }
+                    _ => Some(Observation::CommandFailed {
+                        instance: instance.clone(),
+                        command: "ForceComplete".into(),
+                        message: "400 not running".into(),
+                    }),
+                }
+            }
+            Command::Abort {
+                instance,
+                migration_id,
+                ..
+            } => {
+                let i = self.inst.get_mut(instance).unwrap();
+                match i.migs.last_mut() {
+                    Some(m)
+                        if m.id == *migration_id
+                            && matches!(
+                                m.status,
+                                MigrationStatus::Running
+                                    | MigrationStatus::Queued
+                                    | MigrationStatus::Preparing
+                            ) =>
+                    {
+                        m.status = st("cancelled");
+                        i.task_state = None;
+                        i.status = "ACTIVE".into();
+                        None
+                    }
+                    _ => Some(Observation::CommandFailed {
+                        instance: instance.clone(),
+                        command: "Abort".into(),
+                        message: "400 cannot abort".into(),
+                    }),
+                }
+            }
+            Command::Progress { .. } => None,
+        }
+    }
+
+    /// Nova moves every in-progress migration along, as `fate` says.
+    fn advance(&mut self, fates: &[u8], benign: bool) {
+        for (k, i) in self.inst.values_mut().enumerate() {
+            let f = if benign {
+                6
+            } else {
+                fates.get(k % fates.len().max(1)).copied().unwrap_or(0)
+            };
+            let FInst {
+                cold,
+                host,
+                status,
+                vm_state,
+                task_state,
+                migs,
+                moves,
+            } = i;
+            let Some(m) = migs.last_mut() else { continue };
+            if m.status.is_terminal() {
+                continue;
+            }
+            if *cold {
+                if m.status == st("pre-migrating") {
+                    m.status = st("migrating");
+                } else if f % 5 == 4 {
+                    m.status = st("error");
+                    *task_state = None;
+                    *status = "SHUTOFF".into();
+                } else {
+                    m.status = st("finished");
+                    *host = "node2".into();
+                    *status = "VERIFY_RESIZE".into();
+                    *vm_state = "resized".into();
+                    *task_state = None;
+                    *moves += 1;
+                }
+                continue;
+            }
+            macro_rules! done_ok {
+                () => {{
+                    m.status = st("completed");
+                    m.remaining = 0;
+                    *host = "node2".into();
+                    *status = "ACTIVE".into();
+                    *task_state = None;
+                    *moves += 1;
+                }};
+            }
+            match m.status {
+                MigrationStatus::Accepted => {
+                    m.status = if f % 2 == 0 {
+                        st("queued")
+                    } else {
+                        st("running")
+                    }
+                }
+                MigrationStatus::Queued | MigrationStatus::Preparing => m.status = st("running"),
+                MigrationStatus::RunningPostCopy => done_ok!(),
+                MigrationStatus::Running if m.force || benign => done_ok!(),
+                MigrationStatus::Running => match f % 12 {
+                    0..=3 => m.remaining = m.remaining.saturating_sub(G / 2).max(G / 8),
+                    4 | 5 => {}
+                    6 | 7 => done_ok!(),
+                    8 => {
+                        m.status = st("failed");
+                        *task_state = None;
+                        *status = "ACTIVE".into();
+                    }
+                    9 => {
+                        m.status = st("error");
+                        *task_state = None;
+                        *status = "ERROR".into();
+                        *vm_state = "error".into();
+                    }
+                    10 => {
+                        // Known Nova failure mode.
+                        m.status = st("completed");
+                        *task_state = None;
+                        *status = "ACTIVE".into();
+                    }
+                    _ => m.status = st("running (post-copy)"),
+                },
+                _ => {}
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Tick {
+        dt_s: u16,
+        fates: Vec<u8>,
+    },
+    Crash {
+        after_exec: bool,
+        dt_s: u16,
+        fate: u8,
+    },
+    Abort {
+        vm: Option<u8>,
+    },
+}
+
+fn ev() -> impl Strategy<Value = Ev> {
+    prop_oneof![
+        8 => (1u16..400, prop::collection::vec(any::<u8>(), 1..6))
+            .prop_map(|(dt_s, fates)| Ev::Tick { dt_s, fates }),
+        2 => (any::<bool>(), 0u16..90, any::<u8>())
+            .prop_map(|(after_exec, dt_s, fate)| Ev::Crash { after_exec, dt_s, fate }),
+        1 => prop::option::of(0u8..6).prop_map(|vm| Ev::Abort { vm }),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    (
+        1u32..4,
+        0u32..3,
+        prop_oneof![Just(0u64), Just(60), Just(300)],
+        prop_oneof![Just(0u64), Just(600)],
+        any::<bool>(),
+        prop_oneof![Just(0u8), Just(50), Just(90)],
+        any::<bool>(),
+        0u32..4,
+    )
+        .prop_map(|(mc, retries, stall, mt, fc, fca, caq, cr)| Policy {
+            max_concurrent: mc,
+            retries,
+            stall_timeout_s: stall,
+            migration_timeout_s: mt,
+            timeout_action: if fc {
+                TimeoutAction::ForceComplete
+            } else {
+                TimeoutAction::Abort
+            },
+            force_complete_at: fca,
+            poll_interval_ms: 2000,
+            can_abort_queued: caq,
+            nova_completion_timeout_s_per_gib: 800,
+            conflict_retries: cr,
+            conflict_backoff_ms: 15_000,
+        })
+}
+
+fn resume_obs(nova: &Nova, ids: &[String]) -> Vec<ResumeObservation> {
+    ids.iter()
+        .map(|id| ResumeObservation {
+            instance: id.clone(),
+            server: Some(nova.server(id)),
+            migrations: nova.inst[id]
+                .migs
+                .iter()
+                .map(|m| MigrationRecord {
+                    id: m.id,
+                    status: m.status.clone(),
+                    created_at: m.created_at,
+                    dest_compute: Some("node2".into()),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn check(d: &Drain, ids: &BTreeSet<String>) {
+    let got: Vec<&String> = d.instances.iter().map(|r| &r.id).collect();
+    let set: BTreeSet<String> = got.iter().map(|s| s.to_string()).collect();
+    assert_eq!(got.len(), set.len(), "duplicated instance");
+    assert_eq!(&set, ids, "lost instance");
+    assert!(
+        d.in_flight() <= d.policy.max_concurrent.max(1) as usize,
+        "concurrency exceeded: {}",
+        d.in_flight()
+    );
+}
+
+fn run(n: usize, cold_mask: u8, policy: Policy, events: Vec<Ev>) {
+    let entries: Vec<_> = (0..n)
+        .map(|k| {
+            let a = if cold_mask & (1 << k) != 0 {
+                Action::Cold
+            } else {
+                Action::Live
+            };
+            entry(&format!("i{k}"), a, 4096)
+        })
+        .collect();
+    let ids: BTreeSet<String> = entries.iter().map(|e| e.id.clone()).collect();
+    let mut nova = Nova {
+        inst: entries
+            .iter()
+            .map(|e| {
+                let cold = e.action == Action::Cold;
+                (
+                    e.id.clone(),
+                    FInst {
+                        cold,
+                        host: SRC.into(),
+                        status: if cold { "SHUTOFF" } else { "ACTIVE" }.into(),
+                        vm_state: if cold { "stopped" } else { "active" }.into(),
+                        task_state: None,
+                        migs: vec![],
+                        moves: 0,
+                    },
+                )
+            })
+            .collect(),
+        next_id: 1,
+        max_concurrent: policy.max_concurrent.max(1) as usize,
+    };
+    let mut now: Millis = 1_000_000;
+    let mut d = Drain::new(SRC, &entries, policy, now);
+    let mut obs: Vec<Observation> = vec![];
+    let mut cmds: Vec<Command>;
+    let mut recheck: Option<(Millis, Vec<String>)> = None;
+
+    let step = |d: &mut Drain, now: Millis, obs: &mut Vec<Observation>| {
+        let c = d.step(now, obs);
+        obs.clear();
+        // The journal is written after every step: it must round-trip.
+        let j = serde_json::to_string(&*d).unwrap();
+        let back: Drain = serde_json::from_str(&j).unwrap();
+        assert_eq!(&back, d, "serde round trip");
+        check(d, &ids);
+        c
+    };
+
+    cmds = step(&mut d, now, &mut obs);
+    let total_events = events.len();
+    for (k, e) in events
+        .into_iter()
+        .chain(std::iter::repeat_n(
+            Ev::Tick {
+                dt_s: 10,
+                fates: vec![],
+            },
+            3000,
+        ))
+        .enumerate()
+    {
+        let benign = k >= total_events;
+        if benign && d.is_done() && recheck.is_none() {
+            break;
+        }
+        if let Some((at, rids)) = recheck.take() {
+            if now >= at {
+                let ro = resume_obs(&nova, &rids);
+                let dec = reconcile(&mut d, now, &ro);
+                recheck = pending_rechecks(&dec);
+            } else {
+                recheck = Some((at, rids));
+            }
+        }
+        match e {
+            Ev::Tick { dt_s, fates } => {
+                for (j, c) in cmds.iter().enumerate() {
+                    let f = if benign {
+                        0
+                    } else {
+                        fates.get(j % fates.len()).copied().unwrap_or(0)
+                    };
+                    obs.extend(nova.exec(c, f, now));
+                }
+                nova.advance(&fates, benign);
+                now += dt_s as u64 * 1000;
+                for id in d.in_flight_ids() {
+                    obs.push(Observation::Server {
+                        instance: id.clone(),
+                        view: nova.server(&id),
+                    });
+                    if let Some(m) = nova.migration(&id) {
+                        obs.push(Observation::Migration {
+                            instance: id.clone(),
+                            view: m,
+                        });
+                    }
+                }
+            }
+            Ev::Crash {
+                after_exec,
+                dt_s,
+                fate,
+            } => {
+                if after_exec {
+                    for c in &cmds {
+                        let _ = nova.exec(c, fate, now);
+                    }
+                }
+                obs.clear();
+                let j = serde_json::to_string(&d).unwrap();
+                d = serde_json::from_str(&j).unwrap();
+                now += dt_s as u64 * 1000;
+                let all: Vec<String> = ids.iter().cloned().collect();
+                let dec = reconcile(&mut d, now, &resume_obs(&nova, &all));
+                recheck = pending_rechecks(&dec);
+                check(&d, &ids);
+            }
+            Ev::Abort { vm } => {
+                for c in &cmds {
+                    obs.extend(nova.exec(c, 0, now));
+                }
+                obs.push(Observation::AbortRequested {
+                    vm: vm.map(|v| format!("vm-i{v}")),
+                });
+            }
+        }
+        cmds = step(&mut d, now, &mut obs);
+    }
+
+    assert!(d.is_done(), "not done: {:#?}", d.instances);
+    for r in &d.instances {
+        let f = &nova.inst[&r.id];
+        assert!(f.moves <= 1, "{} migrated {} times", r.id, f.moves);
+        let outcome = r.outcome().unwrap();
+        match outcome {
+            Outcome::Migrated => {
+                assert_ne!(f.host, SRC);
+                assert_eq!(r.kind, MoveKind::Live);
+            }
+            Outcome::ColdMigrated => assert!(f.host != SRC && f.vm_state == "stopped"),
+            _ => assert_eq!(f.host, SRC, "{}: moved but reported {outcome:?}", r.id),
+        }
+        assert!(matches!(r.phase, Phase::Done { .. }));
+    }
+    let plan = Plan {
+        host: SRC.into(),
+        target_host: None,
+        force: false,
+        entries,
+        blocking: vec![],
+        overridable: vec![],
+        warnings: vec![],
+    };
+    let rep = Report::from_drain(
+        "evacuate",
+        &plan,
+        &d,
+        ServiceReport::default(),
+        "auto",
+        1.0,
+        None,
+    );
+    assert_eq!(rep.counts.total() as usize, n);
+    assert_eq!(rep.instances.len(), n);
+}
+
+fn pending_rechecks(dec: &[super::resume::ResumeDecision]) -> Option<(Millis, Vec<String>)> {
+    let r: Vec<(Millis, String)> = dec
+        .iter()
+        .filter_map(|d| match d.action {
+            ResumeAction::Recheck { at } => Some((at, d.instance.clone())),
+            _ => None,
+        })
+        .collect();
+    let at = r.iter().map(|x| x.0).max()?;
+    Some((at, r.into_iter().map(|x| x.1).collect()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn drain_invariants_hold_under_arbitrary_nova_and_crashes(
+        n in 1usize..6,
+        cold_mask in any::<u8>(),
+        policy in policy(),
+        events in prop::collection::vec(ev(), 0..80),
+    ) {
+        run(n, cold_mask, policy, events);
+    }
+}
