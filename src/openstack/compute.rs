@@ -616,6 +616,14 @@ impl Compute {
         }
     }
 
+    /// A copy aimed at another endpoint URL, keeping the microversion (tests).
+    pub fn with_endpoint(&self, endpoint: &str) -> Compute {
+        Compute {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// A copy using another page size for lists (tests).
     pub fn with_page_size(&self, page_size: usize) -> Compute {
         Compute {

@@ -1,1 +1,3 @@
 //! Integration tests (one crate, modules per area).
+
+mod openstack_fake;
