@@ -1,3 +1,4 @@
 //! Integration tests (one crate, modules per area).
 
+mod openstack_cloud;
 mod openstack_fake;
