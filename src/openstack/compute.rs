@@ -715,9 +715,28 @@ impl Compute {
                 .query("limit", self.page_size)
                 .query_opt("marker", out.last().map(|s| s.id.clone()));
             let page: Page = self.get(c).await?;
+            // Non-admins get the host filter silently ignored: never take
+            // someone else's servers for this host's.
+            if let Some(s) = page
+                .servers
+                .iter()
+                .find(|s| s.host.as_deref() != Some(host))
+            {
+                return Err(Error::Unsupported {
+                    endpoint: self.endpoint.clone(),
+                    detail: format!(
+                        "GET /servers/detail?host={host} returned server {} on host {:?}: the host filter was ignored (do the credentials have the admin role?)",
+                        s.id, s.host
+                    ),
+                });
+            }
             let n = page.servers.len();
+            let before = out.last().map(|s| s.id.clone());
             out.extend(page.servers);
-            if n == 0 || !has_next(&page.servers_links) {
+            if n == 0
+                || !has_next(&page.servers_links)
+                || out.last().map(|s| s.id.clone()) == before
+            {
                 return Ok(out);
             }
         }
@@ -970,7 +989,11 @@ impl Compute {
             }
             let page: Page = self.get(c).await?;
             let n = page.migrations.len();
+            let before = out.last().and_then(|m| m.uuid.clone());
             out.extend(page.migrations);
+            if paged && n > 0 && out.last().and_then(|m| m.uuid.clone()) == before {
+                return Ok(out);
+            }
             if let Some(max) = filter.max_results
                 && out.len() >= max
             {
@@ -1162,7 +1185,11 @@ impl Compute {
                 other => other?,
             };
             let n = page.hypervisors.len();
+            let before = out.last().map(|h| h.id.clone());
             out.extend(page.hypervisors);
+            if out.last().map(|h| h.id.clone()) == before {
+                return Ok(out);
+            }
             if hostname_pattern.is_some() || n == 0 || !has_next(&page.hypervisors_links) {
                 return Ok(out);
             }

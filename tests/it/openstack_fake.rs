@@ -728,6 +728,22 @@ async fn servers_on_host_pages_with_marker() {
 }
 
 #[tokio::test]
+async fn servers_on_host_refuses_an_ignored_host_filter() {
+    let f = Fake::start().await;
+    let c = f.compute().await;
+    // What a non-admin gets: the filter is ignored and hosts are hidden.
+    let mut s = server_json("x", "node1.maas");
+    s["OS-EXT-SRV-ATTR:host"] = Value::Null;
+    Mock::given(method("GET"))
+        .and(path("/v2.1/servers/detail"))
+        .respond_with(ok(json!({"servers": [s]})))
+        .mount(&f.server)
+        .await;
+    let e = c.servers_on_host("node1.maas").await.unwrap_err();
+    assert!(e.to_string().contains("host filter was ignored"), "{e}");
+}
+
+#[tokio::test]
 async fn services_disable_enable_uuid_shape() {
     let f = Fake::start().await;
     let c = f.compute().await;
@@ -1176,6 +1192,11 @@ async fn hypervisors_list_not_detail() {
         .with_priority(3)
         .mount(&f.server)
         .await;
+    for mv in [60, 87, 88, 104] {
+        let c = c.with_microversion(Microversion::v2(mv));
+        let all = c.hypervisors(None).await.unwrap();
+        assert_eq!(all.len(), 2, "at 2.{mv}");
+    }
     let all = c.hypervisors(None).await.unwrap();
     assert_eq!(
         all.iter()
@@ -1190,7 +1211,31 @@ async fn hypervisors_list_not_detail() {
             .await
             .is_empty()
     );
-    f.assert_compute_headers("2.96").await;
+    let versions: Vec<String> = f
+        .requests("GET", "/v2.1/os-hypervisors")
+        .await
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("openstack-api-version")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for mv in [
+        "compute 2.60",
+        "compute 2.87",
+        "compute 2.88",
+        "compute 2.104",
+        "compute 2.96",
+    ] {
+        assert!(
+            versions.iter().any(|v| v == mv),
+            "{mv} missing in {versions:?}"
+        );
+    }
 }
 
 #[tokio::test]
