@@ -194,6 +194,66 @@ impl AuthConfig {
         })
     }
 
+    /// A password configuration with the defaults: region from the catalog,
+    /// `internal` interface, system CAs only, no proxy, default timeouts.
+    pub fn new(
+        auth_url: impl Into<String>,
+        username: impl Into<String>,
+        password: Secret,
+        user_domain: NameOrId,
+        project: NameOrId,
+        project_domain: NameOrId,
+    ) -> AuthConfig {
+        AuthConfig {
+            auth_url: auth_url.into().trim_end_matches('/').to_owned(),
+            username: username.into(),
+            password,
+            user_domain,
+            project,
+            project_domain,
+            region: None,
+            interface: Interface::Internal,
+            ca_bundle_pem: None,
+            proxy: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// From `OS_*` variables (an openrc file or the environment):
+    /// `OS_AUTH_URL`, `OS_USERNAME`, `OS_PASSWORD`, `OS_PROJECT_ID` or
+    /// `OS_PROJECT_NAME`, `OS_USER_DOMAIN_ID|NAME`, `OS_PROJECT_DOMAIN_ID|NAME`
+    /// (default `Default`), `OS_REGION_NAME`, `OS_INTERFACE` (default `public`),
+    /// `OS_CACERT` is not read (pass the PEM in `ca_bundle_pem`).
+    pub fn from_os_vars(vars: &BTreeMap<String, String>) -> Result<AuthConfig> {
+        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let need = |k: &str| get(k).ok_or_else(|| Error::Config(format!("{k} is not set")));
+        let domain = |id: &str, name: &str| match (get(id), get(name)) {
+            (Some(i), _) => NameOrId::Id(i.to_owned()),
+            (None, Some(n)) => NameOrId::Name(n.to_owned()),
+            (None, None) => NameOrId::Name("Default".to_owned()),
+        };
+        let project = match (get("OS_PROJECT_ID"), get("OS_PROJECT_NAME")) {
+            (Some(i), _) => NameOrId::Id(i.to_owned()),
+            (None, Some(n)) => NameOrId::Name(n.to_owned()),
+            (None, None) => return Err(Error::Config("OS_PROJECT_NAME is not set".into())),
+        };
+        let mut c = AuthConfig::new(
+            need("OS_AUTH_URL")?,
+            need("OS_USERNAME")?,
+            Secret::new(need("OS_PASSWORD")?),
+            domain("OS_USER_DOMAIN_ID", "OS_USER_DOMAIN_NAME"),
+            project,
+            domain("OS_PROJECT_DOMAIN_ID", "OS_PROJECT_DOMAIN_NAME"),
+        );
+        c.region = get("OS_REGION_NAME").map(str::to_owned);
+        c.interface = match get("OS_INTERFACE").or(get("OS_ENDPOINT_TYPE")) {
+            Some(i) => i.trim_end_matches("URL").parse()?,
+            None => Interface::Public,
+        };
+        Ok(c)
+    }
+
     /// The JSON body of `POST /v3/auth/tokens` (contains the password: never log it).
     pub(crate) fn auth_body(&self) -> serde_json::Value {
         let user = serde_json::json!({
@@ -537,6 +597,36 @@ mod tests {
         let e = AuthConfig::from_relation(&bag(), Interface::Public, None, Some(b"junk".to_vec()))
             .unwrap_err();
         assert!(e.to_string().contains("ssl-ca"), "{e}");
+    }
+
+    #[test]
+    fn os_vars_mapping() {
+        let vars: BTreeMap<String, String> = [
+            ("OS_AUTH_URL", "http://127.0.0.1:5000/v3/"),
+            ("OS_USERNAME", "admin"),
+            ("OS_PASSWORD", "admin"),
+            ("OS_PROJECT_NAME", "admin"),
+            ("OS_USER_DOMAIN_NAME", "Default"),
+            ("OS_REGION_NAME", "RegionOne"),
+            ("OS_INTERFACE", "internal"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = AuthConfig::from_os_vars(&vars).unwrap();
+        assert_eq!(c.auth_url, "http://127.0.0.1:5000/v3");
+        assert_eq!(c.project, NameOrId::Name("admin".into()));
+        assert_eq!(c.project_domain, NameOrId::Name("Default".into()));
+        assert_eq!(c.interface, Interface::Internal);
+        assert_eq!(c.region.as_deref(), Some("RegionOne"));
+        let mut v2 = vars.clone();
+        v2.remove("OS_PASSWORD");
+        assert!(
+            AuthConfig::from_os_vars(&v2)
+                .unwrap_err()
+                .to_string()
+                .contains("OS_PASSWORD")
+        );
     }
 
     #[test]

@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use nlm::openstack::{
-    AuthConfig, Compute, Interface, LiveMigrate, Microversion, NameOrId, OpenStack, Secret,
-};
+use nlm::openstack::{AuthConfig, Compute, Interface, LiveMigrate, Microversion, OpenStack};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -110,28 +108,11 @@ impl Cloud {
         (guard, file)
     }
 
-    fn os(&self, k: &str, default: &str) -> String {
-        self.os
-            .get(k)
-            .cloned()
-            .unwrap_or_else(|| default.to_string())
-    }
-
     fn admin_config(&self) -> AuthConfig {
-        AuthConfig {
-            auth_url: self.os("OS_AUTH_URL", ""),
-            username: self.os("OS_USERNAME", "admin"),
-            password: Secret::new(self.os("OS_PASSWORD", "")),
-            user_domain: NameOrId::Name(self.os("OS_USER_DOMAIN_NAME", "Default")),
-            project: NameOrId::Name(self.os("OS_PROJECT_NAME", "admin")),
-            project_domain: NameOrId::Name(self.os("OS_PROJECT_DOMAIN_NAME", "Default")),
-            region: self.os.get("OS_REGION_NAME").cloned(),
-            interface: Interface::Public,
-            ca_bundle_pem: None,
-            proxy: None,
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-        }
+        let mut c = AuthConfig::from_os_vars(&self.os).expect("adminrc maps");
+        c.connect_timeout = Duration::from_secs(5);
+        c.request_timeout = Duration::from_secs(30);
+        c
     }
 
     fn relation_config(&self) -> AuthConfig {
