@@ -1373,3 +1373,167 @@ async fn secrets_never_reach_logs_or_errors() {
         assert!(!all.contains(needle), "'{needle}' leaked in:\n{all}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// TLS: the extra CA is trusted on top of the system store
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
+    std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn tls_extra_ca_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("srv.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let made = openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=nlm-test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    ) && openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ) && openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "srv.ext",
+        ],
+    );
+    if !made {
+        eprintln!("skipping tls_extra_ca_is_trusted: openssl cannot make test certificates");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Ok(child) = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "srv.pem",
+            "-key",
+            "srv.key",
+            "-www",
+            "-quiet",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("skipping tls_extra_ca_is_trusted: cannot run openssl s_server");
+        return;
+    };
+    let _child = Child(child);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "s_server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let https = format!("https://127.0.0.1:{port}/v2.1");
+    let f = Fake::start().await;
+
+    // Without the CA: the TLS handshake fails (a connect error).
+    let session = Arc::new(Session::connect(f.config(), options()).await.unwrap());
+    let e = Compute::negotiate(session, https.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Transport {
+                kind: TransportKind::Connect,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+
+    // With it: TLS works, and s_server's HTML status page is not a version document.
+    let mut cfg = f.config();
+    cfg.ca_bundle_pem = Some(std::fs::read(d.join("ca.pem")).unwrap());
+    let session = Arc::new(Session::connect(cfg, options()).await.unwrap());
+    let e = Compute::negotiate(session, https).await.unwrap_err();
+    assert!(
+        matches!(e, Error::Decode { .. }),
+        "TLS with the extra CA should succeed: {e:?}"
+    );
+
+    // base64 of the PEM (the charm's ssl-ca format) decodes to the same bundle.
+    use base64::Engine as _;
+    let pem = std::fs::read(d.join("ca.pem")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&pem);
+    assert_eq!(nlm::openstack::decode_ca_bundle(&b64).unwrap(), pem);
+}
