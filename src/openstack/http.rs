@@ -288,22 +288,41 @@ impl Session {
         &self.stats
     }
 
-    /// The current token, renewed first when it is close to expiry.
+    /// The current token, renewed first when it is close to expiry. If that
+    /// early renewal fails while the old token still has a little time left
+    /// (more than a tenth of its lifetime, at most 30 s), the old one is used
+    /// and renewal is tried again on the next call.
     pub async fn token(&self) -> Result<Arc<Token>> {
         let mut guard = self.token.lock().await;
-        if let Some(t) = guard.as_ref() {
-            let margin = self.options.renew_before.min(t.lifetime / 2);
-            if t.remaining() > margin {
-                return Ok(t.clone());
-            }
-            tracing::debug!(
-                remaining_s = t.remaining().as_secs_f64(),
-                "renewing the Keystone token before expiry"
-            );
+        let Some(old) = guard.as_ref().cloned() else {
+            let t = Arc::new(self.authenticate().await?);
+            *guard = Some(t.clone());
+            return Ok(t);
+        };
+        let margin = self.options.renew_before.min(old.lifetime / 2);
+        if old.remaining() > margin {
+            return Ok(old);
         }
-        let t = Arc::new(self.authenticate().await?);
-        *guard = Some(t.clone());
-        Ok(t)
+        tracing::debug!(
+            remaining_s = old.remaining().as_secs_f64(),
+            "renewing the Keystone token before expiry"
+        );
+        match self.authenticate().await {
+            Ok(t) => {
+                let t = Arc::new(t);
+                *guard = Some(t.clone());
+                Ok(t)
+            }
+            Err(e) if old.remaining() > (old.lifetime / 10).min(Duration::from_secs(30)) => {
+                tracing::warn!(
+                    error = %e,
+                    remaining_s = old.remaining().as_secs_f64(),
+                    "Keystone token renewal failed; using the current token meanwhile"
+                );
+                Ok(old)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes sure the token has at least `min_fraction_left` (0.0–1.0) of its

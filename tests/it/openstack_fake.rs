@@ -487,6 +487,37 @@ async fn token_is_renewed_before_expiry_and_on_demand() {
     assert_eq!(os.request_stats().authentications, 3);
 }
 
+#[tokio::test]
+async fn failed_early_renewal_keeps_the_valid_token() {
+    let f = Fake::start_with(2, "2.96", "2.1").await;
+    Mock::given(method("GET"))
+        .and(path("/v2.1/os-services"))
+        .and(header("X-Auth-Token", "tok-SECRET-1"))
+        .respond_with(ok(json!({"services": []})))
+        .mount(&f.server)
+        .await;
+    let os = f.connect().await;
+    os.compute().services(None, None).await.unwrap();
+    // Keystone goes down; the token still has ~0.9 s of its 2 s.
+    Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(ResponseTemplate::new(503))
+        .with_priority(1)
+        .mount(&f.server)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    os.compute().services(None, None).await.unwrap();
+    assert_eq!(
+        f.auth_count().await,
+        1 + 3,
+        "one renewal tried (3 attempts)"
+    );
+    // Past a tenth of the lifetime left, the failure is reported.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let e = os.compute().services(None, None).await.unwrap_err();
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(503), "{e}");
+}
+
 // ---------------------------------------------------------------------------
 // Retry policy
 
