@@ -144,6 +144,10 @@ pub struct Server {
     pub progress: Option<i64>,
     /// Locked (2.9).
     pub locked: Option<bool>,
+    /// Why it is locked (2.73).
+    pub locked_reason: Option<String>,
+    /// `UP`, `DOWN`, `MAINTENANCE`, `UNKNOWN` of its compute service (2.16, policy).
+    pub host_status: Option<String>,
     /// Project.
     pub tenant_id: String,
     /// User.

@@ -11,6 +11,22 @@
 //! error, or once after a 401 re-authentication. Tokens are renewed before
 //! they expire ([`SessionOptions::renew_before`], [`Session::ensure_fresh`]).
 //!
+//! ```no_run
+//! # async fn demo(bag: std::collections::BTreeMap<String, String>) -> nlm::openstack::Result<()> {
+//! use nlm::openstack::{AuthConfig, Interface, LiveMigrate, OpenStack};
+//! let config = AuthConfig::from_relation(&bag, Interface::Internal, None, None)?;
+//! let os = OpenStack::connect(config).await?;
+//! let nova = os.compute();
+//! let service = nova.compute_service("node1.maas").await?.expect("service");
+//! nova.disable_service(&service, "nova-live-migration/0 evacuate").await?;
+//! for server in nova.servers_on_host("node1.maas").await? {
+//!     os.session().ensure_fresh(0.5).await?;
+//!     nova.live_migrate(&server.id, &LiveMigrate::default()).await?;
+//! }
+//! println!("{} API calls", os.request_stats().total);
+//! # Ok(()) }
+//! ```
+//!
 //! Calls and the microversions they rely on (`N` = negotiated, ≥ 2.60):
 //!
 //! | call | request | microversion |
