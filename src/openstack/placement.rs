@@ -272,6 +272,25 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn fits_never_overcommits(total in 0u64..10_000, reserved in 0u64..1_000, ratio in 0.5f64..16.0,
+                                  used in 0u64..100_000, step in 1u64..8, max_unit in 1u64..10_000,
+                                  amounts in proptest::collection::vec(1u64..2_000, 0..20)) {
+            let invs = BTreeMap::from([("VCPU".to_string(), inv(total, reserved, ratio, max_unit, step))]);
+            let used = BTreeMap::from([("VCPU".to_string(), used)]);
+            let mut cap = free_capacity(&invs, &used)["VCPU"];
+            for a in amounts {
+                if cap.fits(a) {
+                    proptest::prop_assert!(a <= max_unit && a % step == 0);
+                    cap = cap.take(a);
+                    proptest::prop_assert!(cap.free >= 0);
+                    proptest::prop_assert!(cap.used as f64 <= ((total.saturating_sub(reserved)) as f64 * ratio).max(used["VCPU"] as f64));
+                }
+            }
+        }
+    }
+
     #[test]
     fn capacity_formula() {
         let invs = BTreeMap::from([
