@@ -3,3 +3,5 @@
 mod charm_files;
 mod hooks;
 mod juju;
+mod openstack_cloud;
+mod openstack_fake;

@@ -1,0 +1,597 @@
+//! The session: one HTTP client, the Keystone token, the single request path
+//! (token + microversion headers, logging, counting, retries).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::error::{Error, Result, TransportKind, parse_error_message};
+use super::keystone::{AuthConfig, Token, TokenBody, check_ca_bundle};
+use super::secret::Secret;
+
+/// Retry policy of the request path.
+///
+/// GETs (and the token request) are retried on connect errors, timeouts,
+/// broken connections and 429/502/503/504, with jittered exponential backoff
+/// that honours `Retry-After`. POST/PUT/DELETE are retried only after a
+/// connect error (the request never left); any other failure is returned.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Total attempts of one call (1 = no retry).
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles each time.
+    pub base_delay: Duration,
+    /// Cap of one backoff delay.
+    pub max_delay: Duration,
+    /// Cap applied to a server's `Retry-After`.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(8),
+            max_retry_after: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Jittered exponential delay before retry number `retry` (1-based):
+    /// uniformly in `[d/2, d]` with `d = min(base * 2^(retry-1), max)`.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << retry.saturating_sub(1).min(16));
+        let d = exp.min(self.max_delay);
+        let half = d / 2;
+        half + d.saturating_sub(half).mul_f64(fastrand::f64())
+    }
+}
+
+/// Session tunables.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Renew the token when less than this is left (capped at half the
+    /// token's lifetime, so short-lived tokens still get used).
+    pub renew_before: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            retry: RetryPolicy::default(),
+            renew_before: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Counts of HTTP requests put on the wire (every attempt counts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// All requests.
+    pub total: u64,
+    /// Per method (`GET`, `POST`, …).
+    pub by_method: BTreeMap<String, u64>,
+    /// Per route label, e.g. `GET /servers/{id}/migrations`.
+    pub by_route: BTreeMap<String, u64>,
+    /// Attempts that were retries of an earlier failed attempt.
+    pub retries: u64,
+    /// Token requests to Keystone (also counted in `by_route`).
+    pub authentications: u64,
+}
+
+impl StatsSnapshot {
+    /// Count of one route label (0 when never used).
+    pub fn route(&self, label: &str) -> u64 {
+        self.by_route.get(label).copied().unwrap_or(0)
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+        let diff = |a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
+            a.iter()
+                .map(|(k, v)| (k.clone(), v - b.get(k).copied().unwrap_or(0)))
+                .filter(|(_, v)| *v > 0)
+                .collect()
+        };
+        StatsSnapshot {
+            total: self.total - earlier.total,
+            by_method: diff(&self.by_method, &earlier.by_method),
+            by_route: diff(&self.by_route, &earlier.by_route),
+            retries: self.retries - earlier.retries,
+            authentications: self.authentications - earlier.authentications,
+        }
+    }
+}
+
+/// Shared request counters of a [`Session`]; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct RequestStats(Arc<Mutex<StatsSnapshot>>);
+
+impl RequestStats {
+    /// A copy of the counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sets all counters to zero.
+    pub fn reset(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = StatsSnapshot::default();
+        }
+    }
+
+    fn record(&self, method: &Method, route: &str, retry: bool, auth: bool) {
+        if let Ok(mut s) = self.0.lock() {
+            s.total += 1;
+            *s.by_method.entry(method.as_str().to_owned()).or_default() += 1;
+            *s.by_route.entry(route.to_owned()).or_default() += 1;
+            if retry {
+                s.retries += 1;
+            }
+            if auth {
+                s.authentications += 1;
+            }
+        }
+    }
+}
+
+/// One logical call through [`Session::call`].
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub method: Method,
+    /// Service endpoint (catalog URL, no trailing slash).
+    pub base: String,
+    /// Path below `base`, starting with `/` (may be empty).
+    pub path: String,
+    /// Route label for counting, e.g. `GET /servers/{id}`.
+    pub route: &'static str,
+    pub query: Vec<(String, String)>,
+    pub body: Option<serde_json::Value>,
+    /// `OpenStack-API-Version` value, e.g. `compute 2.96`.
+    pub api_version: Option<String>,
+    /// Extra headers (legacy microversion header).
+    pub extra_headers: Vec<(&'static str, String)>,
+}
+
+impl Call {
+    pub fn new(method: Method, base: &str, path: impl Into<String>, route: &'static str) -> Self {
+        Call {
+            method,
+            base: base.trim_end_matches('/').to_owned(),
+            path: path.into(),
+            route,
+            query: Vec::new(),
+            body: None,
+            api_version: None,
+            extra_headers: Vec::new(),
+        }
+    }
+
+    pub fn query(mut self, k: &str, v: impl ToString) -> Self {
+        self.query.push((k.to_owned(), v.to_string()));
+        self
+    }
+
+    pub fn query_opt(self, k: &str, v: Option<impl ToString>) -> Self {
+        match v {
+            Some(v) => self.query(k, v),
+            None => self,
+        }
+    }
+
+    pub fn json(mut self, body: serde_json::Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    fn safe_to_retry(&self) -> bool {
+        self.method == Method::GET || self.method == Method::HEAD
+    }
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub request_id: Option<String>,
+}
+
+impl Answer {
+    pub fn decode<T: DeserializeOwned>(&self, call: &Call) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::Decode {
+            method: call.method.to_string(),
+            path: call.path.clone(),
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// Percent-encodes one path segment.
+pub(crate) fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An authenticated session against one Keystone: shared by the service
+/// clients (wrap it in an `Arc`).
+#[derive(Debug)]
+pub struct Session {
+    client: reqwest::Client,
+    config: AuthConfig,
+    options: SessionOptions,
+    token: tokio::sync::Mutex<Option<Arc<Token>>>,
+    stats: RequestStats,
+}
+
+impl Session {
+    /// Builds the HTTP client (rustls with the system store plus the extra
+    /// CA, explicit timeouts, no proxy unless configured) and authenticates.
+    pub async fn connect(config: AuthConfig, options: SessionOptions) -> Result<Session> {
+        let session = Session::new(config, options)?;
+        session.token().await?;
+        Ok(session)
+    }
+
+    /// Like [`Session::connect`] without authenticating yet.
+    pub fn new(config: AuthConfig, options: SessionOptions) -> Result<Session> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(concat!("nova-live-migration/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &config.ca_bundle_pem {
+            builder = builder.tls_certs_merge(check_ca_bundle(pem)?);
+        }
+        builder = match &config.proxy {
+            Some(p) => builder.proxy(
+                reqwest::Proxy::all(p)
+                    .map_err(|e| Error::Config(format!("invalid proxy URL: {e}")))?,
+            ),
+            None => builder.no_proxy(),
+        };
+        let client = builder
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Session {
+            client,
+            config,
+            options,
+            token: tokio::sync::Mutex::new(None),
+            stats: RequestStats::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// The request counters.
+    pub fn stats(&self) -> &RequestStats {
+        &self.stats
+    }
+
+    /// The current token, renewed first when it is close to expiry. If that
+    /// early renewal fails while the old token still has a little time left
+    /// (more than a tenth of its lifetime, at most 30 s), the old one is used
+    /// and renewal is tried again on the next call.
+    pub async fn token(&self) -> Result<Arc<Token>> {
+        let mut guard = self.token.lock().await;
+        let Some(old) = guard.as_ref().cloned() else {
+            let t = Arc::new(self.authenticate().await?);
+            *guard = Some(t.clone());
+            return Ok(t);
+        };
+        let margin = self.options.renew_before.min(old.lifetime / 2);
+        if old.remaining() > margin {
+            return Ok(old);
+        }
+        tracing::debug!(
+            remaining_s = old.remaining().as_secs_f64(),
+            "renewing the Keystone token before expiry"
+        );
+        match self.authenticate().await {
+            Ok(t) => {
+                let t = Arc::new(t);
+                *guard = Some(t.clone());
+                Ok(t)
+            }
+            Err(e) if old.remaining() > (old.lifetime / 10).min(Duration::from_secs(30)) => {
+                tracing::warn!(
+                    error = %e,
+                    remaining_s = old.remaining().as_secs_f64(),
+                    "Keystone token renewal failed; using the current token meanwhile"
+                );
+                Ok(old)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes sure the token has at least `min_fraction_left` (0.0–1.0) of its
+    /// lifetime left, renewing it otherwise; e.g. `ensure_fresh(0.5)` before
+    /// starting a migration.
+    pub async fn ensure_fresh(&self, min_fraction_left: f64) -> Result<Arc<Token>> {
+        let mut guard = self.token.lock().await;
+        if let Some(t) = guard.as_ref() {
+            let margin = self.options.renew_before.min(t.lifetime / 2);
+            if t.fraction_left() >= min_fraction_left && t.remaining() > margin {
+                return Ok(t.clone());
+            }
+        }
+        let t = Arc::new(self.authenticate().await?);
+        *guard = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Replaces `stale` after a 401 (unless another task already did).
+    async fn renew_after_401(&self, stale: &Arc<Token>) -> Result<Arc<Token>> {
+        let mut guard = self.token.lock().await;
+        if let Some(t) = guard.as_ref()
+            && !Arc::ptr_eq(t, stale)
+        {
+            return Ok(t.clone());
+        }
+        tracing::debug!("token rejected with 401; re-authenticating");
+        let t = Arc::new(self.authenticate().await?);
+        *guard = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Endpoint URL of a service type from the current token's catalog.
+    pub async fn endpoint(&self, service_type: &str) -> Result<String> {
+        let t = self.token().await?;
+        t.endpoint(
+            service_type,
+            self.config.interface,
+            self.config.region.as_deref(),
+        )
+        .map(|u| u.trim_end_matches('/').to_owned())
+    }
+
+    async fn authenticate(&self) -> Result<Token> {
+        let call = Call::new(
+            Method::POST,
+            &self.config.auth_url,
+            "/auth/tokens",
+            "POST /auth/tokens",
+        )
+        .json(self.config.auth_body());
+        // Issuing a token has no side effect: retry it like a GET.
+        let obtained = Instant::now();
+        let answer = self.execute(&call, None, true).await?;
+        let value = answer
+            .headers
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::Auth("response lacks the X-Subject-Token header".into()))?;
+        let body: TokenBody = answer.decode(&call)?;
+        let token = Token::from_response(Secret::new(value), body.token, obtained)?;
+        tracing::debug!(
+            user = %token.user.name,
+            project = %token.project.name,
+            lifetime_s = token.lifetime.as_secs(),
+            expires_at = %token.expires_at,
+            "authenticated to Keystone"
+        );
+        Ok(token)
+    }
+
+    /// Runs one call with the token, retrying as the policy allows; a 401
+    /// re-authenticates once and resends.
+    pub(crate) async fn call(&self, call: &Call) -> Result<Answer> {
+        let mut token = self.token().await?;
+        let mut reauthed = false;
+        loop {
+            match self.execute(call, Some(&token), call.safe_to_retry()).await {
+                Err(Error::Http { status, .. })
+                    if status == StatusCode::UNAUTHORIZED && !reauthed =>
+                {
+                    reauthed = true;
+                    token = self.renew_after_401(&token).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends and decodes a JSON answer.
+    pub(crate) async fn call_json<T: DeserializeOwned>(&self, call: &Call) -> Result<T> {
+        self.call(call).await?.decode(call)
+    }
+
+    async fn execute(&self, call: &Call, token: Option<&Token>, safe: bool) -> Result<Answer> {
+        let policy = &self.options.retry;
+        let url = format!("{}{}", call.base, call.path);
+        let is_auth = token.is_none();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let mut req = self.client.request(call.method.clone(), &url);
+            if !call.query.is_empty() {
+                req = req.query(&call.query);
+            }
+            req = req.header("Accept", "application/json");
+            if let Some(t) = token {
+                let mut hv = HeaderValue::from_str(t.value.expose())
+                    .map_err(|_| Error::Auth("token is not a valid header value".into()))?;
+                hv.set_sensitive(true);
+                req = req.header("X-Auth-Token", hv);
+            }
+            if let Some(v) = &call.api_version {
+                req = req.header("OpenStack-API-Version", v);
+            }
+            for (k, v) in &call.extra_headers {
+                req = req.header(*k, v);
+            }
+            if let Some(b) = &call.body {
+                req = req.json(b);
+            }
+            self.stats
+                .record(&call.method, call.route, attempt > 1, is_auth);
+            let started = Instant::now();
+            let result = req.send().await;
+            let outcome = match result {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let request_id = headers
+                        .get("x-openstack-request-id")
+                        .or_else(|| headers.get("x-compute-request-id"))
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    match resp.bytes().await {
+                        Ok(body) => Ok((status, headers, body.to_vec(), request_id)),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            match outcome {
+                Ok((status, headers, body, request_id)) => {
+                    tracing::debug!(
+                        method = %call.method,
+                        path = %call.path,
+                        status = status.as_u16(),
+                        elapsed_ms,
+                        request_id = request_id.as_deref().unwrap_or("-"),
+                        attempt,
+                        "openstack request"
+                    );
+                    if status.is_success() {
+                        return Ok(Answer {
+                            headers,
+                            body,
+                            request_id,
+                        });
+                    }
+                    let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
+                    if safe && retryable && attempt < policy.max_attempts {
+                        let delay = retry_after(&headers)
+                            .map(|d| d.min(policy.max_retry_after))
+                            .unwrap_or_else(|| policy.backoff(attempt));
+                        tracing::debug!(method = %call.method, path = %call.path, status = status.as_u16(), delay_ms = delay.as_millis() as u64, "retrying");
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    return Err(Error::Http {
+                        method: call.method.to_string(),
+                        path: call.path.clone(),
+                        status,
+                        message: parse_error_message(&body),
+                        request_id,
+                    });
+                }
+                Err(e) => {
+                    let kind = if e.is_connect() {
+                        TransportKind::Connect
+                    } else if e.is_timeout() {
+                        TransportKind::Timeout
+                    } else {
+                        TransportKind::Other
+                    };
+                    tracing::debug!(
+                        method = %call.method,
+                        path = %call.path,
+                        error = %kind,
+                        elapsed_ms,
+                        attempt,
+                        "openstack request failed"
+                    );
+                    let may_retry = safe || kind == TransportKind::Connect;
+                    if may_retry && attempt < policy.max_attempts {
+                        tokio::time::sleep(policy.backoff(attempt)).await;
+                        continue;
+                    }
+                    return Err(Error::Transport {
+                        method: call.method.to_string(),
+                        path: call.path.clone(),
+                        kind,
+                        source: e.without_url_query(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+trait WithoutUrlQuery {
+    fn without_url_query(self) -> Self;
+}
+
+impl WithoutUrlQuery for reqwest::Error {
+    fn without_url_query(mut self) -> Self {
+        if let Some(u) = self.url_mut() {
+            u.set_query(None);
+        }
+        self
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("retry-after")?.to_str().ok()?.trim();
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(300),
+            max_retry_after: Duration::from_secs(1),
+        };
+        for _ in 0..50 {
+            let d1 = p.backoff(1);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+            let d5 = p.backoff(5);
+            assert!(d5 >= Duration::from_millis(150) && d5 <= Duration::from_millis(300));
+        }
+    }
+
+    #[test]
+    fn segment_encoding() {
+        assert_eq!(seg("abc-1"), "abc-1");
+        assert_eq!(seg("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn stats_diff() {
+        let s = RequestStats::default();
+        s.record(&Method::GET, "GET /x", false, false);
+        let a = s.snapshot();
+        s.record(&Method::GET, "GET /x", true, false);
+        s.record(&Method::POST, "POST /y", false, false);
+        let d = s.snapshot().since(&a);
+        assert_eq!(d.total, 2);
+        assert_eq!(d.route("GET /x"), 1);
+        assert_eq!(d.retries, 1);
+        assert_eq!(d.by_method.get("POST"), Some(&1));
+    }
+}
