@@ -1,1 +1,4 @@
 //! Integration tests (one crate, modules per area).
+
+mod cloud;
+mod cloud_smoke;
