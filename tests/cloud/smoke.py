@@ -1,7 +1,8 @@
 """Smoke test of the local test cloud and its fake driver, over raw HTTP.
 
 Run with the cloud venv's python:  $NLM_CLOUD_DIR/venv/bin/python tests/cloud/smoke.py [case...]
-Cases: migrate force abort fail error precheck stall many (default: all but many).
+Cases: migrate force abort fail error precheck stall (the default set), many (20 servers,
+SMOKE_MANY), concurrent (needs a cloud started with NLM_CLOUD_MAX_CONCURRENT_LM >= 2).
 Uses the admin credentials from $NLM_CLOUD_DIR/adminrc; leaves no servers behind.
 """
 
@@ -175,6 +176,25 @@ def case_many(n=int(os.environ.get("SMOKE_MANY", "20"))):
     print("many: migrated %d in %.1fs (instant driver, %s)" % (n, time.time() - t, "max_concurrent from nova.conf"))
 
 
+def case_concurrent():
+    """Needs a cloud started with NLM_CLOUD_MAX_CONCURRENT_LM >= 2."""
+    a = wait_active(boot("smoke-conc-a", {"nlm_migration_seconds": "60"}))["id"]
+    b = wait_active(boot("smoke-conc-b", {"nlm_migration_seconds": "60"}))["id"]
+    migrate(a)
+    migrate(b)
+    ma = wait(lambda: running(a), 30, "a running")
+    mb = wait(lambda: running(b), 30, "b running")
+    call("DELETE", "/servers/%s/migrations/%s" % (a, ma["id"]))
+    sa, ma = final(a)
+    mb2 = running(b)
+    assert mb2 and mb2["memory_processed_bytes"] >= mb["memory_processed_bytes"], "b still running"
+    call("POST", "/servers/%s/migrations/%s/action" % (b, mb2["id"]), json={"force_complete": None})
+    sb, mb = final(b)
+    assert ma["status"] == "cancelled" and host(sa) == "node1.maas", ma
+    assert mb["status"] == "completed" and host(sb) == "node4.maas", mb
+    print("concurrent: a aborted (cancelled on node1) while b kept running, then b force-completed to node4")
+
+
 def cleanup():
     for s in call("GET", "/servers", params={"all_tenants": "1"})["servers"]:
         if s["name"].startswith("smoke-"):
@@ -187,11 +207,11 @@ CASES = {
     "fail": lambda: case_failure("fail", "failed", "ACTIVE"),
     "error": lambda: case_failure("error", "error", "ERROR"),
     "precheck": lambda: case_failure("precheck", "error", "ACTIVE"),
-    "stall": case_stall, "many": case_many,
+    "stall": case_stall, "many": case_many, "concurrent": case_concurrent,
 }
 
 if __name__ == "__main__":
-    names = sys.argv[1:] or [c for c in CASES if c != "many"]
+    names = sys.argv[1:] or [c for c in CASES if c not in ("many", "concurrent")]
     try:
         for c in names:
             CASES[c]()
