@@ -6,6 +6,7 @@ SMOKE_MANY, each taking SMOKE_MANY_SECONDS, default 0), concurrent (needs a clou
 Uses the admin credentials from $NLM_CLOUD_DIR/adminrc; leaves no servers behind.
 """
 
+import fcntl
 import os
 import sys
 import time
@@ -213,6 +214,9 @@ CASES = {
 
 if __name__ == "__main__":
     names = sys.argv[1:] or [c for c in CASES if c not in ("many", "concurrent")]
+    # the same lock as the Rust tests' CloudEnv::lock(): never run beside them
+    lock = open(os.path.join(MC, "tests.lock"), "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         for c in names:
             CASES[c]()
