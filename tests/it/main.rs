@@ -1,6 +1,8 @@
 //! Integration tests (one crate, modules per area).
 
 mod charm_files;
+mod cloud;
+mod cloud_smoke;
 mod hooks;
 mod juju;
 mod openstack_cloud;

@@ -1,0 +1,170 @@
+"""Glance and Neutron stand-ins for the local test cloud (stdlib only).
+
+Serves only the calls Nova makes with ``"networks": "none"`` servers; every
+other request is answered 404 and logged with the word UNHANDLED.
+
+Usage: stubs.py GLANCE_PORT NEUTRON_PORT
+"""
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+IMAGE_ID = "3b6a1c2e-9d4f-4e8a-8c1b-6f0d2a7e5c01"
+IMAGE_NAME = "nlm-test-image"
+
+
+def image(base):
+    return {
+        "id": IMAGE_ID,
+        "name": IMAGE_NAME,
+        "status": "active",
+        "visibility": "public",
+        "protected": False,
+        "os_hidden": False,
+        "container_format": "bare",
+        "disk_format": "raw",
+        "size": 1048576,
+        "virtual_size": 1048576,
+        "min_disk": 0,
+        "min_ram": 0,
+        "checksum": "b6d81b360a5672d80c27430f39153e2c",
+        "os_hash_algo": "sha512",
+        "os_hash_value": "0" * 128,
+        "owner": None,
+        "tags": [],
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "self": "/v2/images/" + IMAGE_ID,
+        "file": "/v2/images/%s/file" % IMAGE_ID,
+        "schema": "/v2/schemas/image",
+    }
+
+
+def image_schema():
+    s = {"type": ["null", "string"]}
+    props = {
+        k: dict(s)
+        for k in (
+            "id", "name", "status", "visibility", "container_format", "disk_format",
+            "checksum", "os_hash_algo", "os_hash_value", "owner", "created_at",
+            "updated_at", "self", "file", "schema", "direct_url",
+        )
+    }
+    for k in ("size", "virtual_size", "min_disk", "min_ram"):
+        props[k] = {"type": ["null", "integer"]}
+    props["protected"] = {"type": "boolean"}
+    props["os_hidden"] = {"type": "boolean"}
+    props["tags"] = {"type": "array", "items": {"type": "string"}}
+    props["locations"] = {"type": "array"}
+    return {
+        "name": "image",
+        "properties": props,
+        "additionalProperties": {"type": "string"},
+        "links": [
+            {"rel": "self", "href": "{self}"},
+            {"rel": "enclosure", "href": "{file}"},
+            {"rel": "describedby", "href": "{schema}"},
+        ],
+    }
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    service = "?"
+
+    def log_message(self, fmt, *args):
+        sys.stdout.write("%s %s %s\n" % (self.log_date_time_string(), self.service, fmt % args))
+        sys.stdout.flush()
+
+    def reply(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def unhandled(self):
+        sys.stdout.write("UNHANDLED %s %s %s\n" % (self.service, self.command, self.path))
+        sys.stdout.flush()
+        self.reply(404, {"error": "not served by the nlm stub", "path": self.path})
+
+    def drain(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+
+    def do_POST(self):
+        self.drain()
+        self.unhandled()
+
+    do_PUT = do_PATCH = do_DELETE = do_POST
+
+    def do_HEAD(self):
+        self.do_GET()
+
+
+class Glance(Handler):
+    service = "glance"
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/")
+        base = "http://%s:%d" % self.server.server_address[:2]
+        if path in ("", "/versions"):
+            return self.reply(300, {"versions": [{
+                "id": "v2.16", "status": "CURRENT",
+                "links": [{"rel": "self", "href": base + "/v2/"}],
+            }]})
+        if path == "/v2/schemas/image":
+            return self.reply(200, image_schema())
+        if path == "/v2/images":
+            return self.reply(200, {"images": [image(base)], "schema": "/v2/schemas/images",
+                                    "first": "/v2/images"})
+        if path == "/v2/images/" + IMAGE_ID:
+            return self.reply(200, image(base))
+        return self.unhandled()
+
+
+class Neutron(Handler):
+    service = "neutron"
+
+    def do_GET(self):
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/")
+        base = "http://%s:%d" % self.server.server_address[:2]
+        if path == "":
+            return self.reply(200, {"versions": [{
+                "id": "v2.0", "status": "CURRENT",
+                "links": [{"rel": "self", "href": base + "/v2.0/"}],
+            }]})
+        coll = {
+            "/v2.0/extensions": "extensions",
+            "/v2.0/networks": "networks",
+            "/v2.0/ports": "ports",
+            "/v2.0/security-groups": "security_groups",
+            "/v2.0/floatingips": "floatingips",
+            "/v2.0/subnets": "subnets",
+        }.get(path)
+        if coll is not None:
+            return self.reply(200, {coll: []})
+        return self.unhandled()
+
+
+def main():
+    glance_port, neutron_port = int(sys.argv[1]), int(sys.argv[2])
+    servers = [ThreadingHTTPServer(("127.0.0.1", glance_port), Glance),
+               ThreadingHTTPServer(("127.0.0.1", neutron_port), Neutron)]
+    for s in servers:
+        s.daemon_threads = True
+    threading.Thread(target=servers[0].serve_forever, daemon=True).start()
+    print("stubs: glance on %d, neutron on %d, image %s" % (glance_port, neutron_port, IMAGE_ID), flush=True)
+    servers[1].serve_forever()
+
+
+if __name__ == "__main__":
+    main()
