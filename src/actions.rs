@@ -2,9 +2,12 @@
 //! `action-fail` with a message that says what to do, sets `summary` and
 //! `report`, and the process still exits 0.
 
-use serde_json::json;
+use std::collections::BTreeMap;
 
-use crate::charm::Unit;
+use serde_json::{Value, json};
+
+use crate::charm::{Ready, Unit};
+use crate::drain::{self, Kind};
 use crate::juju::{ActionResults, ToolError};
 
 /// Every action `actions.yaml` declares.
@@ -16,6 +19,10 @@ pub const ACTIONS: [&str; 6] = [
     "enable",
     "status",
 ];
+
+/// Largest `report` value passed to `action-set` (one argv string; Linux
+/// refuses a single argument over 128 KiB).
+const MAX_REPORT_BYTES: usize = 120_000;
 
 /// Fails the action with `message`, setting `summary` and a `report`.
 pub fn fail(unit: &Unit, action: &str, message: &str) -> Result<(), ToolError> {
@@ -39,7 +46,7 @@ pub fn run(unit: &Unit, name: &str) -> Result<(), ToolError> {
             ),
         );
     }
-    let _params = unit.tools.action_get()?;
+    let params = unit.tools.action_get()?;
     let ready = match unit.readiness()? {
         Ok(ready) => ready,
         Err(not_ready) => {
@@ -50,10 +57,127 @@ pub fn run(unit: &Unit, name: &str) -> Result<(), ToolError> {
             );
         }
     };
-    let _ = ready;
-    fail(
-        unit,
-        name,
-        &format!("{name} is not available in this build of the charm"),
-    )
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(unit, name, &format!("cannot start the async runtime: {e}")),
+    };
+    match name {
+        "evacuate" => rt.block_on(run_drain(unit, &ready, Kind::Evacuate, &params)),
+        "migrate-vm" => rt.block_on(run_drain(unit, &ready, Kind::MigrateVm, &params)),
+        other => rt.block_on(crate::control::run(unit, &ready, other, &params)),
+    }
+}
+
+/// Sets `summary`, `report` (compact JSON), `counts.*` and `instances.*`.
+pub fn set_report(
+    unit: &Unit,
+    report: &crate::plan::Report,
+    with_keys: bool,
+) -> Result<(), ToolError> {
+    let mut results = ActionResults::new();
+    results.set("summary", report.summary())?;
+    results.set("report", compact_report(report))?;
+    if with_keys {
+        for (k, v) in report.action_set_keys() {
+            results.set(&k, v)?;
+        }
+    }
+    unit.tools.action_set(&results)
+}
+
+/// The report as compact JSON, shrunk to fit one `action-set` argument:
+/// first without the per-instance decision logs, then with only the
+/// instances that did not end migrated.
+pub fn compact_report(report: &crate::plan::Report) -> String {
+    let full = serde_json::to_string(report).unwrap_or_default();
+    if full.len() <= MAX_REPORT_BYTES {
+        return full;
+    }
+    let mut r = report.clone();
+    for i in r.instances.iter_mut() {
+        i.decisions.clear();
+    }
+    let lean = serde_json::to_string(&r).unwrap_or_default();
+    if lean.len() <= MAX_REPORT_BYTES {
+        return lean;
+    }
+    r.instances.retain(|i| {
+        !matches!(
+            i.result,
+            crate::plan::ResultKind::Migrated | crate::plan::ResultKind::ColdMigrated
+        )
+    });
+    r.error = Some(format!(
+        "{}report shortened: only instances not moved are listed; the journal has all",
+        r.error.map(|e| format!("{e}; ")).unwrap_or_default()
+    ));
+    let mut s = serde_json::to_string(&r).unwrap_or_default();
+    if s.len() > MAX_REPORT_BYTES {
+        s = json!({"action": r.action, "host": r.host, "counts": r.counts,
+                   "error": "report too large for action results; see the journal"})
+        .to_string();
+    }
+    s
+}
+
+async fn run_drain(
+    unit: &Unit<'_>,
+    ready: &Ready,
+    kind: Kind,
+    raw: &BTreeMap<String, Value>,
+) -> Result<(), ToolError> {
+    let action = kind.as_str();
+    let params = match drain::Params::from_action(kind, raw) {
+        Ok(p) => p,
+        Err(e) => return fail(unit, action, &format!("{e}; nothing was changed")),
+    };
+    let (host, source) = match ready.nova_host(unit.paths) {
+        Ok(h) => h,
+        Err(e) => return fail(unit, action, &e),
+    };
+    tracing::info!("{action}: nova host {host} (from {})", source.describe());
+    let os = match ready.connect().await {
+        Ok(os) => os,
+        Err(e) => return fail(unit, action, &format!("{e}; nothing was changed")),
+    };
+    let log = |line: &str| {
+        if let Err(e) = unit.tools.action_log(line) {
+            tracing::warn!("action-log: {e}");
+        }
+    };
+    let env = drain::Env {
+        os: &os,
+        config: &ready.config,
+        paths: unit.paths,
+        host: host.clone(),
+        unit: unit.ctx.unit.clone(),
+        task: unit.ctx.action_id.clone(),
+        log: &log,
+    };
+    match drain::run(&env, &params).await {
+        Ok(outcome) => {
+            set_report(unit, &outcome.report, true)?;
+            if let Some(msg) = outcome.failure {
+                unit.tools.action_fail(&msg)?;
+            }
+            Ok(())
+        }
+        Err(drain::DrainError::Refused(msg)) => fail(unit, action, &msg),
+        Err(e) => {
+            let msg = match &e {
+                drain::DrainError::Api(api) if api.is_not_found() || api.status().is_some() => {
+                    format!("{action} stopped: {e}")
+                }
+                _ => format!("{action} stopped: {e}"),
+            };
+            fail(
+                unit,
+                action,
+                &format!("{msg}; migrations already started go on in Nova: run {action} again to adopt them, or abort"),
+            )
+        }
+    }
 }

@@ -176,3 +176,42 @@ fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
     std::os::unix::fs::symlink(target, &tmp)?;
     std::fs::rename(&tmp, link)
 }
+
+impl Ready {
+    /// Authenticates to Keystone and negotiates the compute API.
+    pub async fn connect(&self) -> Result<crate::openstack::OpenStack, String> {
+        use crate::openstack::{AuthConfig, Interface, OpenStack};
+        let interface = match self.config.endpoint_interface {
+            crate::config::EndpointInterface::Internal => Interface::Internal,
+            crate::config::EndpointInterface::Public => Interface::Public,
+            crate::config::EndpointInterface::Admin => Interface::Admin,
+        };
+        let auth = AuthConfig::from_relation(
+            &self.credentials.data,
+            interface,
+            self.config.region.as_deref(),
+            self.config.ssl_ca_pem.clone(),
+        )
+        .map_err(|e| format!("identity-credentials relation data: {e}"))?;
+        let url = auth.auth_url.clone();
+        OpenStack::connect(auth).await.map_err(|e| {
+            let hint = if e.is_auth() {
+                "check the identity-credentials relation with keystone"
+            } else if e.is_retryable() || e.is_ambiguous() {
+                "check that Keystone and Nova are reachable from this machine"
+            } else {
+                "check the keystone relation and the endpoint-interface/region/ssl-ca config"
+            };
+            format!("cannot connect to OpenStack via {url}: {e} ({hint})")
+        })
+    }
+
+    /// This node's nova service host and where it came from.
+    pub fn nova_host(&self, paths: &Paths) -> Result<(String, crate::host::HostSource), String> {
+        let conf = crate::host::read_nova_conf(&paths.nova_conf)
+            .map_err(|e| format!("cannot read {}: {e}", paths.nova_conf.display()))?;
+        crate::host::resolve_nova_host(self.config.nova_host.as_deref(), &conf).ok_or_else(|| {
+            "cannot tell this node's nova host: set the nova-host config option".to_string()
+        })
+    }
+}
