@@ -176,7 +176,9 @@ async fn run_drain(
             fail(
                 unit,
                 action,
-                &format!("{msg}; migrations already started go on in Nova: run {action} again to adopt them, or abort"),
+                &format!(
+                    "{msg}; migrations already started go on in Nova: run {action} again to adopt them, or abort"
+                ),
             )
         }
     }

@@ -21,9 +21,8 @@ use crate::journal::{Journal, JournalError};
 use crate::openstack::{self, BlockMigration, LiveMigrate, MigrationFilter, OpenStack};
 use crate::paths::Paths;
 use crate::plan::{
-    self, Command, Drain, MigrationStatus, MigrationView, Millis, MoveKind,
-    Observation, Plan, Policy, PreflightInput, PreflightParams, Report, ServerView,
-    ServiceReport, StartResult,
+    self, Command, Drain, MigrationStatus, MigrationView, Millis, MoveKind, Observation, Plan,
+    Policy, PreflightInput, PreflightParams, Report, ServerView, ServiceReport, StartResult,
 };
 use crate::time::{iso, now_ms, parse_iso};
 
@@ -152,10 +151,7 @@ impl RunRecord {
             .iter()
             .filter(|r| r.outcome().is_some())
             .count();
-        format!(
-            "{done}/{total} done, {} in flight",
-            self.drain.in_flight()
-        )
+        format!("{done}/{total} done, {} in flight", self.drain.in_flight())
     }
 }
 
@@ -222,7 +218,11 @@ fn server_view(s: &openstack::Server) -> ServerView {
         status: s.status.clone(),
         vm_state: s.vm_state.clone().unwrap_or_default(),
         task_state: s.task_state.clone(),
-        fault: s.fault.as_ref().map(|f| f.message.clone()).filter(|m| !m.is_empty()),
+        fault: s
+            .fault
+            .as_ref()
+            .map(|f| f.message.clone())
+            .filter(|m| !m.is_empty()),
     }
 }
 
@@ -481,7 +481,12 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
             failure: Some(format!("pre-flight failed, nothing was changed: {msg}")),
         });
     }
-    let drain = Drain::new(&env.host, plan.to_move(), policy(env, params.max_concurrent), t0);
+    let drain = Drain::new(
+        &env.host,
+        plan.to_move(),
+        policy(env, params.max_concurrent),
+        t0,
+    );
     let mut rec = RunRecord {
         kind: params.kind,
         unit: env.unit.clone(),
@@ -534,15 +539,16 @@ async fn disable(env: &Env<'_>, reason: &str) -> Result<(), DrainError> {
         return Ok(());
     }
     compute.disable_service(&service, reason).await?;
-    (env.log)(&format!(
-        "disabled nova-compute on {}: {reason}",
-        env.host
-    ));
+    (env.log)(&format!("disabled nova-compute on {}: {reason}", env.host));
     Ok(())
 }
 
 /// Resumes an interrupted run: Nova is the truth.
-async fn resume(env: &Env<'_>, journal: &Journal, mut rec: RunRecord) -> Result<Outcome, DrainError> {
+async fn resume(
+    env: &Env<'_>,
+    journal: &Journal,
+    mut rec: RunRecord,
+) -> Result<Outcome, DrainError> {
     (env.log)(&format!(
         "resuming the {} started at {} ({})",
         rec.kind.as_str(),
@@ -608,9 +614,14 @@ async fn resume(env: &Env<'_>, journal: &Journal, mut rec: RunRecord) -> Result<
 }
 
 /// The loop: step, persist, execute, observe, sleep.
-async fn drive(env: &Env<'_>, journal: &Journal, mut rec: RunRecord) -> Result<Outcome, DrainError> {
+async fn drive(
+    env: &Env<'_>,
+    journal: &Journal,
+    mut rec: RunRecord,
+) -> Result<Outcome, DrainError> {
     let compute = env.os.compute().clone();
-    let block = config::BlockMigration::parse(&rec.block_migration).unwrap_or(config::BlockMigration::Auto);
+    let block =
+        config::BlockMigration::parse(&rec.block_migration).unwrap_or(config::BlockMigration::Auto);
     let poll = Duration::from_millis(rec.drain.policy.poll_interval_ms.max(100));
     let changes_since = iso(rec.started_at.saturating_sub(120_000));
     let mut obs: Vec<Observation> = Vec::new();
@@ -699,7 +710,9 @@ async fn execute(
             };
             let result = match result {
                 Ok(_) => StartResult::Accepted,
-                Err(e) if e.is_conflict() => StartResult::Conflict(e.message().unwrap_or("409").to_string()),
+                Err(e) if e.is_conflict() => {
+                    StartResult::Conflict(e.message().unwrap_or("409").to_string())
+                }
                 // The POST may have reached Nova: treat it as accepted and let
                 // the migration lookup and the server state tell.
                 Err(e) if e.is_ambiguous() => {
@@ -756,7 +769,9 @@ async fn execute(
             migration_id,
             reason,
         } => {
-            (env.log)(&format!("force-complete {instance} migration {migration_id}: {reason}"));
+            (env.log)(&format!(
+                "force-complete {instance} migration {migration_id}: {reason}"
+            ));
             if let Err(e) = compute.force_complete(instance, *migration_id as i64).await {
                 obs.push(Observation::CommandFailed {
                     instance: instance.clone(),
@@ -770,8 +785,13 @@ async fn execute(
             migration_id,
             reason,
         } => {
-            (env.log)(&format!("abort {instance} migration {migration_id}: {reason}"));
-            if let Err(e) = compute.abort_migration(instance, *migration_id as i64).await {
+            (env.log)(&format!(
+                "abort {instance} migration {migration_id}: {reason}"
+            ));
+            if let Err(e) = compute
+                .abort_migration(instance, *migration_id as i64)
+                .await
+            {
                 obs.push(Observation::CommandFailed {
                     instance: instance.clone(),
                     command: "abort".into(),
@@ -879,7 +899,11 @@ async fn finish(env: &Env<'_>, rec: RunRecord) -> Result<Outcome, DrainError> {
         },
         _ => rec.service_before.clone(),
     };
-    let duration = rec.ended_at.unwrap_or_else(now_ms).saturating_sub(rec.started_at) as f64 / 1000.0;
+    let duration = rec
+        .ended_at
+        .unwrap_or_else(now_ms)
+        .saturating_sub(rec.started_at) as f64
+        / 1000.0;
     let mut report = Report::from_drain(
         rec.kind.as_str(),
         &rec.plan,

@@ -63,7 +63,10 @@ pub fn parse_iso(s: &str) -> Option<Millis> {
         let sign = if off.starts_with('-') { -1 } else { 1 };
         let off = &off[1..];
         let (oh, om) = off.split_once(':').unwrap_or((off, "0"));
-        (t, sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60))
+        (
+            t,
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
+        )
     } else {
         (rest, 0)
     };
