@@ -141,6 +141,9 @@ pub struct State {
     pub stdout: String,
     #[serde(default)]
     pub stderr: String,
+    /// Wall time of the dispatch process, milliseconds.
+    #[serde(default)]
+    pub dispatch_ms: f64,
 }
 
 impl Default for State {
@@ -172,6 +175,7 @@ impl Default for State {
             exit_code: None,
             stdout: String::new(),
             stderr: String::new(),
+            dispatch_ms: 0.0,
         }
     }
 }
@@ -529,6 +533,7 @@ pub fn run_event(run: Run<'_>) -> Result<State, String> {
     }
     env.extend(run.env.iter().cloned());
     cmd.envs(env);
+    let started = std::time::Instant::now();
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run dispatch: {e}"))?;
@@ -537,7 +542,9 @@ pub fn run_event(run: Run<'_>) -> Result<State, String> {
     } else {
         child.wait_with_output().map_err(|e| e.to_string())?
     };
+    let dispatch_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut state = load(run.state_path)?;
+    state.dispatch_ms = dispatch_ms;
     state.exit_code = Some(output.status.code().unwrap_or(-1));
     state.stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     state.stderr = String::from_utf8_lossy(&output.stderr).into_owned();
