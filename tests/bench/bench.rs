@@ -4,9 +4,18 @@
 //!   bench hooks [N]   update-status latency of the packed dispatch vs the
 //!                     smallest ops 3.9 charm doing the same, with the same
 //!                     instant hook-tool stand-ins (juju-sim), alternated.
+//!   bench drain N ROUNDS SECONDS
+//!                     on the local cloud (tests/cloud): our evacuate vs the
+//!                     anchor (every os-migrateLive fired at once with one
+//!                     token, as `nova host-evacuate-live` does), alternated,
+//!                     N instances whose migrations take SECONDS in the fake
+//!                     driver; plus API calls per poll tick and per-migration
+//!                     overhead against Nova's own migration times.
 
 #[path = "../harness/sim.rs"]
 mod sim;
+
+mod drain;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -15,7 +24,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("hooks") => hooks(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(200)),
-        _ => Err("usage: bench hooks [N]".to_string()),
+        Some("drain") => {
+            let num = |i: usize, d: u64| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(d);
+            drain::main(num(1, 20) as usize, num(2, 2) as usize, num(3, 0))
+        }
+        _ => Err("usage: bench hooks [N] | bench drain [N] [ROUNDS] [SECONDS]".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
