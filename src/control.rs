@@ -592,22 +592,7 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
             "status": m.status,
             "dest_compute": m.dest_compute,
         });
-        let refuse = match m.status.as_str() {
-            "running" => None,
-            "queued" | "preparing" if queued_ok => None,
-            "queued" | "preparing" => Some(format!(
-                "{} migrations can be aborted only from compute API 2.65 (this cloud: {}); it can be aborted once running",
-                m.status,
-                compute.microversion()
-            )),
-            "running (post-copy)" => Some(
-                "in post-copy: the guest already runs on the destination; it cannot be aborted and completes on its own".to_string(),
-            ),
-            "post-migrating" => Some("already finishing on the destination; cannot be aborted".to_string()),
-            other => Some(format!(
-                "status {other}: not abortable yet; run abort again in a few seconds"
-            )),
-        };
+        let refuse = abort_refusal(&m.status, queued_ok, &compute.microversion().to_string());
         if let Some(reason) = refuse {
             not_aborted.push(with(entry, "reason", reason));
             continue;
@@ -675,6 +660,26 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
         ],
         failure,
     })
+}
+
+/// Why a migration in `status` cannot be aborted (`None`: it can).
+fn abort_refusal(status: &str, queued_ok: bool, microversion: &str) -> Option<String> {
+    match status {
+        "running" => None,
+        "queued" | "preparing" if queued_ok => None,
+        "queued" | "preparing" => Some(format!(
+            "{status} migrations can be aborted only from compute API 2.65 (this cloud: {microversion}); it can be aborted once running"
+        )),
+        "running (post-copy)" => Some(
+            "in post-copy: the guest already runs on the destination; it cannot be aborted and completes on its own".to_string(),
+        ),
+        "post-migrating" => {
+            Some("already finishing on the destination; cannot be aborted".to_string())
+        }
+        other => Some(format!(
+            "status {other}: not abortable yet; run abort again in a few seconds"
+        )),
+    }
 }
 
 fn with(mut v: Value, k: &str, s: String) -> Value {
@@ -1060,4 +1065,91 @@ pub async fn run(
         unit.tools.action_fail(msg)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_can_be_aborted() {
+        assert_eq!(abort_refusal("running", false, "2.60"), None);
+        assert_eq!(abort_refusal("queued", true, "2.96"), None);
+        assert_eq!(abort_refusal("preparing", true, "2.96"), None);
+        let q = abort_refusal("queued", false, "2.60").unwrap();
+        assert!(q.contains("2.65") && q.contains("2.60"), "{q}");
+        let pc = abort_refusal("running (post-copy)", true, "2.96").unwrap();
+        assert!(
+            pc.contains("post-copy") && pc.contains("completes on its own"),
+            "{pc}"
+        );
+        assert!(abort_refusal("post-migrating", true, "2.96").is_some());
+        assert!(
+            abort_refusal("accepted", true, "2.96")
+                .unwrap()
+                .contains("again in a few seconds")
+        );
+    }
+
+    fn server(id: &str, name: &str) -> Server {
+        Server {
+            id: id.into(),
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vm_by_uuid_or_unique_name() {
+        let servers = vec![server("u1", "web"), server("u2", "db"), server("u3", "db")];
+        assert_eq!(resolve_vm(&servers, "u2", "n1").unwrap().id, "u2");
+        assert_eq!(resolve_vm(&servers, "web", "n1").unwrap().id, "u1");
+        let e = resolve_vm(&servers, "db", "n1").unwrap_err();
+        assert!(e.contains("u2, u3") && e.contains("give the UUID"), "{e}");
+        let e = resolve_vm(&servers, "mail", "n1").unwrap_err();
+        assert!(
+            e.contains("no instance \"mail\" on n1") && e.contains("web, db"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn credentials_file_is_private_and_follows_the_relation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::from_env(|k| {
+            (k == "NLM_STATE_DIR").then(|| dir.path().to_string_lossy().into_owned())
+        });
+        let mut data = BTreeMap::new();
+        for (k, v) in [
+            ("auth_host", "10.0.0.9"),
+            ("auth_port", "5000"),
+            ("auth_protocol", "http"),
+            ("credentials_username", "nova_live_migration"),
+            ("credentials_password", "pw-123"),
+        ] {
+            data.insert(k.to_string(), v.to_string());
+        }
+        let creds = RelationData {
+            relation_id: "identity-credentials:5".into(),
+            unit: "keystone/0".into(),
+            data,
+        };
+        let config: BTreeMap<String, Value> = [("nova-host".to_string(), json!("node1.maas"))]
+            .into_iter()
+            .collect();
+        sync_cli_credentials(&paths, Some((&config, &creds)));
+        let file = dir.path().join(CLI_CREDENTIALS);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let ready = load_cli_credentials(&paths).unwrap();
+        assert_eq!(ready.credentials.unit, "keystone/0");
+        assert_eq!(ready.config.nova_host.as_deref(), Some("node1.maas"));
+        // Debug of what the CLI holds never shows the password.
+        assert!(!format!("{:?}", ready.credentials).contains("pw-123"));
+        sync_cli_credentials(&paths, None);
+        assert!(!file.exists());
+        let e = load_cli_credentials(&paths).err().unwrap();
+        assert!(e.contains("no credentials for the host CLI"), "{e}");
+    }
 }

@@ -658,6 +658,24 @@ fn cloud_abort_action_ends_an_interrupted_evacuation() {
         Duration::from_secs(60),
     ));
 
+    // force-complete of the queued one: refused, naming the state.
+    rt.block_on(wait_until(
+        || async {
+            let m = cloud.migrations(&ids[1]).await;
+            m.iter().any(|m| m["status"] == "queued").then_some(())
+        },
+        Duration::from_secs(30),
+    ));
+    let out = sim
+        .run_env("actions/force-complete", &["vm=ctl-b2"], env.clone())
+        .unwrap()
+        .clone();
+    let msg = out.action_failed.clone().expect("not running");
+    assert!(
+        msg.contains("cannot force-complete ctl-b2") && msg.contains("is queued"),
+        "{msg}"
+    );
+
     // Unknown vm: a clear failure, nothing changed.
     let out = sim
         .run_env("actions/abort", &["vm=no-such-vm"], env.clone())
