@@ -824,3 +824,28 @@ fn cloud_force_complete_finishes_a_stalled_migration() {
         t_start.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn update_status_stays_active_and_says_so_when_keystone_is_down() {
+    // Nothing listens on 127.0.0.1:1: connection refused at once.
+    let mut sim = Sim::new()
+        .with_keystone(vec![("keystone/0", keystone_bag("127.0.0.1", "1"))])
+        .config("nova-host", json!("node1.maas"));
+    std::fs::write(sim.path("nova.conf"), "[DEFAULT]\nhost = node1.maas\n").unwrap();
+    let t0 = Instant::now();
+    let out = sim.hook("update-status").clone();
+    assert!(
+        t0.elapsed() < Duration::from_secs(25),
+        "bounded by the 20 s budget"
+    );
+    let st = out.statuses.last().unwrap();
+    assert_eq!(st.status, "active");
+    assert!(
+        st.message.starts_with(
+            "nova-compute/0 on node1.maas: Nova not reachable (credentials from keystone/0)"
+        ),
+        "{}",
+        st.message
+    );
+    no_secret(&out, SIM_PASSWORD);
+}
