@@ -134,6 +134,36 @@ async fn run_drain(
         Ok(p) => p,
         Err(e) => return fail(unit, action, &format!("{e}; nothing was changed")),
     };
+    // One drain at a time; the lock also tells the host CLI that a drain is
+    // running (rather than interrupted). A dry-run changes nothing and takes
+    // no lock.
+    let _lock = if params.dry_run {
+        None
+    } else {
+        match crate::control::RunLock::acquire(
+            &unit.paths.state_dir,
+            std::time::Duration::from_secs(1),
+        ) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                return fail(
+                    unit,
+                    action,
+                    "another evacuate, migrate-vm or abort is running on this unit; wait for it to end or stop it (juju exec --machine <N> -- nova-live-migration abort); nothing was changed",
+                );
+            }
+            Err(e) => {
+                return fail(
+                    unit,
+                    action,
+                    &format!(
+                        "cannot take the run lock in {}: {e}; nothing was changed",
+                        unit.paths.state_dir.display()
+                    ),
+                );
+            }
+        }
+    };
     let (host, source) = match ready.nova_host(unit.paths) {
         Ok(h) => h,
         Err(e) => return fail(unit, action, &e),

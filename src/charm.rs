@@ -70,27 +70,100 @@ impl Unit<'_> {
         })
     }
 
-    /// Sets the workload status from config, credentials and (when ready) the node's state.
+    /// Sets the workload status from config, credentials, the journal and
+    /// (when ready and no evacuation is in flight) Nova; keeps the host CLI's
+    /// copy of the credentials in step.
     pub fn update_status(&self) -> Result<(), ToolError> {
         let (status, message) = match self.readiness()? {
-            Err(not_ready) => (not_ready.status(), not_ready.message()),
-            Ok(ready) => (Status::Active, self.active_message(&ready)),
+            Err(not_ready) => {
+                if !matches!(not_ready, NotReady::Config(_)) {
+                    crate::control::sync_cli_credentials(self.paths, None);
+                }
+                (not_ready.status(), not_ready.message())
+            }
+            Ok(ready) => {
+                let raw = self.tools.config_get()?;
+                crate::control::sync_cli_credentials(self.paths, Some((&raw, &ready.credentials)));
+                self.ready_status(&ready)
+            }
         };
         self.tools.status_set(status, &message)
     }
 
-    fn active_message(&self, ready: &Ready) -> String {
-        let host = ready
-            .config
-            .nova_host
-            .clone()
-            .unwrap_or_else(|| "this node".to_string());
-        format!(
-            "{} on {}: ready (credentials from {})",
-            self.ctx.principal(),
-            host,
-            ready.credentials.unit
-        )
+    /// `maintenance` with the journal's progress while an evacuation is in
+    /// flight (no API call); else `active` with the service state and the
+    /// instance count from Nova (bounded by [`STATUS_TIMEOUT`]).
+    fn ready_status(&self, ready: &Ready) -> (Status, String) {
+        let principal = self.ctx.principal();
+        match crate::control::last_run(self.paths) {
+            Ok(Some(run)) if run.record.in_flight() => {
+                let r = &run.record;
+                let msg = if run.running {
+                    format!(
+                        "{principal} on {}: {} running, {}",
+                        r.host,
+                        r.kind.as_str(),
+                        r.progress()
+                    )
+                } else {
+                    format!(
+                        "{principal} on {}: {} interrupted at {}: run evacuate to resume or abort to end it",
+                        r.host,
+                        r.kind.as_str(),
+                        r.progress()
+                    )
+                };
+                return (Status::Maintenance, msg);
+            }
+            Ok(_) => {}
+            Err(e) => return (Status::Blocked, format!("{principal}: {e}")),
+        }
+        let host = match ready.nova_host(self.paths) {
+            Ok((h, _)) => h,
+            Err(e) => {
+                return (
+                    Status::Active,
+                    format!(
+                        "{principal} on this node: ready (credentials from {}); {e}",
+                        ready.credentials.unit
+                    ),
+                );
+            }
+        };
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return (Status::Active, format!("{principal} on {host}: {e}")),
+        };
+        let answer = rt.block_on(async {
+            tokio::time::timeout(STATUS_TIMEOUT, node_summary(ready, &host)).await
+        });
+        match answer {
+            Ok(Ok(line)) => (Status::Active, format!("{principal} on {host}: {line}")),
+            Ok(Err(NodeError::Auth(e))) => (
+                Status::Blocked,
+                format!(
+                    "{principal} on {host}: Keystone refused the credentials ({e}): check the identity-credentials relation"
+                ),
+            ),
+            Ok(Err(NodeError::Other(e))) => (
+                Status::Active,
+                format!(
+                    "{principal} on {host}: Nova not reachable (credentials from {}): {e}",
+                    ready.credentials.unit
+                ),
+            ),
+            Err(_) => (
+                Status::Active,
+                format!(
+                    "{principal} on {host}: Nova not reachable (credentials from {}): no answer within {} s",
+                    ready.credentials.unit,
+                    STATUS_TIMEOUT.as_secs()
+                ),
+            ),
+        }
     }
 
     /// Runs one hook. Unknown hooks do nothing.
@@ -106,7 +179,14 @@ impl Unit<'_> {
             "config-changed" | "start" | "update-status" | "leader-elected" => self.update_status(),
             "stop" | "remove" => {
                 self.unlink_cli();
+                if name == "remove" {
+                    crate::control::remove_cli_credentials(self.paths);
+                }
                 Ok(())
+            }
+            "identity-credentials-relation-broken" => {
+                crate::control::remove_cli_credentials(self.paths);
+                self.update_status()
             }
             n if n.starts_with("identity-credentials-relation-") => {
                 if n == "identity-credentials-relation-joined" {
@@ -167,6 +247,58 @@ impl Unit<'_> {
     }
 }
 
+/// Longest time `update-status` waits for Keystone and Nova.
+pub const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+enum NodeError {
+    Auth(String),
+    Other(String),
+}
+
+/// `enabled, 12 instances` (authenticate, version, service, servers).
+async fn node_summary(ready: &Ready, host: &str) -> Result<String, NodeError> {
+    use crate::openstack::{AuthConfig, OpenStack};
+    let auth = AuthConfig::from_relation(
+        &ready.credentials.data,
+        ready.interface(),
+        ready.config.region.as_deref(),
+        ready.config.ssl_ca_pem.clone(),
+    )
+    .map_err(|e| NodeError::Other(format!("identity-credentials relation data: {e}")))?;
+    let classify = |e: crate::openstack::Error| {
+        if e.is_auth() {
+            NodeError::Auth(e.to_string())
+        } else {
+            NodeError::Other(e.to_string())
+        }
+    };
+    let os = OpenStack::connect(auth).await.map_err(classify)?;
+    let compute = os.compute();
+    let service = compute.compute_service(host).await.map_err(classify)?;
+    let Some(service) = service else {
+        return Ok(
+            "no nova-compute service for this host in Nova: check the nova-host config option"
+                .into(),
+        );
+    };
+    let n = compute.servers_on_host(host).await.map_err(classify)?.len();
+    let mut state = service.status.clone();
+    if let Some(reason) = service.disabled_reason.as_deref().filter(|r| !r.is_empty()) {
+        let mut r: String = reason.chars().take(80).collect();
+        if r.len() < reason.len() {
+            r.push('…');
+        }
+        state.push_str(&format!(" ({r})"));
+    }
+    if !service.is_up() {
+        state.push_str(&format!(", service {}", service.state));
+    }
+    Ok(format!(
+        "{state}, {n} instance{}",
+        if n == 1 { "" } else { "s" }
+    ))
+}
+
 fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
     if let Some(dir) = link.parent() {
         std::fs::create_dir_all(dir)?;
@@ -178,17 +310,22 @@ fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
 }
 
 impl Ready {
-    /// Authenticates to Keystone and negotiates the compute API.
-    pub async fn connect(&self) -> Result<crate::openstack::OpenStack, String> {
-        use crate::openstack::{AuthConfig, Interface, OpenStack};
-        let interface = match self.config.endpoint_interface {
+    /// The catalog interface from config.
+    pub fn interface(&self) -> crate::openstack::Interface {
+        use crate::openstack::Interface;
+        match self.config.endpoint_interface {
             crate::config::EndpointInterface::Internal => Interface::Internal,
             crate::config::EndpointInterface::Public => Interface::Public,
             crate::config::EndpointInterface::Admin => Interface::Admin,
-        };
+        }
+    }
+
+    /// Authenticates to Keystone and negotiates the compute API.
+    pub async fn connect(&self) -> Result<crate::openstack::OpenStack, String> {
+        use crate::openstack::{AuthConfig, OpenStack};
         let auth = AuthConfig::from_relation(
             &self.credentials.data,
-            interface,
+            self.interface(),
             self.config.region.as_deref(),
             self.config.ssl_ca_pem.clone(),
         )

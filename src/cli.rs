@@ -1,8 +1,17 @@
 //! The host CLI: `/usr/local/bin/nova-live-migration`, a link to the
-//! charm's dispatch binary, run by a person (no Juju environment).
+//! charm's dispatch binary, run by root on the host (no Juju environment).
+//!
+//! It coordinates with a running action only through files in the state
+//! dir (see `control`): with an evacuation running (its process holds the
+//! run lock) `abort` writes the abort request the evacuation polls; with
+//! none running it talks to Nova itself, with the credentials the hooks keep
+//! in a root-only file.
 
 use std::io::Write;
 
+use serde_json::Value;
+
+use crate::control::{self, Done, Op};
 use crate::paths::Paths;
 
 pub const USAGE: &str = "\
@@ -12,13 +21,19 @@ This binary is the Juju charm's dispatch; on the host it is also a CLI that
 works while an action runs (juju exec --machine N -- nova-live-migration ...).
 
 Usage:
-  nova-live-migration status          show the last evacuation's journal summary
-  nova-live-migration abort [--vm X]  ask the running evacuation to abort its
-                                      migrations (all, or only X's) and start no more
-  nova-live-migration --help          this text
+  nova-live-migration status [--json]  the service state, the instances, the
+                                       migrations in flight and the last
+                                       evacuation (from the journal)
+  nova-live-migration abort [--vm X]   with an evacuation running: ask it to
+                                       abort its migrations (all, or only X's)
+                                       and start no more; with none running:
+                                       abort this node's in-flight migrations
+                                       in Nova and end an interrupted evacuation
+  nova-live-migration --help           this text
   nova-live-migration --version
 
-Run the drain itself with the charm's actions, e.g.
+Run it as root: it reads the credentials the charm keeps for it (mode 0600)
+in the state directory. Run the drain itself with the charm's actions, e.g.
   juju run --wait=2h nova-live-migration/0 evacuate
 ";
 
@@ -34,17 +49,18 @@ pub fn main(args: &[String], paths: &Paths, out: &mut dyn Write, err: &mut dyn W
             let _ = writeln!(out, "nova-live-migration {}", env!("CARGO_PKG_VERSION"));
             0
         }
-        ["status"] => status(paths, out),
+        ["status"] => status(paths, false, out, err),
+        ["status", "--json"] => status(paths, true, out, err),
         ["abort", rest @ ..] => {
             let vm = match rest {
                 [] => None,
-                ["--vm", vm] if !vm.is_empty() => Some(vm.to_string()),
+                ["--vm", vm] if !vm.trim().is_empty() => Some(vm.trim().to_string()),
                 _ => {
                     let _ = writeln!(err, "usage: nova-live-migration abort [--vm NAME-OR-UUID]");
                     return 2;
                 }
             };
-            request_abort(paths, vm.as_deref(), out, err)
+            abort(paths, vm, out, err)
         }
         [other, ..] => {
             let _ = writeln!(
@@ -56,45 +72,178 @@ pub fn main(args: &[String], paths: &Paths, out: &mut dyn Write, err: &mut dyn W
     }
 }
 
-fn status(paths: &Paths, out: &mut dyn Write) -> i32 {
-    let journal = paths.state_dir.join("journal.json");
-    match std::fs::read_to_string(&journal) {
-        Ok(text) => {
-            let _ = writeln!(out, "journal {}:", journal.display());
-            let _ = writeln!(out, "{text}");
-        }
-        Err(_) => {
-            let _ = writeln!(out, "no evacuation journal at {}", journal.display());
-        }
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn abort(paths: &Paths, vm: Option<String>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    if control::drain_running(&paths.state_dir) {
+        // No Nova call: the running evacuation does the aborting.
+        let config = control::load_cli_credentials(paths).ok().map(|r| r.config);
+        let done = control::request_abort_of_running(
+            paths,
+            vm.as_deref(),
+            control::abort_wait(config.as_ref()),
+        );
+        return print_done(&done, false, out, err);
     }
+    let ready = match control::load_cli_credentials(paths) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "nova-live-migration abort: {e}");
+            return 1;
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return 1;
+        }
+    };
+    let done = rt.block_on(control::execute(&ready, paths, &Op::Abort { vm }));
+    print_done(&done, false, out, err)
+}
+
+fn status(paths: &Paths, as_json: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let ready = match control::load_cli_credentials(paths) {
+        Ok(r) => r,
+        Err(e) => {
+            // Without Nova, the journal is still worth showing.
+            match control::last_run(paths) {
+                Ok(Some(run)) => {
+                    if as_json {
+                        let _ = writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({"action": "status", "error": e,
+                                               "evacuation": run.summary_json()})
+                        );
+                    } else {
+                        let _ = writeln!(out, "last {}", run.line());
+                    }
+                }
+                Ok(None) => {
+                    let _ = writeln!(out, "no evacuation in the journal");
+                }
+                Err(j) => {
+                    let _ = writeln!(err, "{j}");
+                }
+            }
+            let _ = writeln!(err, "cannot ask Nova: {e}");
+            return 1;
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return 1;
+        }
+    };
+    let done = rt.block_on(control::execute(&ready, paths, &Op::Status));
+    if as_json || done.failure.is_some() {
+        return print_done(&done, as_json, out, err);
+    }
+    let _ = out.write_all(render_status(&done.report).as_bytes());
     0
 }
 
-fn request_abort(paths: &Paths, vm: Option<&str>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let request = serde_json::json!({
-        "vm": vm,
-        "requested_at": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    });
-    let path = paths.state_dir.join("abort-request.json");
-    let result = std::fs::create_dir_all(&paths.state_dir)
-        .and_then(|_| std::fs::write(&path, request.to_string()));
-    match result {
-        Ok(()) => {
-            let _ = writeln!(
-                out,
-                "abort requested{}; a running evacuation sees it within one poll interval",
-                vm.map(|v| format!(" for {v}")).unwrap_or_default()
-            );
-            0
-        }
-        Err(e) => {
-            let _ = writeln!(err, "could not write {}: {e} (run as root)", path.display());
+fn print_done(done: &Done, as_json: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    if as_json {
+        let _ = writeln!(out, "{}", done.report);
+    } else {
+        let _ = writeln!(out, "{}", done.summary);
+        let _ = writeln!(out, "{}", done.report);
+    }
+    match &done.failure {
+        Some(msg) => {
+            if msg != &done.summary {
+                let _ = writeln!(err, "{msg}");
+            }
             1
         }
+        None => 0,
     }
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+/// The status report as lines for a person.
+pub fn render_status(r: &Value) -> String {
+    let mut o = String::new();
+    let host = s(&r["host"]);
+    match r["service"].as_object() {
+        Some(svc) => {
+            let reason = svc
+                .get("disabled_reason")
+                .and_then(Value::as_str)
+                .map(|x| format!(" ({x})"))
+                .unwrap_or_default();
+            o.push_str(&format!(
+                "{host}: nova-compute {}{reason}, {}\n",
+                svc.get("status").and_then(Value::as_str).unwrap_or("?"),
+                svc.get("state").and_then(Value::as_str).unwrap_or("?")
+            ));
+        }
+        None => o.push_str(&format!("{host}: no nova-compute service in Nova\n")),
+    }
+    let instances = r["instances"].as_array().cloned().unwrap_or_default();
+    o.push_str(&format!("instances ({}):\n", instances.len()));
+    for i in &instances {
+        let task = i["task_state"]
+            .as_str()
+            .map(|t| format!(" ({t})"))
+            .unwrap_or_default();
+        o.push_str(&format!(
+            "  {:<24} {} {}{task}\n",
+            s(&i["name"]),
+            s(&i["id"]),
+            s(&i["status"])
+        ));
+    }
+    let migs = r["migrations"].as_array().cloned().unwrap_or_default();
+    o.push_str(&format!("migrations in flight ({}):\n", migs.len()));
+    for m in &migs {
+        let pct = m["percent"]
+            .as_f64()
+            .map(|p| format!(" {p:.0}%"))
+            .unwrap_or_default();
+        o.push_str(&format!(
+            "  {:<24} {} migration {} {}{pct} -> {}\n",
+            s(&m["name"]),
+            s(&m["instance_id"]),
+            m["id"],
+            s(&m["status"]),
+            m["dest_compute"].as_str().unwrap_or("?")
+        ));
+    }
+    let e = &r["evacuation"];
+    if e.is_object() && e.get("kind").is_some() {
+        let ended = e["ended_at"]
+            .as_str()
+            .map(|t| format!(", ended {t}"))
+            .unwrap_or_default();
+        o.push_str(&format!(
+            "last {} started {}: {}{ended} ({})\n",
+            s(&e["kind"]),
+            s(&e["started_at"]),
+            s(&e["progress"]),
+            s(&e["state"])
+        ));
+        if let Some(c) = e["counts"].as_object() {
+            let parts: Vec<String> = c.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            o.push_str(&format!("  {}\n", parts.join(", ")));
+        }
+    } else {
+        o.push_str("no evacuation in the journal\n");
+    }
+    o
 }
 
 #[cfg(test)]
@@ -112,12 +261,14 @@ mod tests {
         )
     }
 
+    fn paths(dir: &std::path::Path) -> Paths {
+        Paths::from_env(|k| (k == "NLM_STATE_DIR").then(|| dir.to_string_lossy().into_owned()))
+    }
+
     #[test]
     fn help_usage_and_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::from_env(|k| {
-            (k == "NLM_STATE_DIR").then(|| dir.path().to_string_lossy().into_owned())
-        });
+        let paths = paths(dir.path());
         let (code, out, _) = run(&["--help"], &paths);
         assert_eq!(code, 0);
         assert!(out.contains("abort [--vm X]"));
@@ -126,12 +277,49 @@ mod tests {
         assert!(err.contains("--help"));
         let (code, _, _) = run(&["abort", "--vm"], &paths);
         assert_eq!(code, 2);
-        let (code, out, _) = run(&["abort", "--vm", "focal-2"], &paths);
-        assert_eq!(code, 0, "{out}");
-        let req: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("abort-request.json")).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(req["vm"], "focal-2");
+        let (code, _, _) = run(&["status", "--yaml"], &paths);
+        assert_eq!(code, 2);
+    }
+
+    #[test]
+    fn abort_with_a_running_drain_writes_the_request_and_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let lock = control::RunLock::try_acquire(dir.path()).unwrap().unwrap();
+        // The "drain": takes the request after a moment.
+        let req = dir.path().join(control::ABORT_REQUEST);
+        let taker = std::thread::spawn(move || {
+            for _ in 0..100 {
+                if let Ok(text) = std::fs::read_to_string(&req) {
+                    std::fs::remove_file(&req).unwrap();
+                    return text;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            panic!("no request")
+        });
+        let (code, out, err) = run(&["abort", "--vm", "focal-2"], &paths);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("took the request"), "{out}");
+        let text = taker.join().unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["vm"], "focal-2");
+        assert!(v["requested_at"].as_u64().unwrap() > 1_700_000_000);
+        drop(lock);
+    }
+
+    #[test]
+    fn abort_and_status_without_a_drain_or_credentials_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let (code, _, err) = run(&["abort"], &paths);
+        assert_eq!(code, 1);
+        assert!(err.contains("no credentials for the host CLI"), "{err}");
+        // No request is left for a later resume to pick up.
+        assert!(!dir.path().join(control::ABORT_REQUEST).exists());
+        let (code, out, err) = run(&["status"], &paths);
+        assert_eq!(code, 1);
+        assert!(out.contains("no evacuation in the journal"), "{out}");
+        assert!(err.contains("cannot ask Nova"), "{err}");
     }
 }

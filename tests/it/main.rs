@@ -3,6 +3,7 @@
 mod charm_files;
 mod cloud;
 mod cloud_smoke;
+mod control_cloud;
 mod hooks;
 mod juju;
 mod openstack_cloud;
