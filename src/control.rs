@@ -1122,7 +1122,7 @@ mod tests {
         });
         let mut data = BTreeMap::new();
         for (k, v) in [
-            ("auth_host", "10.0.0.9"),
+            ("auth_host", "127.0.0.1"),
             ("auth_port", "5000"),
             ("auth_protocol", "http"),
             ("credentials_username", "nova_live_migration"),

@@ -129,9 +129,9 @@ fn interrupted_fixture(state_dir: &Path) {
 }
 
 fn unreachable_sim() -> Sim {
-    // 10.0.0.9 is never contacted: every path tested here decides first.
+    // 127.0.0.1:1 is never contacted: every path tested here decides first.
     let sim = Sim::new()
-        .with_keystone(vec![("keystone/0", keystone_bag("10.0.0.9", "5000"))])
+        .with_keystone(vec![("keystone/0", keystone_bag("127.0.0.1", "1"))])
         .config("nova-host", json!("node1.maas"));
     std::fs::write(sim.path("nova.conf"), "[DEFAULT]\nhost = node1.maas\n").unwrap();
     sim
@@ -227,7 +227,7 @@ fn update_status_shows_the_evacuation_from_the_journal_without_api_calls() {
 fn hooks_keep_a_root_only_copy_of_the_credentials_for_the_cli() {
     use std::os::unix::fs::PermissionsExt;
     let mut sim = Sim::new()
-        .with_keystone(vec![("keystone/0", keystone_bag("10.0.0.9", "5000"))])
+        .with_keystone(vec![("keystone/0", keystone_bag("127.0.0.1", "1"))])
         .config("poll-interval", json!(0.5));
     let file = sim.path("state").join(nlm::control::CLI_CREDENTIALS);
     let out = sim.hook("identity-credentials-relation-changed").clone();

@@ -75,7 +75,7 @@ fn remove_leaves_a_foreign_file_alone() {
 #[test]
 fn bad_config_blocks_naming_each_option_and_the_allowed_values() {
     let mut sim = Sim::new()
-        .with_keystone(vec![("keystone/0", keystone_bag("10.0.0.9", "5000"))])
+        .with_keystone(vec![("keystone/0", keystone_bag("127.0.0.1", "1"))])
         .config("endpoint-interface", json!("private"))
         .config("timeout-action", json!("kill"))
         .config("max-concurrent-migrations", json!(-2))
@@ -123,7 +123,7 @@ fn every_config_value_is_checked() {
     ];
     for (option, value) in cases {
         let mut sim = Sim::new()
-            .with_keystone(vec![("keystone/0", keystone_bag("10.0.0.9", "5000"))])
+            .with_keystone(vec![("keystone/0", keystone_bag("127.0.0.1", "1"))])
             .config(option, value.clone());
         let out = sim.hook("config-changed");
         let status = out.statuses.last().unwrap();
@@ -174,7 +174,7 @@ fn relation_joined_requests_the_user() {
 fn credentials_states() {
     // Related, keystone's non-leader unit publishes nothing, the leader
     // only part of the data: waiting, naming what is missing.
-    let mut partial = keystone_bag("10.0.0.9", "5000");
+    let mut partial = keystone_bag("127.0.0.1", "1");
     partial.remove("credentials_password");
     partial.remove("credentials_project_id");
     let mut sim = Sim::new().with_keystone(vec![
@@ -204,7 +204,7 @@ fn credentials_states() {
         .relation_mut("identity-credentials")
         .unwrap()
         .remote_units
-        .insert("keystone/1".into(), keystone_bag("10.0.0.9", "5000"));
+        .insert("keystone/1".into(), keystone_bag("127.0.0.1", "1"));
     let out = sim.hook("identity-credentials-relation-changed");
     let status = out.statuses.last().unwrap();
     assert_eq!(status.status, "active", "{}", status.message);
@@ -219,7 +219,7 @@ fn credentials_states() {
     assert!(!everything.contains("sim-password-7f3a9c"));
 
     // Keystone v2 data is refused with what to do.
-    let mut v2 = keystone_bag("10.0.0.9", "5000");
+    let mut v2 = keystone_bag("127.0.0.1", "1");
     v2.insert("api_version".into(), "2".into());
     sim.state
         .relation_mut("identity-credentials")
@@ -232,7 +232,7 @@ fn credentials_states() {
     assert!(status.message.contains("Keystone v3"), "{}", status.message);
 
     // A non-HTTP auth_protocol is refused.
-    let mut ldap = keystone_bag("10.0.0.9", "5000");
+    let mut ldap = keystone_bag("127.0.0.1", "1");
     ldap.insert("auth_protocol".into(), "ldap".into());
     sim.state
         .relation_mut("identity-credentials")
