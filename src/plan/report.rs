@@ -437,22 +437,8 @@ impl Report {
     }
 }
 
-/// A key segment Juju accepts: lowercase letters, digits and hyphens.
-pub fn juju_key(s: &str) -> String {
-    let k: String = s
-        .chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let k = k.trim_matches('-').to_string();
-    if k.is_empty() { "x".into() } else { k }
-}
+/// A key segment Juju accepts (lowercase letters, digits and inner hyphens).
+pub use crate::juju::results::key_segment as juju_key;
 
 #[cfg(test)]
 mod tests {

@@ -68,21 +68,7 @@ pub fn unpack(charm: &Path, dir: &Path) -> Result<(), String> {
 
 fn new_state(args: &[String]) -> Result<u8, String> {
     let path = args.first().ok_or("usage: juju-sim new STATE ...")?;
-    let mut state = sim::State::default();
-    state.relations.push(sim::Relation {
-        id: "juju-info:1".into(),
-        endpoint: "juju-info".into(),
-        remote_app: "nova-compute".into(),
-        remote_units: [(
-            state.principal.clone(),
-            [("private-address".to_string(), "127.0.0.1".to_string())]
-                .into_iter()
-                .collect(),
-        )]
-        .into_iter()
-        .collect(),
-        local: Default::default(),
-    });
+    let mut state = sim::State::subordinate("127.0.0.1");
     let mut i = 1;
     while i < args.len() {
         match (args[i].as_str(), args.get(i + 1)) {

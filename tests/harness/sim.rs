@@ -181,6 +181,28 @@ impl Default for State {
 }
 
 impl State {
+    /// A subordinate unit related to its principal over juju-info (the
+    /// relation Juju creates with the unit), with `address` as the
+    /// principal's private-address.
+    pub fn subordinate(address: &str) -> State {
+        let mut state = State::default();
+        state.relations.push(Relation {
+            id: "juju-info:1".into(),
+            endpoint: "juju-info".into(),
+            remote_app: "nova-compute".into(),
+            remote_units: [(
+                state.principal.clone(),
+                [("private-address".to_string(), address.to_string())]
+                    .into_iter()
+                    .collect(),
+            )]
+            .into_iter()
+            .collect(),
+            local: Default::default(),
+        });
+        state
+    }
+
     /// Clears the outputs, keeping the inputs (for the next event).
     pub fn clear_outputs(&mut self) {
         self.calls.clear();

@@ -110,21 +110,7 @@ impl Sim {
     /// A unit with the juju-info relation to its principal and nothing else.
     pub fn new() -> Sim {
         let dir = tempfile::tempdir().unwrap();
-        let mut state = State::default();
-        state.relations.push(sim::Relation {
-            id: "juju-info:1".into(),
-            endpoint: "juju-info".into(),
-            remote_app: "nova-compute".into(),
-            remote_units: [(
-                state.principal.clone(),
-                [("private-address".to_string(), "10.0.0.5".to_string())]
-                    .into_iter()
-                    .collect(),
-            )]
-            .into_iter()
-            .collect(),
-            local: Default::default(),
-        });
+        let state = State::subordinate("10.0.0.5");
         Sim { dir, state }
     }
 

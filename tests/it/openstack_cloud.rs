@@ -2,11 +2,10 @@
 //! Each test skips (one line on stderr) when the cloud is not reachable.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::future::Future;
-use std::net::{TcpStream, ToSocketAddrs};
+
 use std::path::PathBuf;
-use std::sync::Once;
+
 use std::time::{Duration, Instant};
 
 use nlm::openstack::{AuthConfig, Compute, Interface, LiveMigrate, Microversion, OpenStack};
@@ -18,110 +17,28 @@ const DEST: &str = "node4.maas";
 const PREFIX: &str = "nlm-client-it-";
 
 // ---------------------------------------------------------------------------
-// Detection and serialisation (private; to be merged with tests/it/cloud)
-
-fn cloud_dir() -> PathBuf {
-    std::env::var_os("NLM_CLOUD_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/nlm-cloud"))
-}
+// Detection and serialisation: the suite's shared CloudEnv (tests/it/cloud).
 
 struct Cloud {
     dir: PathBuf,
     os: BTreeMap<String, String>,
+    env: crate::cloud::CloudEnv,
 }
-
-static SKIP: Once = Once::new();
-static PROCESS_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn skip(why: &str) -> Option<Cloud> {
-    // Straight to fd 2: libtest captures eprintln! of passing tests.
-    SKIP.call_once(|| {
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "skipping openstack_cloud tests: {why}");
-    });
-    None
-}
-
-fn parse_rc(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let l = l.strip_prefix("export ").unwrap_or(l);
-            let (k, v) = l.split_once('=')?;
-            k.starts_with("OS_").then(|| {
-                (
-                    k.to_string(),
-                    v.trim_matches(|c| c == '"' || c == '\'').to_string(),
-                )
-            })
-        })
-        .collect()
-}
-
-static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 impl Cloud {
-    /// The cloud, or `None` after one stderr line; probed once per process.
+    /// The cloud, or `None` after one stderr line.
     fn detect() -> Option<Cloud> {
-        if DETECTED.get() == Some(&false) {
-            return None;
-        }
-        let found = Cloud::probe();
-        DETECTED.get_or_init(|| found.is_some());
-        found
+        let env = crate::cloud::CloudEnv::detect()?;
+        Some(Cloud {
+            dir: env.dir().to_path_buf(),
+            os: env.os_env().clone(),
+            env,
+        })
     }
 
-    fn probe() -> Option<Cloud> {
-        let dir = cloud_dir();
-        let mut os: BTreeMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("OS_"))
-            .collect();
-        if !os.contains_key("OS_AUTH_URL") {
-            match std::fs::read_to_string(dir.join("adminrc")) {
-                Ok(t) => os = parse_rc(&t),
-                Err(_) => return skip(&format!("no OS_AUTH_URL and no {}/adminrc", dir.display())),
-            }
-        }
-        let url = os.get("OS_AUTH_URL").cloned().unwrap_or_default();
-        let hostport = url
-            .split("://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or("")
-            .to_string();
-        let hostport = if hostport.contains(':') {
-            hostport
-        } else if url.starts_with("https") {
-            format!("{hostport}:443")
-        } else {
-            format!("{hostport}:80")
-        };
-        let reachable = hostport
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-        if !reachable {
-            return skip(&format!("Keystone at {url} not reachable"));
-        }
-        Some(Cloud { dir, os })
-    }
-
-    /// Process-wide mutex plus an exclusive lock on `tests.lock`.
-    async fn lock(&self) -> (tokio::sync::MutexGuard<'static, ()>, File) {
-        let guard = PROCESS_LOCK.lock().await;
-        let path = self.dir.join("tests.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        file.lock()
-            .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
-        (guard, file)
+    /// Exclusive use of the cloud (process-wide and across processes).
+    async fn lock(&self) -> crate::cloud::CloudLock {
+        self.env.lock()
     }
 
     fn admin_config(&self) -> AuthConfig {
@@ -254,7 +171,7 @@ async fn clean_slate(admin: &OpenStack) {
 }
 
 struct Env {
-    _lock: (tokio::sync::MutexGuard<'static, ()>, File),
+    _lock: crate::cloud::CloudLock,
     admin: OpenStack,
     charm: OpenStack,
 }
