@@ -99,6 +99,20 @@ impl Params {
         if kind == Kind::MigrateVm && vm.is_none() {
             return Err("migrate-vm needs vm=<name or UUID>".into());
         }
+        let exclude = match p.get("exclude") {
+            Some(Value::String(s)) if !s.trim().is_empty() => {
+                let list = plan::preflight::parse_exclude(s);
+                if list.is_empty() {
+                    return Err(format!(
+                        "exclude={s:?} names no instance; give comma-separated names or ids, or leave it out"
+                    ));
+                }
+                list
+            }
+            _ => opt_string(p, "exclude")?
+                .map(|s| plan::preflight::parse_exclude(&s))
+                .unwrap_or_default(),
+        };
         Ok(Params {
             kind,
             vm,
@@ -107,9 +121,7 @@ impl Params {
             max_concurrent,
             block_migration,
             include_stopped: opt_bool(p, "include-stopped")?,
-            exclude: opt_string(p, "exclude")?
-                .map(|s| plan::preflight::parse_exclude(&s))
-                .unwrap_or_default(),
+            exclude,
             force: opt_bool(p, "force")?,
         })
     }
@@ -191,6 +203,20 @@ fn abort_request_path(paths: &Paths) -> PathBuf {
 }
 
 /// Takes a pending CLI abort request (written after `since`), if any.
+/// Removes an abort request written before `since` (a run that ended
+/// without seeing it); keeps a fresh one.
+fn discard_stale_abort_request(paths: &Paths, since: Millis) {
+    let path = abort_request_path(paths);
+    let fresh = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v.get("requested_at").and_then(Value::as_u64))
+        .is_some_and(|at| at * 1000 + 1000 >= since);
+    if !fresh {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 fn take_abort_request(paths: &Paths, since: Millis) -> Option<Option<String>> {
     let path = abort_request_path(paths);
     let text = std::fs::read_to_string(&path).ok()?;
@@ -501,8 +527,9 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         ended_at: None,
         aborted: false,
     };
-    // A stale CLI request must not abort this new run.
-    let _ = take_abort_request(env.paths, u64::MAX);
+    // A stale CLI request must not abort this new run; one made since this
+    // run began (during pre-flight) is kept for the first tick.
+    discard_stale_abort_request(env.paths, t0);
     if params.kind == Kind::Evacuate {
         let reason = format!(
             "{} evacuate{} at {}",
@@ -530,6 +557,14 @@ async fn disable(env: &Env<'_>, reason: &str) -> Result<(), DrainError> {
             env.host
         )));
     };
+    if service.is_disabled() && service.disabled_reason.as_deref() == Some(reason) {
+        // Disabled by this very run before it was killed.
+        (env.log)(&format!(
+            "nova-compute on {} stays disabled: {reason}",
+            env.host
+        ));
+        return Ok(());
+    }
     if service.is_disabled() {
         (env.log)(&format!(
             "service nova-compute on {} was already disabled ({}); leaving its reason",
@@ -625,6 +660,8 @@ async fn drive(
     let poll = Duration::from_millis(rec.drain.policy.poll_interval_ms.max(100));
     let changes_since = iso(rec.started_at.saturating_sub(120_000));
     let mut obs: Vec<Observation> = Vec::new();
+    let stats0 = env.os.session().stats().snapshot();
+    let mut ticks = 0u64;
     loop {
         if let Some(vm) = take_abort_request(env.paths, rec.started_at) {
             (env.log)(&format!(
@@ -637,12 +674,7 @@ async fn drive(
         let now = now_ms();
         let commands = rec.drain.step(now, &obs);
         obs.clear();
-        // Intent before any call: the state after step() says which starts
-        // are about to be sent.
-        journal.store(&rec)?;
-        for c in commands {
-            execute(env, &compute, block, &c, &mut obs).await;
-        }
+        persist_then_execute(env, journal, &rec, &compute, block, commands, &mut obs).await?;
         if rec.drain.is_done() && obs.is_empty() {
             break;
         }
@@ -651,20 +683,57 @@ async fn drive(
             let now = now_ms();
             let more = rec.drain.step(now, &obs);
             obs.clear();
-            journal.store(&rec)?;
-            for c in more {
-                execute(env, &compute, block, &c, &mut obs).await;
-            }
+            persist_then_execute(env, journal, &rec, &compute, block, more, &mut obs).await?;
             if rec.drain.is_done() && obs.is_empty() {
                 break;
             }
         }
         tokio::time::sleep(poll).await;
+        ticks += 1;
         observe(env, &compute, &rec.drain, &changes_since, &mut obs).await;
     }
     rec.ended_at = Some(now_ms());
     journal.store(&rec)?;
+    let calls = env.os.session().stats().snapshot().since(&stats0);
+    tracing::info!(
+        "{}: {ticks} polls, {} API calls: {}",
+        rec.kind.as_str(),
+        calls.total,
+        calls
+            .by_route
+            .iter()
+            .map(|(k, v)| format!("{k} ×{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     finish(env, rec).await
+}
+
+/// Writes the state (the intent of any start about to be sent), then runs
+/// the commands. Progress lines go out first, before the write: a kill
+/// then never falls between the intent and its POST because of the time the
+/// `action-log` calls take (an intent whose POST may not have been sent
+/// makes a resumed run wait `QUIET_MS` before it can start it again).
+async fn persist_then_execute(
+    env: &Env<'_>,
+    journal: &Journal,
+    rec: &RunRecord,
+    compute: &openstack::Compute,
+    block: config::BlockMigration,
+    commands: Vec<Command>,
+    obs: &mut Vec<Observation>,
+) -> Result<(), DrainError> {
+    let (lines, calls): (Vec<Command>, Vec<Command>) = commands
+        .into_iter()
+        .partition(|c| matches!(c, Command::Progress { .. }));
+    for c in &lines {
+        execute(env, compute, block, c, obs).await;
+    }
+    journal.store(rec)?;
+    for c in &calls {
+        execute(env, compute, block, c, obs).await;
+    }
+    Ok(())
 }
 
 async fn execute(
@@ -735,13 +804,8 @@ async fn execute(
             };
             match compute.migrations(&filter).await {
                 Ok(list) => {
-                    let skew = plan::resume::CLOCK_SKEW_MS;
-                    if let Some(m) = list.iter().find(|m| {
-                        m.created_at
-                            .as_deref()
-                            .and_then(parse_iso)
-                            .is_some_and(|t| t + skew >= *since)
-                    }) {
+                    // (The machine ignores an earlier attempt's migration.)
+                    if let Some(m) = find_attempt(&list, instance, *since, &[]) {
                         obs.push(Observation::MigrationFound {
                             instance: instance.clone(),
                             migration_id: m.id.max(0) as u64,
@@ -802,6 +866,26 @@ async fn execute(
     }
 }
 
+/// The migration of `instance` created by the attempt started at `since`
+/// (by Nova's clock, within `CLOCK_SKEW_MS`), other than earlier attempts'.
+fn find_attempt<'a>(
+    list: &'a [openstack::Migration],
+    instance: &str,
+    since: Millis,
+    past: &[u64],
+) -> Option<&'a openstack::Migration> {
+    let skew = plan::resume::CLOCK_SKEW_MS;
+    list.iter()
+        .filter(|m| m.instance_uuid == instance && !past.contains(&(m.id.max(0) as u64)))
+        .filter(|m| {
+            m.created_at
+                .as_deref()
+                .and_then(parse_iso)
+                .is_some_and(|t| t + skew >= since)
+        })
+        .max_by_key(|m| m.id)
+}
+
 /// One tick of observation.
 async fn observe(
     _env: &Env<'_>,
@@ -830,10 +914,25 @@ async fn observe(
         }
     };
     for r in in_flight {
-        let mid = match r.phase {
-            plan::Phase::Started { migration_id, .. } => migration_id,
-            _ => None,
+        let (since, mut mid) = match r.phase {
+            plan::Phase::Started {
+                since,
+                migration_id,
+            } => (since, migration_id),
+            _ => continue,
         };
+        if mid.is_none() {
+            // Not identified yet: the list shows it as soon as the conductor
+            // has created it (saves a lookup per instance).
+            if let Some(m) = find_attempt(&list, &r.id, since, &r.past_migrations) {
+                let id = m.id.max(0) as u64;
+                obs.push(Observation::MigrationFound {
+                    instance: r.id.clone(),
+                    migration_id: id,
+                });
+                mid = Some(id);
+            }
+        }
         let mut need_server = true;
         if let Some(mid) = mid
             && let Some(m) = list.iter().find(|m| m.id.max(0) as u64 == mid)
@@ -853,10 +952,10 @@ async fn observe(
                     Err(e) => tracing::debug!("progress of {}: {e}", r.id),
                 }
             }
-            // The server is read only when the migration has ended (to
-            // verify where the instance is) or for cold migrations (whose
-            // end is the server's VERIFY_RESIZE).
-            need_server = view.status.is_terminal() || r.kind == MoveKind::Cold;
+            // The server is read only when the migration has ended: to
+            // verify where the instance is (a cold migration's `finished`
+            // is the server's VERIFY_RESIZE, to be confirmed).
+            need_server = view.status.is_terminal();
             obs.push(Observation::Migration {
                 instance: r.id.clone(),
                 view,
@@ -874,21 +973,102 @@ async fn observe(
     }
 }
 
-/// Diagnostics for a failed instance: Nova's instance-action fault and the
-/// last lines of this node's nova-compute.log that name it.
-async fn diagnostics(env: &Env<'_>, id: &str) -> Vec<String> {
+/// Diagnostics for a failed instance: the fault of Nova's latest migration
+/// action of it, and this node's nova-compute.log lines that name it
+/// (errors and warnings first). Returns the lines for the report's
+/// `decisions` and the one message worth adding to its `error`.
+async fn diagnostics(env: &Env<'_>, id: &str) -> (Vec<String>, Option<String>) {
     let mut out = Vec::new();
-    if let Ok(actions) = env.os.compute().instance_actions(id).await
-        && let Some(a) = actions.first()
-        && let Ok(full) = env.os.compute().instance_action(id, &a.request_id).await
+    let mut headline = None;
+    let compute = env.os.compute();
+    if let Ok(actions) = compute.instance_actions(id).await
+        && let Some(a) = actions
+            .iter()
+            .find(|a| matches!(a.action.as_str(), "live-migration" | "migrate"))
+        && let Ok(full) = compute.instance_action(id, &a.request_id).await
         && let Some(f) = full.fault_summary()
     {
         out.push(format!("nova: {f}"));
+        headline = Some(format!("nova: {f}"));
     }
-    for line in host::log_lines_naming(&env.paths.nova_compute_log, id, 5, 4 << 20) {
-        out.push(format!("nova-compute.log: {line}"));
+    let lines = host::log_lines_naming(&env.paths.nova_compute_log, id, 200, 4 << 20);
+    let picked = pick_log_lines(&lines, 6);
+    if headline.is_none()
+        && let Some(m) = picked.iter().rev().find_map(|l| l.error_message())
+    {
+        headline = Some(format!("nova-compute.log: {m}"));
     }
-    out
+    out.extend(
+        picked
+            .iter()
+            .map(|l| format!("nova-compute.log: {}", l.short)),
+    );
+    (out, headline)
+}
+
+/// One oslo.log line of nova-compute.log, without its request context.
+#[derive(Debug, Clone, PartialEq)]
+struct LogLine {
+    level: String,
+    /// `date time LEVEL logger [instance: …] message`
+    short: String,
+    /// The text after the `[instance: …]` tag.
+    message: String,
+}
+
+impl LogLine {
+    /// `2026-11-25 22:06:10.849 23151 ERROR nova.compute.manager [None req-… …] [instance: …] msg`;
+    /// `None` for traceback continuation lines (no request context) and
+    /// anything not in that format.
+    fn parse(line: &str) -> Option<LogLine> {
+        let mut it = line.splitn(6, ' ');
+        let (date, time, _pid, level, logger) =
+            (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+        let rest = it.next()?;
+        if !rest.starts_with('[') || rest.starts_with("[instance:") {
+            return None;
+        }
+        let rest = rest.split_once("] ")?.1;
+        let message = match rest.strip_prefix("[instance: ") {
+            Some(r) => r.split_once("] ").map_or("", |x| x.1),
+            None => rest,
+        };
+        Some(LogLine {
+            level: level.to_string(),
+            short: format!("{date} {time} {level} {logger} {rest}"),
+            message: message.trim().to_string(),
+        })
+    }
+
+    fn is_problem(&self) -> bool {
+        matches!(self.level.as_str(), "ERROR" | "WARNING" | "CRITICAL")
+    }
+
+    fn error_message(&self) -> Option<&str> {
+        (self.level != "WARNING" && self.is_problem() && !self.message.is_empty())
+            .then_some(self.message.as_str())
+    }
+}
+
+/// At most `max` lines: the last errors and warnings, then the last other
+/// lines, in log order.
+fn pick_log_lines(lines: &[String], max: usize) -> Vec<LogLine> {
+    let parsed: Vec<LogLine> = lines.iter().filter_map(|l| LogLine::parse(l)).collect();
+    let mut keep: BTreeSet<usize> = parsed
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, l)| l.is_problem())
+        .take(max.saturating_sub(2).max(1))
+        .map(|(i, _)| i)
+        .collect();
+    for i in (0..parsed.len()).rev() {
+        if keep.len() >= max {
+            break;
+        }
+        keep.insert(i);
+    }
+    keep.into_iter().map(|i| parsed[i].clone()).collect()
 }
 
 async fn finish(env: &Env<'_>, rec: RunRecord) -> Result<Outcome, DrainError> {
@@ -915,7 +1095,12 @@ async fn finish(env: &Env<'_>, rec: RunRecord) -> Result<Outcome, DrainError> {
     );
     for i in report.instances.iter_mut() {
         if i.result == plan::ResultKind::Failed {
-            i.decisions.extend(diagnostics(env, &i.id).await);
+            let (lines, headline) = diagnostics(env, &i.id).await;
+            i.decisions.extend(lines);
+            if let (Some(e), Some(h)) = (i.error.as_mut(), headline) {
+                e.push_str("; ");
+                e.push_str(&h);
+            }
         }
     }
     let c = &report.counts;
@@ -933,4 +1118,53 @@ async fn finish(env: &Env<'_>, rec: RunRecord) -> Result<Outcome, DrainError> {
         None
     };
     Ok(Outcome { report, failure })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "198847ca-3cda-447f-b110-bd041f626d75";
+
+    fn line(level: &str, ctx: bool, msg: &str) -> String {
+        let ctx = if ctx {
+            "[None req-a357fb8e dbb5f54b 034b2fbf - - 25ac1f49 25ac1f49] "
+        } else {
+            ""
+        };
+        format!(
+            "2026-11-25 22:06:10.849 23151 {level} nova.compute.manager {ctx}[instance: {ID}] {msg}"
+        )
+    }
+
+    #[test]
+    fn log_lines_lose_their_context_and_tracebacks() {
+        let l = LogLine::parse(&line("ERROR", true, "Live migration failed.: boom")).unwrap();
+        assert_eq!(
+            l.short,
+            format!(
+                "2026-11-25 22:06:10.849 ERROR nova.compute.manager [instance: {ID}] Live migration failed.: boom"
+            )
+        );
+        assert_eq!(l.error_message(), Some("Live migration failed.: boom"));
+        assert_eq!(
+            LogLine::parse(&line("ERROR", false, "Traceback (most recent call last):")),
+            None
+        );
+        assert_eq!(LogLine::parse("garbage"), None);
+        let info = LogLine::parse(&line("INFO", true, "Took 0.2 seconds")).unwrap();
+        assert_eq!(info.error_message(), None);
+    }
+
+    #[test]
+    fn errors_are_picked_first_then_the_latest_lines() {
+        let mut lines: Vec<String> = (0..10)
+            .map(|i| line("INFO", true, &format!("info {i}")))
+            .collect();
+        lines.insert(2, line("ERROR", true, "early error"));
+        lines.push(line("ERROR", false, "  File \"x.py\", line 1"));
+        let picked = pick_log_lines(&lines, 4);
+        let msgs: Vec<&str> = picked.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(msgs, vec!["early error", "info 7", "info 8", "info 9"]);
+    }
 }

@@ -479,8 +479,14 @@ pub struct Drain {
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 const MIB: f64 = 1024.0 * 1024.0;
 
-fn gib(b: u64) -> String {
-    format!("{:.1}", b as f64 / GIB)
+/// `done/total` with one unit: GiB with one decimal from 1 GiB up, else
+/// whole MiB (`12/64 MiB`, not `0.0/0.1 GiB`).
+fn transferred(done: u64, total: u64) -> String {
+    if total as f64 >= GIB {
+        format!("{:.1}/{:.1} GiB", done as f64 / GIB, total as f64 / GIB)
+    } else {
+        format!("{:.0}/{:.0} MiB", done as f64 / MIB, total as f64 / MIB)
+    }
 }
 fn mib(b: u64) -> String {
     format!("{:.0} MiB", b as f64 / MIB)
@@ -1063,9 +1069,8 @@ fn monitor_live(
     );
     if let (Some(p), Some(t), Some(rem)) = (pct, m.memory_total_bytes, m.memory_remaining_bytes) {
         line.push_str(&format!(
-            " {p}% ({}/{} GiB)",
-            gib(t.saturating_sub(rem.min(t))),
-            gib(t)
+            " {p}% ({})",
+            transferred(t.saturating_sub(rem.min(t)), t)
         ));
     }
     progress(r, line, out);
@@ -1507,6 +1512,23 @@ pub(crate) mod tests {
         );
         let c = tick(&mut d, 3000, "running", 2 * G + G / 5);
         assert!(!c.iter().any(|c| matches!(c, Command::Progress { .. })));
+    }
+
+    #[test]
+    fn small_guests_progress_in_mib() {
+        assert_eq!(transferred(40 << 20, 64 << 20), "40/64 MiB");
+        assert_eq!(transferred(0, 64 << 20), "0/64 MiB");
+        assert_eq!(transferred(1023 << 20, 1023 << 20), "1023/1023 MiB");
+        assert_eq!(transferred(512 << 20, 1 << 30), "0.5/1.0 GiB");
+        let mut d = drain(12, Policy::default());
+        d.instances.truncate(1);
+        running(&mut d);
+        d.step(
+            500,
+            &[migration("i0", mv(5, "running", 64 << 20, 24 << 20))],
+        );
+        let line = d.instances[0].last_line.clone().unwrap();
+        assert_eq!(line, "[1/1] vm-i0 → node4 running 62% (40/64 MiB)");
     }
 
     #[test]

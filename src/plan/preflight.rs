@@ -313,6 +313,10 @@ fn classify(s: &ServerInfo, p: &PreflightParams) -> Action {
     match s.vm_state.as_str() {
         "active" | "paused" => Action::Live,
         "stopped" if p.include_stopped => Action::Cold,
+        "stopped" if p.only.is_some() => skip(format!(
+            "stopped (SHUTOFF): not live-migratable; cold-migrate it with `openstack server migrate {}` (then confirm the resize), or with evacuate include-stopped=true",
+            s.id
+        )),
         "stopped" => skip(
             "stopped (SHUTOFF): not live-migratable; run with include-stopped=true to cold-migrate it"
                 .into(),
@@ -470,6 +474,25 @@ pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
         servers = if chosen.len() == 1 { chosen } else { vec![] };
     }
 
+    // `exclude`: a name or id that matches nothing is most likely a typo,
+    // and going on would move the instance the operator meant to leave.
+    let unknown: Vec<&str> = params
+        .exclude
+        .iter()
+        .map(|x| x.trim())
+        .filter(|x| !input.servers.iter().any(|s| s.id == *x || s.name == *x))
+        .collect();
+    if !unknown.is_empty() {
+        blocking.push(Failure {
+            kind: FailureKind::Instance,
+            message: format!(
+                "exclude names {} that {} not on {host}; check the names or ids (`openstack server list --all-projects --host {host}`) and run again",
+                unknown.join(", "),
+                if unknown.len() == 1 { "is" } else { "are" }
+            ),
+        });
+    }
+
     // Target host.
     let target = params.target_host.as_ref();
     let mut target_ok = true;
@@ -528,6 +551,18 @@ pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
             }
         })
         .collect();
+
+    // migrate-vm: the one instance asked for must be movable.
+    if params.only.is_some() {
+        for e in &entries {
+            if let Action::Skip { reason } = &e.action {
+                blocking.push(Failure {
+                    kind: FailureKind::Instance,
+                    message: format!("{} ({}) cannot be moved: {reason}", e.name, e.id),
+                });
+            }
+        }
+    }
 
     // Capacity: largest first, first fit, cumulative.
     let mut cands: Vec<Free> = input
@@ -1151,6 +1186,56 @@ mod tests {
             },
         );
         assert!(p.blocking[0].message.contains("no instance named"));
+    }
+
+    #[test]
+    fn migrate_vm_of_an_unmovable_instance_blocks() {
+        let servers = vec![
+            server("a", "active", 1, 512, 1),
+            server("s", "stopped", 1, 512, 1),
+        ];
+        let only = |vm: &str| PreflightParams {
+            only: Some(vm.into()),
+            ..Default::default()
+        };
+        let hosts = vec![host("node2", 64, 65536, 1000)];
+        let p = preflight(&input(servers.clone(), hosts.clone()), &only("vm-s"));
+        assert!(!p.can_proceed());
+        assert_eq!(p.blocking.len(), 1, "{:?}", p.blocking);
+        let m = &p.blocking[0].message;
+        assert!(
+            m.starts_with("vm-s (s) cannot be moved: stopped (SHUTOFF)"),
+            "{m}"
+        );
+        assert!(m.contains("openstack server migrate s"), "{m}");
+        assert!(!m.contains("run with include-stopped"), "{m}");
+        let p = preflight(&input(servers, hosts), &only("vm-a"));
+        assert!(p.can_proceed(), "{:?}", p.blocking);
+    }
+
+    #[test]
+    fn exclude_naming_no_instance_blocks() {
+        let servers = vec![
+            server("a", "active", 1, 512, 1),
+            server("b", "active", 1, 512, 1),
+        ];
+        let p = preflight(
+            &input(servers, vec![host("node2", 64, 65536, 1000)]),
+            &PreflightParams {
+                exclude: vec!["vm-a".into(), "b".into(), "vm-typo".into()],
+                ..Default::default()
+            },
+        );
+        assert!(!p.can_proceed());
+        assert_eq!(p.blocking.len(), 1, "{:?}", p.blocking);
+        assert_eq!(p.blocking[0].kind, FailureKind::Instance);
+        assert!(
+            p.blocking[0]
+                .message
+                .starts_with("exclude names vm-typo that is not on node1"),
+            "{}",
+            p.blocking[0].message
+        );
     }
 
     #[test]

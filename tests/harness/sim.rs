@@ -433,6 +433,45 @@ pub struct Run<'a> {
 /// Runs one event; returns the state out. An action whose parameters the
 /// controller would refuse is refused here too (Err), and dispatch does not run.
 pub fn run_event(run: Run<'_>) -> Result<State, String> {
+    start_event(run)?.wait()
+}
+
+/// A dispatch started by [`start_event`] and not yet waited for.
+pub struct Running {
+    pub child: std::process::Child,
+    started: std::time::Instant,
+    state_path: PathBuf,
+    echo_path: Option<PathBuf>,
+}
+
+impl Running {
+    /// The dispatch process id (e.g. to SIGKILL it as `juju cancel-task` does).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for dispatch to end (killed or not) and returns the state out.
+    pub fn wait(self) -> Result<State, String> {
+        let output = match &self.echo_path {
+            Some(echo) => wait_echoing(self.child, echo)?,
+            None => self.child.wait_with_output().map_err(|e| e.to_string())?,
+        };
+        let dispatch_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let mut state = load(&self.state_path)?;
+        state.dispatch_ms = dispatch_ms;
+        state.exit_code = output.status.code().or_else(|| {
+            use std::os::unix::process::ExitStatusExt;
+            output.status.signal().map(|s| 128 + s)
+        });
+        state.stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        state.stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        save(&self.state_path, &state)?;
+        Ok(state)
+    }
+}
+
+/// Like [`run_event`], but returns as soon as dispatch is started.
+pub fn start_event(run: Run<'_>) -> Result<Running, String> {
     let mut state = load(run.state_path)?;
     let schema = Schema::load(run.charm_dir)?;
     let config = schema.config_values(&state.config)?;
@@ -559,19 +598,12 @@ pub fn run_event(run: Run<'_>) -> Result<State, String> {
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run dispatch: {e}"))?;
-    let output = if run.echo {
-        wait_echoing(child, &echo_path)?
-    } else {
-        child.wait_with_output().map_err(|e| e.to_string())?
-    };
-    let dispatch_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let mut state = load(run.state_path)?;
-    state.dispatch_ms = dispatch_ms;
-    state.exit_code = Some(output.status.code().unwrap_or(-1));
-    state.stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    state.stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    save(run.state_path, &state)?;
-    Ok(state)
+    Ok(Running {
+        child,
+        started,
+        state_path: run.state_path.to_path_buf(),
+        echo_path: run.echo.then_some(echo_path),
+    })
 }
 
 fn wait_echoing(

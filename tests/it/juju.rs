@@ -173,6 +173,19 @@ impl Sim {
         params: &[&str],
         extra_env: Vec<(String, String)>,
     ) -> Result<&State, String> {
+        let running = self.start_env(event, params, extra_env)?;
+        self.finish(running)
+    }
+
+    /// Starts an event without waiting (to kill dispatch mid-way); end it
+    /// with [`Sim::finish`]. The state file (`state.json`) is updated by the
+    /// hook tools as they run.
+    pub fn start_env(
+        &mut self,
+        event: &str,
+        params: &[&str],
+        extra_env: Vec<(String, String)>,
+    ) -> Result<sim::Running, String> {
         let state_path = self.path("state.json");
         sim::save(&state_path, &self.state)?;
         let mut map = Map::new();
@@ -183,7 +196,7 @@ impl Sim {
         let mut env = self.host_env();
         env.extend(extra_env);
         let exe = sim_exe();
-        let out = sim::run_event(sim::Run {
+        sim::start_event(sim::Run {
             charm_dir: charm_dir(),
             state_path: &state_path,
             event,
@@ -191,9 +204,19 @@ impl Sim {
             sim_exe: &exe,
             env,
             echo: false,
-        })?;
-        self.state = out;
+        })
+    }
+
+    /// Waits for an event started with [`Sim::start_env`]; the state out
+    /// replaces `self.state`.
+    pub fn finish(&mut self, running: sim::Running) -> Result<&State, String> {
+        self.state = running.wait()?;
         Ok(&self.state)
+    }
+
+    /// The state file as the hook tools left it so far (while dispatch runs).
+    pub fn live_state(&self) -> Option<State> {
+        sim::load(&self.path("state.json")).ok()
     }
 
     pub fn hook(&mut self, name: &str) -> &State {

@@ -4,6 +4,8 @@ mod charm_files;
 mod cloud;
 mod cloud_smoke;
 mod control_cloud;
+mod drain_bad_input;
+mod drain_cloud;
 mod hooks;
 mod juju;
 mod openstack_cloud;
