@@ -15,7 +15,8 @@
 //!                     production orchestrator against an in-process fake
 //!                     of Keystone, Nova and Placement: peak RSS, API calls
 //!                     per tick, journal size; then `Drain::step` time per
-//!                     tick for N = 100, 500, 2000.
+//!                     tick for N = 100, 500, 2000. (`bench scale-fake N`
+//!                     is its fake served alone, for the child-process run.)
 
 #[path = "../harness/sim.rs"]
 mod sim;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
             let num = |i: usize, d: u64| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(d);
             drain::main(num(1, 20) as usize, num(2, 2) as usize, num(3, 0))
         }
+        Some("scale-fake") => scale::serve(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(500)),
         Some("scale") => scale::main(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(500)),
         _ => Err(
             "usage: bench hooks [N] | bench drain [N] [ROUNDS] [SECONDS] | bench scale [N]"
