@@ -11,11 +11,18 @@
 //!                     N instances whose migrations take SECONDS in the fake
 //!                     driver; plus API calls per poll tick and per-migration
 //!                     overhead against Nova's own migration times.
+//!   bench scale [N]   a drain of N instances (default 500) through the
+//!                     production orchestrator against an in-process fake
+//!                     of Keystone, Nova and Placement: peak RSS, API calls
+//!                     per tick, journal size; then `Drain::step` time per
+//!                     tick for N = 100, 500, 2000. (`bench scale-fake N`
+//!                     is its fake served alone, for the child-process run.)
 
 #[path = "../harness/sim.rs"]
 mod sim;
 
 mod drain;
+mod scale;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -28,7 +35,12 @@ fn main() -> ExitCode {
             let num = |i: usize, d: u64| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(d);
             drain::main(num(1, 20) as usize, num(2, 2) as usize, num(3, 0))
         }
-        _ => Err("usage: bench hooks [N] | bench drain [N] [ROUNDS] [SECONDS]".to_string()),
+        Some("scale-fake") => scale::serve(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(500)),
+        Some("scale") => scale::main(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(500)),
+        _ => Err(
+            "usage: bench hooks [N] | bench drain [N] [ROUNDS] [SECONDS] | bench scale [N]"
+                .to_string(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
