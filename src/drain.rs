@@ -658,7 +658,6 @@ async fn drive(
     let block =
         config::BlockMigration::parse(&rec.block_migration).unwrap_or(config::BlockMigration::Auto);
     let poll = Duration::from_millis(rec.drain.policy.poll_interval_ms.max(100));
-    let changes_since = iso(rec.started_at.saturating_sub(120_000));
     let mut obs: Vec<Observation> = Vec::new();
     let stats0 = env.os.session().stats().snapshot();
     let mut ticks = 0u64;
@@ -690,7 +689,7 @@ async fn drive(
         }
         tokio::time::sleep(poll).await;
         ticks += 1;
-        observe(env, &compute, &rec.drain, &changes_since, &mut obs).await;
+        observe(env, &compute, &rec.drain, &mut obs).await;
     }
     rec.ended_at = Some(now_ms());
     journal.store(&rec)?;
@@ -891,7 +890,6 @@ async fn observe(
     _env: &Env<'_>,
     compute: &openstack::Compute,
     drain: &Drain,
-    changes_since: &str,
     obs: &mut Vec<Observation>,
 ) {
     let in_flight: Vec<&plan::InstanceRecord> =
@@ -899,10 +897,29 @@ async fn observe(
     if in_flight.is_empty() {
         return;
     }
+    // Only migrations that can belong to an in-flight instance: updated at or
+    // after the earliest start (or record creation) among them, less the
+    // clock skew allowance. The list stays the size of the concurrency, not
+    // of the whole drain's history.
+    let floor = in_flight
+        .iter()
+        .filter_map(|r| match r.phase {
+            plan::Phase::Starting { since, .. } | plan::Phase::Started { since, .. } => Some(
+                r.track
+                    .migration
+                    .as_ref()
+                    .and_then(|m| m.created_at)
+                    .map_or(since, |c| c.min(since)),
+            ),
+            _ => None,
+        })
+        .min()
+        .unwrap_or(drain.created_at);
+    let changes_since = iso(floor.saturating_sub(plan::resume::CLOCK_SKEW_MS));
     let list = match compute
         .migrations(&MigrationFilter {
             source_compute: Some(drain.source.clone()),
-            changes_since: Some(changes_since.to_string()),
+            changes_since: Some(changes_since),
             ..Default::default()
         })
         .await
