@@ -325,6 +325,10 @@ pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, DrainE
         if svc.host == host {
             continue;
         }
+        // The provider is named after the hypervisor (hypervisor_hostname),
+        // taken here to equal the service host, as it does where nova-compute
+        // uses the FQDN for both (Charmed OpenStack). A host whose provider
+        // is not found has no capacity in the plan, which errs on the safe side.
         let (inventories, usages) = match placement.resource_provider_by_name(&svc.host).await? {
             Some(rp) => {
                 let inv = placement.inventories(&rp.uuid).await?;
