@@ -10,3 +10,4 @@ mod hooks;
 mod juju;
 mod openstack_cloud;
 mod openstack_fake;
+mod policy_cloud;
