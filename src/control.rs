@@ -17,8 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -188,28 +187,8 @@ pub fn last_run(paths: &Paths) -> Result<Option<LastRun>, String> {
 pub fn write_abort_request(paths: &Paths, vm: Option<&str>) -> std::io::Result<PathBuf> {
     let body = json!({"vm": vm, "requested_at": now_ms() / 1000});
     let path = paths.state_dir.join(ABORT_REQUEST);
-    write_private(&path, body.to_string().as_bytes())?;
+    crate::journal::write_private(&path, body.to_string().as_bytes())?;
     Ok(path)
-}
-
-/// Writes `bytes` to `path` through a 0600 temp file and a rename.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 /// Asks the running drain to abort and waits (up to `wait`) until it has
@@ -277,7 +256,7 @@ pub fn sync_cli_credentials(
             })
             .to_string();
             let same = std::fs::read(&path).is_ok_and(|b| b == body.as_bytes());
-            if !same && let Err(e) = write_private(&path, body.as_bytes()) {
+            if !same && let Err(e) = crate::journal::write_private(&path, body.as_bytes()) {
                 tracing::warn!("could not keep the host CLI's credentials file: {e}");
             }
         }

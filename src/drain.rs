@@ -199,35 +199,42 @@ pub enum DrainError {
 }
 
 fn abort_request_path(paths: &Paths) -> PathBuf {
-    paths.state_dir.join("abort-request.json")
+    paths.state_dir.join(crate::control::ABORT_REQUEST)
 }
 
-/// Takes a pending CLI abort request (written after `since`), if any.
-/// Removes an abort request written before `since` (a run that ended
-/// without seeing it); keeps a fresh one.
+/// Reads the CLI's abort request (`control::write_abort_request`): when it
+/// was made (ms) and which vm (`None`: all).
+fn read_abort_request(paths: &Paths) -> Option<(Millis, Option<String>)> {
+    let text = std::fs::read_to_string(abort_request_path(paths)).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    let at = v.get("requested_at").and_then(Value::as_u64).unwrap_or(0) * 1000;
+    Some((at, v.get("vm").and_then(Value::as_str).map(str::to_string)))
+}
+
+/// A request made before `since` (whole seconds, hence the 1 s allowance)
+/// belongs to a run that ended without seeing it.
+fn is_stale(at: Millis, since: Millis) -> bool {
+    at + 1000 < since
+}
+
+/// Removes an abort request written before `since`; keeps a fresh one (made
+/// during this run's pre-flight) for the first tick.
 fn discard_stale_abort_request(paths: &Paths, since: Millis) {
-    let path = abort_request_path(paths);
-    let fresh = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v.get("requested_at").and_then(Value::as_u64))
-        .is_some_and(|at| at * 1000 + 1000 >= since);
-    if !fresh {
-        let _ = std::fs::remove_file(&path);
+    if read_abort_request(paths).is_none_or(|(at, _)| is_stale(at, since)) {
+        let _ = std::fs::remove_file(abort_request_path(paths));
     }
 }
 
+/// Takes a pending abort request made since `since`, if any (`Some(None)`:
+/// abort everything; `Some(Some(vm))`: only that instance).
 fn take_abort_request(paths: &Paths, since: Millis) -> Option<Option<String>> {
-    let path = abort_request_path(paths);
-    let text = std::fs::read_to_string(&path).ok()?;
-    let _ = std::fs::remove_file(&path);
-    let v: Value = serde_json::from_str(&text).ok()?;
-    let at = v.get("requested_at").and_then(Value::as_u64).unwrap_or(0) * 1000;
-    if at + 1000 < since {
+    let (at, vm) = read_abort_request(paths)?;
+    let _ = std::fs::remove_file(abort_request_path(paths));
+    if is_stale(at, since) {
         tracing::info!("ignoring a stale abort request from {}", iso(at));
         return None;
     }
-    Some(v.get("vm").and_then(Value::as_str).map(str::to_string))
+    Some(vm)
 }
 
 fn api_block(b: config::BlockMigration) -> BlockMigration {

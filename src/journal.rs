@@ -102,8 +102,6 @@ impl Journal {
 
     /// Replaces the journal atomically and durably.
     pub fn store<T: Serialize>(&self, state: &T) -> Result<(), JournalError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(|e| self.io(e))?;
         let body = serde_json::to_vec(&EnvelopeOut {
             version: VERSION,
             state,
@@ -112,23 +110,7 @@ impl Journal {
             path: self.path.clone(),
             detail: e.to_string(),
         })?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| self.io(e))?;
-            f.write_all(&body).map_err(|e| self.io(e))?;
-            f.sync_all().map_err(|e| self.io(e))?;
-        }
-        fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.io(e))?;
-        Ok(())
+        write_private(&self.path, &body).map_err(|e| self.io(e))
     }
 
     /// Moves the journal aside (`journal.json` → `journal.<suffix>.json`),
@@ -141,6 +123,30 @@ impl Journal {
         fs::rename(&self.path, &to).map_err(|e| self.io(e))?;
         Ok(Some(to))
     }
+}
+
+/// Replaces `path` with `bytes` atomically and durably, readable by root
+/// only: a 0600 temp file beside it, fsync, rename, directory fsync. A
+/// reader sees the old content or the new, never a torn write.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // The umask cannot widen it, but be explicit.
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
