@@ -691,7 +691,15 @@ async fn drive(
         if !obs.is_empty() {
             // Record the outcome of the calls at once (started after done).
             let now = now_ms();
-            let more = rec.drain.step(now, &obs);
+            // A migration lookup right after the POST mostly finds nothing
+            // yet (the conductor creates the record after the 202); the next
+            // poll's list identifies it, and the planner asks again if not.
+            let more: Vec<Command> = rec
+                .drain
+                .step(now, &obs)
+                .into_iter()
+                .filter(|c| !matches!(c, Command::FindMigration { .. }))
+                .collect();
             obs.clear();
             persist_then_execute(env, journal, &rec, &compute, block, more, &mut obs).await?;
             if rec.drain.is_done() && obs.is_empty() {
