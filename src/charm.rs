@@ -330,6 +330,7 @@ impl Ready {
             self.config.ssl_ca_pem.clone(),
         )
         .map_err(|e| format!("identity-credentials relation data: {e}"))?;
+        let auth = with_timeout_override(auth, std::env::var(API_TIMEOUT_ENV).ok().as_deref());
         let url = auth.auth_url.clone();
         OpenStack::connect(auth).await.map_err(|e| {
             let hint = if e.is_auth() {
@@ -350,5 +351,57 @@ impl Ready {
         crate::host::resolve_nova_host(self.config.nova_host.as_deref(), &conf).ok_or_else(|| {
             "cannot tell this node's nova host: set the nova-host config option".to_string()
         })
+    }
+}
+
+/// Environment variable that shortens the per-request HTTP timeout (whole
+/// seconds, 1–600). Juju never sets it; the fault-injection tests use it so
+/// that a response delayed past the client's timeout costs seconds, not the
+/// default minute.
+pub const API_TIMEOUT_ENV: &str = "NLM_API_TIMEOUT";
+
+fn with_timeout_override(
+    mut auth: crate::openstack::AuthConfig,
+    value: Option<&str>,
+) -> crate::openstack::AuthConfig {
+    if let Some(secs) = value
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (1..=600).contains(s))
+    {
+        auth.request_timeout = std::time::Duration::from_secs(secs);
+        auth.connect_timeout = auth.connect_timeout.min(auth.request_timeout);
+    }
+    auth
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openstack::{AuthConfig, NameOrId, Secret};
+    use std::time::Duration;
+
+    #[test]
+    fn api_timeout_override_is_bounded() {
+        let base = || {
+            AuthConfig::new(
+                "http://127.0.0.1:5000/v3",
+                "u",
+                Secret::new("p".to_string()),
+                NameOrId::Name("d".into()),
+                NameOrId::Name("p".into()),
+                NameOrId::Name("d".into()),
+            )
+        };
+        let t = |v: Option<&str>| with_timeout_override(base(), v).request_timeout;
+        let default = base().request_timeout;
+        assert_eq!(t(None), default);
+        assert_eq!(t(Some("5")), Duration::from_secs(5));
+        assert_eq!(
+            with_timeout_override(base(), Some("5")).connect_timeout,
+            Duration::from_secs(5)
+        );
+        for bad in ["0", "-3", "601", "x", ""] {
+            assert_eq!(t(Some(bad)), default, "{bad}");
+        }
     }
 }

@@ -714,9 +714,12 @@ async fn drive(
     journal.store(&rec)?;
     let calls = env.os.session().stats().snapshot().since(&stats0);
     tracing::info!(
-        "{}: {ticks} polls, {} API calls: {}",
+        "{}: {ticks} polls, {} API calls ({} authentications, {} refused with 401, {} retries): {}",
         rec.kind.as_str(),
         calls.total,
+        calls.authentications,
+        calls.unauthorized,
+        calls.retries,
         calls
             .by_route
             .iter()

@@ -87,6 +87,9 @@ pub struct StatsSnapshot {
     pub retries: u64,
     /// Token requests to Keystone (also counted in `by_route`).
     pub authentications: u64,
+    /// Responses `401 Unauthorized` to a call made with a token (the token
+    /// was refused: expired early or revoked); each costs a re-authentication.
+    pub unauthorized: u64,
 }
 
 impl StatsSnapshot {
@@ -109,6 +112,7 @@ impl StatsSnapshot {
             by_route: diff(&self.by_route, &earlier.by_route),
             retries: self.retries - earlier.retries,
             authentications: self.authentications - earlier.authentications,
+            unauthorized: self.unauthorized - earlier.unauthorized,
         }
     }
 }
@@ -127,6 +131,12 @@ impl RequestStats {
     pub fn reset(&self) {
         if let Ok(mut s) = self.0.lock() {
             *s = StatsSnapshot::default();
+        }
+    }
+
+    fn record_unauthorized(&self) {
+        if let Ok(mut s) = self.0.lock() {
+            s.unauthorized += 1;
         }
     }
 
@@ -402,9 +412,11 @@ impl Session {
         let mut reauthed = false;
         loop {
             match self.execute(call, Some(&token), call.safe_to_retry()).await {
-                Err(Error::Http { status, .. })
-                    if status == StatusCode::UNAUTHORIZED && !reauthed =>
-                {
+                Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => {
+                    self.stats.record_unauthorized();
+                    if reauthed {
+                        return Err(e);
+                    }
                     reauthed = true;
                     token = self.renew_after_401(&token).await?;
                 }
