@@ -156,7 +156,7 @@ pub(crate) fn report(st: &State) -> Value {
 }
 
 /// The report's instance `id`.
-fn inst<'a>(report: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn inst<'a>(report: &'a Value, id: &str) -> &'a Value {
     report["instances"]
         .as_array()
         .unwrap()
@@ -172,7 +172,7 @@ fn key<'a>(st: &'a State, id: &str, field: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-fn count(st: &State, result: &str) -> u32 {
+pub(crate) fn count(st: &State, result: &str) -> u32 {
     st.action_results
         .get(&format!("counts.{result}"))
         .unwrap_or_else(|| panic!("no counts.{result}: {:?}", st.action_results))
@@ -180,7 +180,7 @@ fn count(st: &State, result: &str) -> u32 {
         .unwrap()
 }
 
-fn log_has(st: &State, needle: &str) -> bool {
+pub(crate) fn log_has(st: &State, needle: &str) -> bool {
     st.action_log.iter().any(|l| l.contains(needle))
 }
 
@@ -331,7 +331,7 @@ fn assert_reason(reason: &str, action: &str, t0: u64) {
 }
 
 /// The journal: mode 0600, ended, no secrets.
-fn assert_journal(node: &Node, ended: bool) -> Value {
+pub(crate) fn assert_journal(node: &Node, ended: bool) -> Value {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(node.journal_path()).expect("journal written");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "journal mode");

@@ -11,3 +11,4 @@ mod juju;
 mod openstack_cloud;
 mod openstack_fake;
 mod policy_cloud;
+mod reliability;

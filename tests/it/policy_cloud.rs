@@ -44,6 +44,10 @@ async fn one(
     }
     let st = node.run("evacuate", &[]);
     let i = only(&st);
+    // What an operator sees (README "Stalls, timeouts and retries" quotes it).
+    eprintln!("{name}: action log:\n  {}", st.action_log.join("\n  "));
+    eprintln!("{name}: summary: {:?}", st.action_results.get("summary"));
+    eprintln!("{name}: report entry: {i}");
     let server = cloud.server(&ids[0]).await;
     let records = migration_records(cloud, &ids[0], "live-migration").await;
     (i, server, records, st)
