@@ -854,9 +854,8 @@ async fn execute(
             migration_id,
             reason,
         } => {
-            (env.log)(&format!(
-                "force-complete {instance} migration {migration_id}: {reason}"
-            ));
+            // The action log already has the planner's line with the name.
+            tracing::info!("force-complete {instance} migration {migration_id}: {reason}");
             if let Err(e) = compute.force_complete(instance, *migration_id as i64).await {
                 obs.push(Observation::CommandFailed {
                     instance: instance.clone(),
@@ -870,9 +869,8 @@ async fn execute(
             migration_id,
             reason,
         } => {
-            (env.log)(&format!(
-                "abort {instance} migration {migration_id}: {reason}"
-            ));
+            // The action log already has the planner's line with the name.
+            tracing::info!("abort {instance} migration {migration_id}: {reason}");
             if let Err(e) = compute
                 .abort_migration(instance, *migration_id as i64)
                 .await

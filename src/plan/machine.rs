@@ -845,7 +845,13 @@ fn finish(
         .duration_s()
         .map(|d| format!(" in {d:.1} s"))
         .unwrap_or_default();
-    let line = format!("[{}/{}] {} → {dest} {what}{dur}", r.index, total, r.name);
+    let line = match outcome {
+        Outcome::Migrated | Outcome::ColdMigrated => {
+            format!("[{}/{}] {} → {dest} {what}{dur}", r.index, total, r.name)
+        }
+        // Nothing went anywhere: no arrow to a destination.
+        _ => format!("[{}/{}] {} {what}{dur}", r.index, total, r.name),
+    };
     progress(r, line, out);
 }
 
