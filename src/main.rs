@@ -59,10 +59,18 @@ fn dispatch(ctx: &Context, paths: &Paths) -> u8 {
         Event::Action(name) => match nlm::actions::run(&unit, name) {
             Ok(()) => 0,
             Err(e) => {
-                // Try to fail the action with the reason; exit 0 so Juju
+                // Try to fail the action with the reason (and summary and
+                // report, as every failed action has them); exit 0 so Juju
                 // keeps our message rather than "exit status 1".
-                let msg = format!("{name} could not run: {e}");
-                match tools.action_fail(&msg) {
+                let hint = if e.is_unreadable_output() {
+                    "; run it again with parameters that are plain text"
+                } else {
+                    ""
+                };
+                let msg = format!("{name} could not run: {e}{hint}");
+                let failed =
+                    nlm::actions::fail(&unit, name, &msg).or_else(|_| tools.action_fail(&msg));
+                match failed {
                     Ok(()) => 0,
                     Err(_) => {
                         eprintln!("{msg}");
