@@ -144,6 +144,11 @@ fn cli(sim_env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
         .args(args)
         .output()
         .unwrap();
+    crate::juju::sim::keep_output(
+        &format!("cli {}", args.join(" ")),
+        &[("stdout", &out.stdout), ("stderr", &out.stderr)],
+    )
+    .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

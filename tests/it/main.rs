@@ -1,5 +1,6 @@
 //! Integration tests (one crate, modules per area).
 
+mod bad_input;
 mod charm_files;
 mod cloud;
 mod cloud_smoke;
