@@ -12,3 +12,4 @@ mod juju;
 mod openstack_cloud;
 mod openstack_fake;
 mod policy_cloud;
+mod secrets_scan;
