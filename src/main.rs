@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use nlm::juju::{Context, ContextError, Event, HookTools};
+use nlm::juju::{Context, ContextError, Event, HookTools, ToolError};
 use nlm::paths::Paths;
 
 fn main() -> ExitCode {
@@ -62,10 +62,11 @@ fn dispatch(ctx: &Context, paths: &Paths) -> u8 {
                 // Try to fail the action with the reason (and summary and
                 // report, as every failed action has them); exit 0 so Juju
                 // keeps our message rather than "exit status 1".
-                let hint = if e.is_unreadable_output() {
-                    "; run it again with parameters that are plain text"
-                } else {
-                    ""
+                let hint = match &e {
+                    ToolError::Parse { tool, .. } if tool == "action-get" => {
+                        "; run it again with parameters that are plain text"
+                    }
+                    _ => "",
                 };
                 let msg = format!("{name} could not run: {e}{hint}");
                 let failed =
