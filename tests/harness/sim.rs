@@ -522,15 +522,19 @@ fn slug(s: &str) -> String {
     s.chars().take(120).collect()
 }
 
-/// A new directory `runs/<test>.<what>.<pid>.<n>` under `root` (the test
-/// is the thread's name, as libtest names it).
+/// A new directory `runs/<test>.<what>.<pid>.<n>` under `root`: the test
+/// is the thread's name, as libtest names it, else the program's name
+/// (`juju-sim`, or a test binary run with one thread).
 pub fn new_keep_dir(root: &Path, what: &str) -> std::io::Result<PathBuf> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let thread = std::thread::current();
     let test = match thread.name() {
-        Some("main") | None => "juju-sim".to_string(),
-        Some(name) => slug(name),
+        Some(name) if name != "main" => slug(name),
+        _ => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| slug(&n.to_string_lossy())))
+            .unwrap_or_else(|| "main".into()),
     };
     let runs = root.join("runs");
     std::fs::create_dir_all(&runs)?;
