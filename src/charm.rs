@@ -18,6 +18,8 @@ pub struct Unit<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReady {
     Config(ConfigError),
+    /// config-get printed something that cannot be read (e.g. not UTF-8).
+    ConfigUnreadable(String),
     NoRelation,
     Incomplete(Vec<String>),
     Unusable(String),
@@ -35,6 +37,9 @@ impl NotReady {
     pub fn message(&self) -> String {
         match self {
             NotReady::Config(e) => format!("{e} (fix with juju config nova-live-migration)"),
+            NotReady::ConfigUnreadable(e) => format!(
+                "cannot read the charm config: {e}; set that option again to plain text with juju config nova-live-migration"
+            ),
             NotReady::NoRelation => "needs the identity-credentials relation to keystone: juju integrate nova-live-migration:identity-credentials keystone:identity-credentials".to_string(),
             NotReady::Incomplete(missing) => format!(
                 "waiting for keystone to publish credentials on identity-credentials (missing {})",
@@ -54,7 +59,15 @@ pub struct Ready {
 impl Unit<'_> {
     /// Reads and validates config, then the credentials.
     pub fn readiness(&self) -> Result<Result<Ready, NotReady>, ToolError> {
-        let raw = self.tools.config_get()?;
+        let raw = match self.tools.config_get() {
+            Ok(raw) => raw,
+            // Asking again would print the same: say so rather than fail
+            // the hook for Juju to retry.
+            Err(e) if e.is_unreadable_output() => {
+                return Ok(Err(NotReady::ConfigUnreadable(e.to_string())));
+            }
+            Err(e) => return Err(e),
+        };
         let config = match Config::from_values(&raw) {
             Ok(c) => c,
             Err(e) => return Ok(Err(NotReady::Config(e))),
@@ -76,7 +89,10 @@ impl Unit<'_> {
     pub fn update_status(&self) -> Result<(), ToolError> {
         let (status, message) = match self.readiness()? {
             Err(not_ready) => {
-                if !matches!(not_ready, NotReady::Config(_)) {
+                if !matches!(
+                    not_ready,
+                    NotReady::Config(_) | NotReady::ConfigUnreadable(_)
+                ) {
                     crate::control::sync_cli_credentials(self.paths, None);
                 }
                 (not_ready.status(), not_ready.message())

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::text::{quoted, shown};
+
 /// Keystone catalog interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,6 +112,8 @@ pub const MAX_RETRIES: i64 = 10;
 pub const MAX_POLL_INTERVAL: f64 = 60.0;
 pub const MIN_POLL_INTERVAL: f64 = 0.2;
 const MAX_SECONDS: i64 = 7 * 24 * 3600;
+/// Longest host or region name.
+pub const MAX_NAME_BYTES: usize = 255;
 
 struct Reader<'a> {
     raw: &'a BTreeMap<String, Value>,
@@ -126,7 +130,10 @@ impl Reader<'_> {
             None | Some(Value::Null) => default.to_string(),
             Some(Value::String(s)) => s.trim().to_string(),
             Some(other) => {
-                self.bad(option, format!("must be a string, got {other}"));
+                self.bad(
+                    option,
+                    format!("must be a string, got {}", shown(&other.to_string(), 64)),
+                );
                 default.to_string()
             }
         }
@@ -143,7 +150,10 @@ impl Reader<'_> {
         match parse(&s) {
             Some(v) => v,
             None => {
-                self.bad(option, format!("{s:?} is not one of {allowed}"));
+                self.bad(
+                    option,
+                    format!("{} is not one of {allowed}", quoted(&s, 64)),
+                );
                 parse(default).expect("the default parses")
             }
         }
@@ -163,8 +173,19 @@ impl Reader<'_> {
                 );
                 default
             }
+            // A whole number above i64::MAX is still a whole number.
+            None if v.is_u64() => {
+                self.bad(
+                    option,
+                    format!("{v} is out of range, allowed {min} to {max}"),
+                );
+                default
+            }
             None => {
-                self.bad(option, format!("must be a whole number, got {v}"));
+                self.bad(
+                    option,
+                    format!("must be a whole number, got {}", shown(&v.to_string(), 64)),
+                );
                 default
             }
         }
@@ -185,7 +206,10 @@ impl Reader<'_> {
                 default
             }
             None => {
-                self.bad(option, format!("must be a number, got {v}"));
+                self.bad(
+                    option,
+                    format!("must be a number, got {}", shown(&v.to_string(), 64)),
+                );
                 default
             }
         }
@@ -211,7 +235,7 @@ pub fn decode_ssl_ca(raw: &str) -> Result<Vec<u8>, String> {
 }
 
 fn valid_host(s: &str) -> bool {
-    s.len() <= 255
+    s.len() <= MAX_NAME_BYTES
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
@@ -236,6 +260,17 @@ impl Config {
             "internal, public, admin",
         );
         let region = Some(r.string("region", "")).filter(|s| !s.is_empty());
+        if let Some(reg) = &region
+            && (reg.len() > MAX_NAME_BYTES || reg.chars().any(char::is_control))
+        {
+            r.bad(
+                "region",
+                format!(
+                    "{} is not a region name (at most {MAX_NAME_BYTES} bytes, no control characters); leave it empty to use the first region keystone publishes",
+                    quoted(reg, 64)
+                ),
+            );
+        }
         let ssl_ca = r.string("ssl-ca", "");
         let ssl_ca_pem = if ssl_ca.is_empty() {
             None
@@ -254,7 +289,10 @@ impl Config {
         {
             r.bad(
                 "nova-host",
-                format!("{h:?} is not a host name (letters, digits, '.', '-', '_')"),
+                format!(
+                    "{} is not a host name (at most {MAX_NAME_BYTES} bytes of letters, digits, '.', '-', '_')",
+                    quoted(h, 64)
+                ),
             );
         }
         let max_concurrent_migrations =
@@ -363,6 +401,39 @@ mod tests {
             text.contains("endpoint-interface: \"private\" is not one of internal, public, admin"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn huge_and_oversized_values_are_named_and_not_echoed_whole() {
+        let big = "n".repeat(1 << 20);
+        let err = cfg(json!({
+            "max-concurrent-migrations": u64::MAX,
+            "retries": i64::MIN,
+            "nova-host": big,
+            "region": big,
+            "endpoint-interface": big,
+        }))
+        .unwrap_err();
+        let text = err.to_string();
+        for needle in [
+            "max-concurrent-migrations: 18446744073709551615 is out of range, allowed 0 to 64",
+            "retries: -9223372036854775808 is out of range, allowed 0 to 10",
+            "nova-host: \"nnnn",
+            "region: \"nnnn",
+            "endpoint-interface: \"nnnn",
+            "\"… (1048576 bytes) is not a host name",
+        ] {
+            assert!(
+                text.contains(needle),
+                "{needle} not in {}",
+                shown(&text, 2000)
+            );
+        }
+        assert!(text.len() < 2000, "{} bytes", text.len());
+        // A region of a normal length is fine; a control character is not.
+        assert!(cfg(json!({"region": "RegionOne"})).is_ok());
+        let e = cfg(json!({"region": "Region\nOne"})).unwrap_err();
+        assert_eq!(e.0[0].option, "region");
     }
 
     #[test]

@@ -365,6 +365,7 @@ impl Op {
             Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
             Some(other) => return Err(format!("parameter vm must be a string, got {other}")),
         };
+        let vm = crate::drain::bounded_name("vm", vm, "an instance name or UUID")?;
         let force = match p.get("force") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -1075,6 +1076,20 @@ mod tests {
             id: id.into(),
             name: name.into(),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_oversized_vm_is_refused_without_being_quoted() {
+        let big: BTreeMap<String, Value> = [("vm".to_string(), Value::from("v".repeat(1 << 20)))]
+            .into_iter()
+            .collect();
+        for action in ["abort", "force-complete"] {
+            let e = Op::from_action(action, &big).unwrap_err();
+            assert_eq!(
+                e,
+                "vm is 1048576 bytes long, but an instance name or UUID is at most 255 characters"
+            );
         }
     }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::juju::{HookTools, ToolError};
+use crate::text::quoted;
 
 pub const ENDPOINT: &str = "identity-credentials";
 /// The user name the charm asks keystone to create.
@@ -26,6 +27,77 @@ pub const REQUIRED: [&str; 11] = [
     "credentials_username",
     "credentials_password",
 ];
+
+/// Keys read besides [`REQUIRED`] (when present).
+pub const OPTIONAL: [&str; 6] = [
+    "domain",
+    "region",
+    "credentials_user_domain_name",
+    "credentials_user_domain_id",
+    "credentials_project_domain_name",
+    "credentials_project_domain_id",
+];
+
+/// Longest value accepted for a key this charm reads (Keystone's own
+/// `max_password_length` defaults to 4096; names and ids are far shorter).
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// What to do about data keystone should not have published.
+const FIX_KEYSTONE: &str = "fix what keystone publishes (juju config keystone); this unit reads it again on the next identity-credentials-relation-changed";
+
+/// Checks a complete bag's values before anything uses them; the reason
+/// names the unit and the key, and quotes no secret.
+pub fn validate(unit: &str, data: &BTreeMap<String, String>) -> Result<(), String> {
+    for key in REQUIRED.iter().chain(OPTIONAL.iter()) {
+        if let Some(v) = data.get(*key)
+            && v.len() > MAX_VALUE_BYTES
+        {
+            return Err(format!(
+                "{unit} publishes {key} of {} bytes, more than the {MAX_VALUE_BYTES} this charm accepts; {FIX_KEYSTONE}",
+                v.len()
+            ));
+        }
+    }
+    let get = |k: &str| data.get(k).map(|v| v.trim()).unwrap_or_default();
+    if get("api_version") != "3" {
+        return Err(format!(
+            "keystone publishes api_version {}; this charm needs the Keystone v3 API (keystone config preferred-api-version=3)",
+            quoted(get("api_version"), 64)
+        ));
+    }
+    let proto = get("auth_protocol");
+    if proto != "http" && proto != "https" {
+        return Err(format!(
+            "{unit} publishes auth_protocol {}: only http and https are supported; {FIX_KEYSTONE}",
+            quoted(proto, 64)
+        ));
+    }
+    let port = get("auth_port");
+    if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+        return Err(format!(
+            "{unit} publishes auth_port {}, not a port number (1 to 65535); {FIX_KEYSTONE}",
+            quoted(port, 64)
+        ));
+    }
+    let host = get("auth_host");
+    if !valid_host(host) {
+        return Err(format!(
+            "{unit} publishes auth_host {}, not a host name or IP address; {FIX_KEYSTONE}",
+            quoted(host, 64)
+        ));
+    }
+    Ok(())
+}
+
+/// A DNS name, an IPv4 address or an IPv6 address (bracketed or not).
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && !h.starts_with('-')
+        && h.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+        })
+}
 
 /// A complete data bag. Debug never prints the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -82,27 +154,25 @@ pub fn read(tools: &HookTools) -> Result<CredentialsState, ToolError> {
     };
     let units = tools.relation_list(&relation_id)?;
     let mut fewest_missing: Option<Vec<String>> = None;
+    let mut unreadable: Option<String> = None;
     for unit in units {
-        let data = tools.relation_get(&relation_id, &unit)?;
+        let data = match tools.relation_get(&relation_id, &unit) {
+            Ok(data) => data,
+            // Reading again would print the same: report it (blocked)
+            // rather than fail the hook for Juju to retry; another unit's
+            // complete data is still usable.
+            Err(e) if e.is_unreadable_output() => {
+                unreadable.get_or_insert(format!("cannot read {unit}'s data: {e}; {FIX_KEYSTONE}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let missing = missing_keys(&data);
         if missing.is_empty() {
-            if data.get("api_version").map(|s| s.trim()) != Some("3") {
+            if let Err(reason) = validate(&unit, &data) {
                 return Ok(CredentialsState::Unusable {
                     relation_id,
-                    reason: format!(
-                        "keystone publishes api_version {:?}; this charm needs the Keystone v3 API (keystone config preferred-api-version=3)",
-                        data.get("api_version").cloned().unwrap_or_default()
-                    ),
-                });
-            }
-            let proto = data["auth_protocol"].trim().to_ascii_lowercase();
-            if proto != "http" && proto != "https" {
-                return Ok(CredentialsState::Unusable {
-                    relation_id,
-                    reason: format!(
-                        "keystone publishes auth_protocol {:?}; only http and https are supported",
-                        data["auth_protocol"]
-                    ),
+                    reason,
                 });
             }
             return Ok(CredentialsState::Complete(RelationData {
@@ -117,6 +187,12 @@ pub fn read(tools: &HookTools) -> Result<CredentialsState, ToolError> {
         {
             fewest_missing = Some(missing);
         }
+    }
+    if let Some(reason) = unreadable {
+        return Ok(CredentialsState::Unusable {
+            relation_id,
+            reason,
+        });
     }
     Ok(CredentialsState::Incomplete {
         relation_id,
@@ -143,6 +219,7 @@ mod tests {
             .chain([
                 ("api_version".to_string(), "3".to_string()),
                 ("auth_protocol".to_string(), "https".to_string()),
+                ("auth_port".to_string(), "5000".to_string()),
             ])
             .collect()
     }
@@ -159,6 +236,92 @@ mod tests {
         let shown = format!("{d:?}");
         assert!(!shown.contains("s3cr3t-pw"), "{shown}");
         assert!(shown.contains("credentials_password"));
+    }
+
+    #[test]
+    fn validate_names_the_unit_and_key_and_never_the_password() {
+        let ok = |d: &BTreeMap<String, String>| validate("keystone/0", d);
+        let mut d = complete();
+        d.insert("auth_host".into(), "10.0.0.5".into());
+        assert_eq!(ok(&d), Ok(()));
+        for host in ["keystone.maas", "fd00::5", "[fd00::5]", "k_1"] {
+            d.insert("auth_host".into(), host.into());
+            assert_eq!(ok(&d), Ok(()), "{host}");
+        }
+        let bad = |k: &str, v: String, needle: &str| {
+            let mut d = complete();
+            d.insert(k.into(), v.clone());
+            let e = ok(&d).unwrap_err();
+            assert!(
+                e.contains(needle),
+                "{k}={}: {e}",
+                crate::text::shown(&v, 20)
+            );
+            assert!(
+                e.contains("juju config keystone") || k == "api_version",
+                "{e}"
+            );
+            assert!(e.len() < 600, "{} bytes", e.len());
+            e
+        };
+        for proto in ["ftp", "ldap", "HTTP", ""] {
+            bad("auth_protocol", proto.into(), "publishes auth_protocol");
+        }
+        for port in ["fivethousand", "0", "65536", "-1", "5000/v3", "1e3"] {
+            bad(
+                "auth_port",
+                port.into(),
+                &format!(
+                    "keystone/0 publishes auth_port \"{port}\", not a port number (1 to 65535)"
+                ),
+            );
+        }
+        for host in ["keystone/v3", "a b", "-x", "h?q=1"] {
+            bad("auth_host", host.into(), "not a host name or IP address");
+        }
+        let big = "p".repeat(1 << 20);
+        let e = bad(
+            "credentials_password",
+            big.clone(),
+            "keystone/0 publishes credentials_password of 1048576 bytes, more than the 4096",
+        );
+        assert!(!e.contains("ppp"), "{e}");
+        bad("auth_host", big, "auth_host of 1048576 bytes");
+        bad("api_version", "2".into(), "Keystone v3");
+    }
+
+    #[test]
+    fn a_unit_whose_data_is_not_utf8_is_unusable_unless_another_is_complete() {
+        let rec = Recorder::default();
+        let tools = HookTools::new(Box::new(rec.clone()));
+        rec.answers.lock().unwrap().insert(
+            "relation-ids".into(),
+            Ok(r#"["identity-credentials:3"]"#.into()),
+        );
+        rec.answers
+            .lock()
+            .unwrap()
+            .insert("relation-list".into(), Ok(r#"["keystone/0"]"#.into()));
+        let mut raw = br#"{"credentials_password": "s3cr"#.to_vec();
+        raw.extend_from_slice(b"\xfe\xffet\"}");
+        rec.raw.lock().unwrap().insert("relation-get".into(), raw);
+        match read(&tools).unwrap() {
+            CredentialsState::Unusable { reason, .. } => {
+                assert!(
+                    reason.starts_with("cannot read keystone/0's data: relation-get printed output that is not the JSON expected: not valid UTF-8 (byte 0xfe at offset 30, in the value of \"credentials_password\")"),
+                    "{reason}"
+                );
+                assert!(!reason.contains("s3cr"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A tool that fails (exit 1) is still an error: Juju retries the hook.
+        rec.raw.lock().unwrap().clear();
+        rec.answers
+            .lock()
+            .unwrap()
+            .insert("relation-get".into(), Err("ERROR agent gone".into()));
+        assert!(read(&tools).is_err());
     }
 
     #[test]

@@ -65,6 +65,24 @@ fn opt_string(p: &BTreeMap<String, Value>, k: &str) -> Result<Option<String>, St
     }
 }
 
+/// Longest instance name, UUID or host name a parameter may carry (Nova
+/// caps server and host names at 255 characters).
+pub const MAX_NAME_PARAM: usize = 255;
+/// Longest `exclude` list (about 880 UUIDs): a message that lists the
+/// entries not found must still fit in one argv string.
+pub const MAX_EXCLUDE_PARAM: usize = 32 * 1024;
+
+/// Refuses a name parameter longer than any name can be, without quoting it.
+pub fn bounded_name(k: &str, v: Option<String>, what: &str) -> Result<Option<String>, String> {
+    match v {
+        Some(s) if s.len() > MAX_NAME_PARAM => Err(format!(
+            "{k} is {} bytes long, but {what} is at most {MAX_NAME_PARAM} characters",
+            s.len()
+        )),
+        other => Ok(other),
+    }
+}
+
 fn opt_bool(p: &BTreeMap<String, Value>, k: &str) -> Result<bool, String> {
     match p.get(k) {
         None | Some(Value::Null) => Ok(false),
@@ -95,17 +113,31 @@ impl Params {
                 format!("block-migration must be auto, true or false, got {s:?}")
             })?),
         };
-        let vm = opt_string(p, "vm")?;
+        let vm = bounded_name("vm", opt_string(p, "vm")?, "an instance name or UUID")?;
         if kind == Kind::MigrateVm && vm.is_none() {
             return Err("migrate-vm needs vm=<name or UUID>".into());
         }
         let exclude = match p.get("exclude") {
+            Some(Value::String(s)) if s.len() > MAX_EXCLUDE_PARAM => {
+                return Err(format!(
+                    "exclude is {} bytes long, more than the {MAX_EXCLUDE_PARAM} accepted; give comma-separated names or ids of the instances to leave",
+                    s.len()
+                ));
+            }
             Some(Value::String(s)) if !s.trim().is_empty() => {
                 let list = plan::preflight::parse_exclude(s);
                 if list.is_empty() {
                     return Err(format!(
-                        "exclude={s:?} names no instance; give comma-separated names or ids, or leave it out"
+                        "exclude={} names no instance; give comma-separated names or ids, or leave it out",
+                        crate::text::quoted(s, 64)
                     ));
+                }
+                for name in &list {
+                    bounded_name(
+                        "an exclude entry",
+                        Some(name.clone()),
+                        "an instance name or UUID",
+                    )?;
                 }
                 list
             }
@@ -116,7 +148,7 @@ impl Params {
         Ok(Params {
             kind,
             vm,
-            target_host: opt_string(p, "target-host")?,
+            target_host: bounded_name("target-host", opt_string(p, "target-host")?, "a host name")?,
             dry_run: opt_bool(p, "dry-run")?,
             max_concurrent,
             block_migration,
@@ -1162,6 +1194,58 @@ mod tests {
     use super::*;
 
     const ID: &str = "198847ca-3cda-447f-b110-bd041f626d75";
+
+    #[test]
+    fn oversized_parameters_are_refused_without_being_quoted() {
+        let params = |k: &str, v: String| -> BTreeMap<String, Value> {
+            [
+                ("vm".to_string(), Value::from("x")),
+                (k.to_string(), Value::from(v)),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let big = "v".repeat(1 << 20);
+        for (kind, k, v, want) in [
+            (
+                Kind::MigrateVm,
+                "vm",
+                big.clone(),
+                "vm is 1048576 bytes long, but an instance name or UUID is at most 255 characters",
+            ),
+            (
+                Kind::Evacuate,
+                "target-host",
+                big.clone(),
+                "target-host is 1048576 bytes long, but a host name is at most 255 characters",
+            ),
+            (
+                Kind::Evacuate,
+                "exclude",
+                big.clone(),
+                "exclude is 1048576 bytes long, more than the 32768 accepted",
+            ),
+            (
+                Kind::Evacuate,
+                "exclude",
+                format!("a,{}", "w".repeat(300)),
+                "an exclude entry is 300 bytes long",
+            ),
+            (
+                Kind::Evacuate,
+                "exclude",
+                ",".repeat(20_000),
+                "exclude=\",,,,",
+            ),
+        ] {
+            let e = Params::from_action(kind, &params(k, v)).unwrap_err();
+            assert!(e.contains(want), "{k}: {e}");
+            assert!(e.len() < 300, "{k}: {} bytes", e.len());
+        }
+        // 255 is fine.
+        let p = Params::from_action(Kind::MigrateVm, &params("vm", "v".repeat(255))).unwrap();
+        assert_eq!(p.vm.map(|v| v.len()), Some(255));
+    }
 
     fn line(level: &str, ctx: bool, msg: &str) -> String {
         let ctx = if ctx {

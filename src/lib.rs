@@ -14,4 +14,5 @@ pub mod juju;
 pub mod openstack;
 pub mod paths;
 pub mod plan;
+pub mod text;
 pub mod time;

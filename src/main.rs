@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use nlm::juju::{Context, ContextError, Event, HookTools};
+use nlm::juju::{Context, ContextError, Event, HookTools, ToolError};
 use nlm::paths::Paths;
 
 fn main() -> ExitCode {
@@ -59,10 +59,19 @@ fn dispatch(ctx: &Context, paths: &Paths) -> u8 {
         Event::Action(name) => match nlm::actions::run(&unit, name) {
             Ok(()) => 0,
             Err(e) => {
-                // Try to fail the action with the reason; exit 0 so Juju
+                // Try to fail the action with the reason (and summary and
+                // report, as every failed action has them); exit 0 so Juju
                 // keeps our message rather than "exit status 1".
-                let msg = format!("{name} could not run: {e}");
-                match tools.action_fail(&msg) {
+                let hint = match &e {
+                    ToolError::Parse { tool, .. } if tool == "action-get" => {
+                        "; run it again with parameters that are plain text"
+                    }
+                    _ => "",
+                };
+                let msg = format!("{name} could not run: {e}{hint}");
+                let failed =
+                    nlm::actions::fail(&unit, name, &msg).or_else(|_| tools.action_fail(&msg));
+                match failed {
                     Ok(()) => 0,
                     Err(_) => {
                         eprintln!("{msg}");

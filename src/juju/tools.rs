@@ -31,6 +31,73 @@ pub enum ToolError {
     BadKey { key: String, why: String },
 }
 
+impl ToolError {
+    /// The tool ran and exited 0 but printed something unreadable: running
+    /// it again would print the same, so the caller should report it rather
+    /// than fail the hook for Juju to retry.
+    pub fn is_unreadable_output(&self) -> bool {
+        matches!(self, ToolError::Parse { .. })
+    }
+}
+
+/// Says where the first invalid byte is, and in which JSON key's value
+/// (never the value itself: it may be a secret).
+fn not_utf8(out: &[u8], e: &std::str::Utf8Error) -> String {
+    let at = e.valid_up_to();
+    let prefix = std::str::from_utf8(&out[..at]).unwrap_or_default();
+    let within = match current_key(prefix) {
+        Some(k) => format!(", in the value of {}", crate::text::quoted(&k, 64)),
+        None => String::new(),
+    };
+    format!(
+        "not valid UTF-8 (byte 0x{:02x} at offset {at}{within})",
+        out[at]
+    )
+}
+
+/// The key whose value `prefix` (JSON text cut short) ends in: the last
+/// string token followed by `:`.
+fn current_key(prefix: &str) -> Option<String> {
+    let mut key = None;
+    let mut last: Option<String> = None;
+    let mut chars = prefix.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                let mut s = String::new();
+                let mut closed = false;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some(n) = chars.next() {
+                                s.push(n);
+                            }
+                        }
+                        '"' => {
+                            closed = true;
+                            break;
+                        }
+                        _ => s.push(c),
+                    }
+                }
+                if !closed {
+                    // The prefix ends inside this string: it is the value.
+                    return key;
+                }
+                last = Some(s);
+            }
+            ':' => key = last.take(),
+            ',' | '{' | '[' => {
+                key = None;
+                last = None;
+            }
+            c if c.is_whitespace() => {}
+            _ => last = None,
+        }
+    }
+    key
+}
+
 /// Runs one hook tool and returns its stdout. The seam for tests.
 pub trait Runner: Send + Sync {
     fn run(&self, tool: &str, args: &[String], stdin: Option<&[u8]>) -> Result<Vec<u8>, ToolError>;
@@ -157,7 +224,13 @@ impl HookTools {
 
     fn json<T: DeserializeOwned>(&self, tool: &str, args: &[&str]) -> Result<T, ToolError> {
         let out = self.run(tool, args)?;
-        let text = String::from_utf8_lossy(&out);
+        // Refuse bytes that are not UTF-8 rather than replace them: a value
+        // silently changed (a password, a region) would fail later and far
+        // from the cause.
+        let text = std::str::from_utf8(&out).map_err(|e| ToolError::Parse {
+            tool: tool.to_string(),
+            detail: not_utf8(&out, &e),
+        })?;
         // Juju 4 may print nothing or `null` for an empty map.
         let text = if text.trim().is_empty() {
             "null"
@@ -291,6 +364,8 @@ pub(crate) mod testing {
     pub struct Recorder {
         pub calls: Arc<Mutex<Vec<RecordedCall>>>,
         pub answers: Arc<Mutex<BTreeMap<String, Result<String, String>>>>,
+        /// Tool name → raw stdout (bytes that need not be UTF-8); wins over `answers`.
+        pub raw: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
     }
 
     impl Runner for Recorder {
@@ -305,6 +380,9 @@ pub(crate) mod testing {
                 args.to_vec(),
                 stdin.map(|s| String::from_utf8_lossy(s).into_owned()),
             ));
+            if let Some(raw) = self.raw.lock().unwrap().get(tool) {
+                return Ok(raw.clone());
+            }
             match self.answers.lock().unwrap().get(tool) {
                 Some(Ok(s)) => Ok(s.clone().into_bytes()),
                 Some(Err(e)) => Err(ToolError::Failed {
@@ -392,5 +470,37 @@ mod tests {
             t.relation_list("x:1"),
             Err(ToolError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn output_that_is_not_utf8_is_refused_naming_the_key_not_the_value() {
+        let (t, r) = tools();
+        let mut out = br#"{"region": "RegionOne", "nova-host": "node"#.to_vec();
+        out.extend_from_slice(b"\xff1\"}");
+        r.raw.lock().unwrap().insert("config-get".into(), out);
+        let err = t.config_get().unwrap_err();
+        assert!(err.is_unreadable_output());
+        let text = err.to_string();
+        assert_eq!(
+            text,
+            "config-get printed output that is not the JSON expected: not valid UTF-8 (byte 0xff at offset 42, in the value of \"nova-host\")"
+        );
+        assert!(!text.contains("node"), "{text}");
+        // Not cached: the next call asks again.
+        r.raw.lock().unwrap().clear();
+        r.answers
+            .lock()
+            .unwrap()
+            .insert("config-get".into(), Ok("{}".into()));
+        assert!(t.config_get().unwrap().is_empty());
+    }
+
+    #[test]
+    fn current_key_follows_strings_and_escapes() {
+        assert_eq!(current_key(r#"{"a": "x", "b": "y"#).as_deref(), Some("b"));
+        assert_eq!(current_key(r#"{"a\"q": "#).as_deref(), Some("a\"q"));
+        assert_eq!(current_key(r#"{"a": "x:y", "#), None);
+        assert_eq!(current_key(r#"{"a": "x", "b"#), None);
+        assert_eq!(current_key(""), None);
     }
 }

@@ -115,6 +115,10 @@ pub struct State {
     /// Tool name → stderr: that tool fails with exit 1.
     #[serde(default)]
     pub fail_tools: BTreeMap<String, String>,
+    /// Tool name → stdout as hex: that tool prints these raw bytes (e.g.
+    /// invalid UTF-8) instead of its answer, and exits 0.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tool_stdout_hex: BTreeMap<String, String>,
     /// Charm state (`state-get/set`).
     #[serde(default)]
     pub charm_state: BTreeMap<String, String>,
@@ -164,6 +168,7 @@ impl Default for State {
             .into_iter()
             .collect(),
             fail_tools: BTreeMap::new(),
+            tool_stdout_hex: BTreeMap::new(),
             charm_state: BTreeMap::new(),
             calls: Vec::new(),
             statuses: Vec::new(),
@@ -442,6 +447,9 @@ pub struct Running {
     started: std::time::Instant,
     state_path: PathBuf,
     echo_path: Option<PathBuf>,
+    event: String,
+    /// The charm's state dir (`NLM_STATE_DIR` given to dispatch), to keep.
+    charm_state_dir: Option<PathBuf>,
 }
 
 impl Running {
@@ -466,8 +474,162 @@ impl Running {
         state.stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         state.stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         save(&self.state_path, &state)?;
+        if let Some(root) = suite_out() {
+            keep_run(
+                &root,
+                &self.event,
+                &state,
+                &output,
+                self.charm_state_dir.as_deref(),
+            )
+            .map_err(|e| format!("keeping the run's outputs under {}: {e}", root.display()))?;
+        }
         Ok(state)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Keeping what the charm produced, for the suite-wide secrets scan.
+
+/// When set, every run keeps what the charm produced (each hook-tool call,
+/// the statuses, logs and results, dispatch's stdout and stderr, the charm's
+/// state dir) in a directory of its own under `$NLM_SUITE_OUT/runs/`, for
+/// `tests/scan-secrets`. The harness's own input (the relation data Juju
+/// would hold, with its password) is not output and is not kept.
+pub const SUITE_OUT_ENV: &str = "NLM_SUITE_OUT";
+
+/// State-dir files that hold credentials by design (root-only, their mode
+/// is asserted by the tests): not output, not kept.
+pub const NOT_KEPT: [&str; 1] = [nlm::control::CLI_CREDENTIALS];
+
+pub fn suite_out() -> Option<PathBuf> {
+    std::env::var_os(SUITE_OUT_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn slug(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    s.chars().take(120).collect()
+}
+
+/// A new directory `runs/<test>.<what>.<pid>.<n>` under `root`: the test
+/// is the thread's name, as libtest names it, else the program's name
+/// (`juju-sim`, or a test binary run with one thread).
+pub fn new_keep_dir(root: &Path, what: &str) -> std::io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let thread = std::thread::current();
+    let test = match thread.name() {
+        Some(name) if name != "main" => slug(name),
+        _ => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| slug(&n.to_string_lossy())))
+            .unwrap_or_else(|| "main".into()),
+    };
+    let runs = root.join("runs");
+    std::fs::create_dir_all(&runs)?;
+    loop {
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = runs.join(format!("{test}.{}.{}.{n}", slug(what), std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Keeps named byte strings (e.g. a CLI run's stdout and stderr) in a new
+/// directory under `$NLM_SUITE_OUT`, when it is set.
+pub fn keep_output(what: &str, files: &[(&str, &[u8])]) -> Result<(), String> {
+    let Some(root) = suite_out() else {
+        return Ok(());
+    };
+    let dir = new_keep_dir(&root, what).map_err(|e| format!("{}: {e}", root.display()))?;
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn keep_run(
+    root: &Path,
+    event: &str,
+    state: &State,
+    output: &std::process::Output,
+    charm_state_dir: Option<&Path>,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let dir = new_keep_dir(root, event).map_err(io)?;
+    let relation_local: BTreeMap<&str, &BTreeMap<String, String>> = state
+        .relations
+        .iter()
+        .map(|r| (r.id.as_str(), &r.local))
+        .collect();
+    let mut not_kept = Vec::new();
+    if let Some(src) = charm_state_dir
+        && src.is_dir()
+    {
+        copy_tree(src, &dir.join("state"), &mut not_kept).map_err(io)?;
+    }
+    let outputs = serde_json::json!({
+        "event": event,
+        "exit_code": state.exit_code,
+        "dispatch_ms": state.dispatch_ms,
+        "statuses": state.statuses,
+        "juju_log": state.juju_log,
+        "action_log": state.action_log,
+        "action_results": state.action_results,
+        "action_failed": state.action_failed,
+        "app_version": state.app_version,
+        "relation_local": relation_local,
+        "state_not_kept": not_kept,
+    });
+    std::fs::write(dir.join("outputs.json"), pretty(&outputs)).map_err(io)?;
+    std::fs::write(dir.join("calls.json"), pretty(&state.calls)).map_err(io)?;
+    std::fs::write(dir.join("stdout"), &output.stdout).map_err(io)?;
+    std::fs::write(dir.join("stderr"), &output.stderr).map_err(io)?;
+    Ok(())
+}
+
+fn pretty<T: Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).expect("serialisable")
+}
+
+/// Copies the files under `src` to `dst`, except [`NOT_KEPT`] (named in
+/// `not_kept`).
+fn copy_tree(src: &Path, dst: &Path, not_kept: &mut Vec<String>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            copy_tree(&entry.path(), &dst.join(&name), not_kept)?;
+        } else if ty.is_file() {
+            if NOT_KEPT.iter().any(|n| name == *n) {
+                not_kept.push(name.to_string_lossy().into_owned());
+                continue;
+            }
+            match std::fs::copy(entry.path(), dst.join(&name)) {
+                Ok(_) => {}
+                // Gone meanwhile (a temp file renamed): nothing to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Like [`run_event`], but returns as soon as dispatch is started.
@@ -598,11 +760,19 @@ pub fn start_event(run: Run<'_>) -> Result<Running, String> {
     let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run dispatch: {e}"))?;
+    let charm_state_dir = run
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "NLM_STATE_DIR")
+        .map(|(_, v)| PathBuf::from(v));
     Ok(Running {
         child,
         started,
         state_path: run.state_path.to_path_buf(),
         echo_path: run.echo.then_some(echo_path),
+        event: run.event.to_string(),
+        charm_state_dir,
     })
 }
 
@@ -709,6 +879,28 @@ pub fn tool_main(tool: &str, args: &[String]) -> i32 {
         argv,
         stdin: stdin_text.clone(),
     });
+    let raw_stdout = match state.tool_stdout_hex.get(tool).map(|h| from_hex(h)) {
+        Some(Ok(bytes)) if !state.fail_tools.contains_key(tool) => Some(bytes),
+        Some(Err(e)) => {
+            eprintln!("ERROR {tool}: tool_stdout_hex: {e}");
+            return 1;
+        }
+        _ => None,
+    };
+    if let Some(bytes) = raw_stdout {
+        if let Err(e) = save(&path, &state) {
+            eprintln!("ERROR {tool}: {e}");
+            return 1;
+        }
+        let mut out = std::io::stdout().lock();
+        return match out.write_all(&bytes).and_then(|()| out.flush()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ERROR {tool}: {e}");
+                1
+            }
+        };
+    }
     let outcome = if let Some(msg) = state.fail_tools.get(tool).cloned() {
         Err((1, msg))
     } else {
@@ -730,6 +922,25 @@ pub fn tool_main(tool: &str, args: &[String]) -> i32 {
             code
         }
     }
+}
+
+/// Lowercase hex of `bytes` (for [`State::tool_stdout_hex`]).
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(hex: &str) -> Result<Vec<u8>, String> {
+    if !hex.len().is_multiple_of(2) {
+        return Err("odd number of hex digits".into());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+                .ok_or_else(|| format!("not hex at {i}"))
+        })
+        .collect()
 }
 
 type ToolResult = Result<String, (i32, String)>;

@@ -144,6 +144,11 @@ fn cli(sim_env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
         .args(args)
         .output()
         .unwrap();
+    crate::juju::sim::keep_output(
+        &format!("cli {}", args.join(" ")),
+        &[("stdout", &out.stdout), ("stderr", &out.stderr)],
+    )
+    .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -304,11 +309,13 @@ fn abort_action_asks_a_running_drain_and_a_second_drain_is_refused() {
         summary.contains("has not taken the request yet"),
         "{summary}"
     );
-    let req: Value = serde_json::from_str(
-        &std::fs::read_to_string(state.join(nlm::control::ABORT_REQUEST)).unwrap(),
-    )
-    .unwrap();
+    let req_path = state.join(nlm::control::ABORT_REQUEST);
+    let req: Value = serde_json::from_str(&std::fs::read_to_string(&req_path).unwrap()).unwrap();
     assert_eq!(req["vm"], "focal-2");
+    // Written by dispatch, root-only like every file of the state dir.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&req_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", req_path.display());
     assert_eq!(report(&out)["evacuation"]["state"], "running");
 
     let out = sim.action("evacuate", &[]);

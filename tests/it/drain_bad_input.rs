@@ -23,6 +23,9 @@ use crate::drain_cloud::{
 };
 use crate::juju::keystone_bag;
 
+/// The password of the "wrong password" case (listed in tests/secrets.txt).
+pub(crate) const WRONG_PASSWORD: &str = "not-the-password";
+
 /// What a case expects of the failure message (every needle must appear).
 struct Case {
     name: &'static str,
@@ -200,7 +203,7 @@ async fn bad_input_on_the_cloud_is_refused_and_changes_nothing() {
     all.push(elsewhere.clone());
     let before = snapshot(cloud, &all).await;
     let mut wrong_password = cloud_bag(cloud);
-    wrong_password.insert("credentials_password".into(), "not-the-password".into());
+    wrong_password.insert("credentials_password".into(), WRONG_PASSWORD.into());
     let fresh = || Node::new(cloud);
     let inactive = |unit: &str| {
         let mut n = fresh();
@@ -211,7 +214,7 @@ async fn bad_input_on_the_cloud_is_refused_and_changes_nothing() {
         n
     };
     let mut wrong = Node::with_relation(Some(wrong_password));
-    wrong.password = "not-the-password".into();
+    wrong.password = WRONG_PASSWORD.into();
 
     let cases = vec![
         Case {

@@ -81,6 +81,10 @@ impl Default for Sim {
     }
 }
 
+/// The password in [`keystone_bag`] (listed in tests/secrets.txt for the
+/// suite-wide scan).
+pub const SIM_PASSWORD: &str = "sim-password-7f3a9c";
+
 /// A complete identity-credentials bag as keystone publishes it.
 pub fn keystone_bag(auth_url_host: &str, port: &str) -> std::collections::BTreeMap<String, String> {
     [
@@ -91,7 +95,7 @@ pub fn keystone_bag(auth_url_host: &str, port: &str) -> std::collections::BTreeM
         ("credentials_port", port),
         ("credentials_protocol", "http"),
         ("credentials_username", "nova_live_migration"),
-        ("credentials_password", "sim-password-7f3a9c"),
+        ("credentials_password", SIM_PASSWORD),
         ("credentials_project", "services"),
         ("credentials_project_id", "0f1e2d3c4b5a69788796a5b4c3d2e1f0"),
         ("credentials_user_domain_name", "service_domain"),

@@ -1,5 +1,6 @@
 //! Integration tests (one crate, modules per area).
 
+mod bad_input;
 mod charm_files;
 mod cloud;
 mod cloud_smoke;
@@ -12,3 +13,4 @@ mod openstack_cloud;
 mod openstack_fake;
 mod policy_cloud;
 mod reliability;
+mod secrets_scan;

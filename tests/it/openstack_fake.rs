@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_json, body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-const PASSWORD: &str = "pa55-SECRET-w0rd";
+pub(crate) const PASSWORD: &str = "pa55-SECRET-w0rd";
+/// A password the fake refuses.
+pub(crate) const WRONG_PASSWORD: &str = "wrong-SECRET";
 const TOKEN_PREFIX: &str = "tok-SECRET-";
 
 // ---------------------------------------------------------------------------
@@ -1379,7 +1381,7 @@ async fn secrets_never_reach_logs_or_errors() {
     Mock::given(method("POST"))
         .and(path("/v3/auth/tokens"))
         .and(body_partial_json(
-            json!({"auth": {"identity": {"password": {"user": {"password": "wrong-SECRET"}}}}}),
+            json!({"auth": {"identity": {"password": {"user": {"password": WRONG_PASSWORD}}}}}),
         ))
         .respond_with(ResponseTemplate::new(401).set_body_json(
             json!({"error": {"message": "The request you have made requires authentication."}}),
@@ -1388,7 +1390,7 @@ async fn secrets_never_reach_logs_or_errors() {
         .mount(&f.server)
         .await;
     let mut bad = cfg.clone();
-    bad.password = "wrong-SECRET".into();
+    bad.password = WRONG_PASSWORD.into();
     let e = Session::connect(bad, options()).await.unwrap_err();
     texts.push(format!("{e} {e:?}"));
 
@@ -1400,7 +1402,7 @@ async fn secrets_never_reach_logs_or_errors() {
     if let Some(g) = global_log() {
         all.push_str(&g.text());
     }
-    for needle in [PASSWORD, "wrong-SECRET", TOKEN_PREFIX, "SECRET"] {
+    for needle in [PASSWORD, WRONG_PASSWORD, TOKEN_PREFIX, "SECRET"] {
         assert!(!all.contains(needle), "'{needle}' leaked in:\n{all}");
     }
 }
