@@ -556,7 +556,9 @@ fn assert_api_budget(st: &State, n: u64) {
         .map(|l| l.message.as_str())
         .find(|m| m.contains(" polls, ") && m.contains("API calls"))
         .unwrap_or_else(|| panic!("no API call line in {:#?}", st.juju_log));
-    let (head, routes) = line.split_once(" API calls: ").unwrap();
+    // "evacuate: P polls, N API calls (A authentications, U refused with 401, R retries): routes"
+    let (head, rest) = line.split_once(" API calls (").unwrap();
+    let (_, routes) = rest.split_once("): ").unwrap();
     let polls: u64 = head
         .split(": ")
         .nth(1)
