@@ -76,6 +76,12 @@ impl Node {
         self
     }
 
+    /// An extra environment variable for every event this unit runs.
+    pub fn env(mut self, key: &str, value: impl ToString) -> Node {
+        self.extra_env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Runs an action to its end; returns the state out.
     pub fn run(&mut self, action: &str, params: &[&str]) -> State {
         let env = self.extra_env.clone();
@@ -156,7 +162,7 @@ pub(crate) fn report(st: &State) -> Value {
 }
 
 /// The report's instance `id`.
-fn inst<'a>(report: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn inst<'a>(report: &'a Value, id: &str) -> &'a Value {
     report["instances"]
         .as_array()
         .unwrap()
@@ -172,7 +178,7 @@ fn key<'a>(st: &'a State, id: &str, field: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-fn count(st: &State, result: &str) -> u32 {
+pub(crate) fn count(st: &State, result: &str) -> u32 {
     st.action_results
         .get(&format!("counts.{result}"))
         .unwrap_or_else(|| panic!("no counts.{result}: {:?}", st.action_results))

@@ -11,3 +11,5 @@ mod juju;
 mod openstack_cloud;
 mod openstack_fake;
 mod policy_cloud;
+mod reliability_wire;
+mod wire_proxy;
