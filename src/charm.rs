@@ -284,6 +284,10 @@ async fn node_summary(ready: &Ready, host: &str) -> Result<String, NodeError> {
     let classify = |e: crate::openstack::Error| {
         if e.is_auth() {
             NodeError::Auth(e.to_string())
+        } else if e.is_tls_certificate() {
+            NodeError::Other(format!(
+                "{e} (set the ssl-ca config option to the base64-encoded PEM of the CA that signed the certificate)"
+            ))
         } else {
             NodeError::Other(e.to_string())
         }
@@ -349,7 +353,9 @@ impl Ready {
         let auth = with_timeout_override(auth, std::env::var(API_TIMEOUT_ENV).ok().as_deref());
         let url = auth.auth_url.clone();
         OpenStack::connect(auth).await.map_err(|e| {
-            let hint = if e.is_auth() {
+            let hint = if e.is_tls_certificate() {
+                "the TLS certificate is not trusted: set the ssl-ca config option to the base64-encoded PEM of the CA that signed it"
+            } else if e.is_auth() {
                 "check the identity-credentials relation with keystone"
             } else if e.is_retryable() || e.is_ambiguous() {
                 "check that Keystone and Nova are reachable from this machine"

@@ -841,6 +841,16 @@ async fn execute(
                     tracing::warn!("start of {instance} ambiguous ({e}); checking Nova's state");
                     StartResult::Accepted
                 }
+                // Refused for now (429/503: e.g. a load balancer with no API
+                // worker up): transient, so not the instance's end. Taken the
+                // same way: if no migration shows up, the attempt fails after
+                // the idle grace and is retried per `retries`.
+                Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(429 | 503)) => {
+                    tracing::warn!(
+                        "start of {instance} refused for now ({e}); checking Nova's state"
+                    );
+                    StartResult::Accepted
+                }
                 Err(e) => StartResult::Rejected(e.to_string()),
             };
             obs.push(Observation::Started {

@@ -45,8 +45,10 @@ pub enum Error {
         /// `X-OpenStack-Request-ID` / `X-Compute-Request-Id` of the answer.
         request_id: Option<String>,
     },
-    /// No HTTP answer (connect error, timeout, broken connection).
-    #[error("{method} {path}: {kind}: {source}")]
+    /// No HTTP answer (connect error, timeout, broken connection). The
+    /// text ends with the causes below reqwest's own line (e.g. the TLS
+    /// verifier's `invalid peer certificate: UnknownIssuer`).
+    #[error("{method} {path}: {kind}: {source}{}", causes(source))]
     Transport {
         /// HTTP method.
         method: String,
@@ -104,6 +106,23 @@ fn status_text(status: StatusCode) -> String {
         Some(r) => format!("{} {r}", status.as_u16()),
         None => status.as_u16().to_string(),
     }
+}
+
+/// `: cause: deeper cause` below `e` (each only when it adds text).
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut seen = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let text = c.to_string();
+        if !text.is_empty() && !seen.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+            seen.push_str(&text);
+        }
+        next = c.source();
+    }
+    out
 }
 
 fn req_suffix(id: &Option<String>) -> String {
@@ -165,6 +184,18 @@ impl Error {
         match self {
             Error::Transport { .. } => true,
             Error::Http { status, .. } => matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
+    /// The TLS handshake failed on the server's certificate (not trusted,
+    /// expired, not for this host): the `ssl-ca` config is the likely fix.
+    pub fn is_tls_certificate(&self) -> bool {
+        match self {
+            Error::Transport { source, .. } => {
+                let text = causes(source).to_ascii_lowercase();
+                text.contains("certificate") || text.contains("unknownissuer")
+            }
             _ => false,
         }
     }

@@ -11,9 +11,11 @@
 //!    with its time), so a crash between the two leaves the intent on disk and
 //!    [`crate::plan::reconcile`] decides whether the POST happened.
 //! 2. Report every start as [`Observation::Started`] (202 → `Accepted`, 409 →
-//!    `Conflict`, other 4xx → `Rejected`); for `FindMigration` report
-//!    [`Observation::MigrationFound`] when `/os-migrations?instance_uuid=`
-//!    shows a live migration (or cold `migration`) created at or after `since`.
+//!    `Conflict`, other 4xx → `Rejected`; a timeout or broken connection,
+//!    429 and 500/502/503/504 → `Accepted`, Nova's state then tells); for
+//!    `FindMigration` report [`Observation::MigrationFound`] when
+//!    `/os-migrations?instance_uuid=` shows a live migration (or cold
+//!    `migration`) created at or after `since`.
 //! 3. Each tick, for every in-flight instance ([`Drain::in_flight_ids`]),
 //!    report the server view and the view of its migration (the record's
 //!    `migration_id`, learnt from `MigrationFound`, or one whose

@@ -13,4 +13,6 @@ mod openstack_cloud;
 mod openstack_fake;
 mod policy_cloud;
 mod reliability;
+mod reliability_wire;
 mod secrets_scan;
+mod wire_proxy;

@@ -683,6 +683,10 @@ async fn post_is_retried_when_it_never_left() {
         "{e:?}"
     );
     assert!(!e.is_ambiguous(), "connect errors are not ambiguous");
+    assert!(
+        !e.is_tls_certificate(),
+        "a refused connection is no TLS problem: {e}"
+    );
     let d = os.request_stats().since(&before);
     assert_eq!(
         d.route("POST /servers/{id}/action"),
@@ -1553,6 +1557,10 @@ async fn tls_extra_ca_is_trusted() {
         ),
         "{e:?}"
     );
+    // It says why, and is recognised as a certificate problem (the charm
+    // then points at the ssl-ca config option).
+    assert!(e.is_tls_certificate(), "{e}");
+    assert!(e.to_string().contains("certificate"), "{e}");
 
     // With it: TLS works, and s_server's HTML status page is not a version document.
     let mut cfg = f.config();

@@ -169,9 +169,14 @@ impl CloudEnv {
             });
             return None;
         }
+        // The tests block this runtime while dispatch runs, so the pool
+        // never sees the services (gunicorn, --keep-alive 30) close an idle
+        // connection and would reuse a dead one afterwards: drop idle
+        // connections well before the server does.
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(10))
             .build()
             .expect("reqwest client");
         Some(CloudEnv {
