@@ -164,6 +164,13 @@ impl Unit<'_> {
                     "{principal} on {host}: Keystone refused the credentials ({e}): check the identity-credentials relation"
                 ),
             ),
+            Ok(Err(NodeError::Tls(e))) => (
+                Status::Blocked,
+                format!(
+                    "{principal} on {host}: TLS to OpenStack failed (credentials from {}): {e}",
+                    ready.credentials.unit
+                ),
+            ),
             Ok(Err(NodeError::Other(e))) => (
                 Status::Active,
                 format!(
@@ -268,6 +275,8 @@ pub const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2
 
 enum NodeError {
     Auth(String),
+    /// The server's certificate is not trusted: only `ssl-ca` fixes it.
+    Tls(String),
     Other(String),
 }
 
@@ -285,7 +294,7 @@ async fn node_summary(ready: &Ready, host: &str) -> Result<String, NodeError> {
         if e.is_auth() {
             NodeError::Auth(e.to_string())
         } else if e.is_tls_certificate() {
-            NodeError::Other(format!(
+            NodeError::Tls(format!(
                 "{e} (set the ssl-ca config option to the base64-encoded PEM of the CA that signed the certificate)"
             ))
         } else {

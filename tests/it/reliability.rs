@@ -26,7 +26,7 @@ fn kill_seed() -> u64 {
     std::env::var("NLM_KILL_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| nlm::time::now_ms())
+        .unwrap_or_else(nlm::time::now_ms)
 }
 
 /// What the killed run was doing: its last action-log line, shortened.

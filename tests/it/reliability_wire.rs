@@ -325,9 +325,11 @@ async fn tls_with_a_private_ca_needs_ssl_ca() {
         status.status, status.message
     );
     let untrusted = "invalid peer certificate: UnknownIssuer";
+    // Waiting cannot fix it: blocked until the operator sets ssl-ca.
+    assert_eq!(status.status, "blocked", "{}", status.message);
     assert!(
         status.message.contains(&format!(
-            "on {SOURCE}: Nova not reachable (credentials from keystone/0): POST /auth/tokens: connection failed: "
+            "on {SOURCE}: TLS to OpenStack failed (credentials from keystone/0): POST /auth/tokens: connection failed: "
         )),
         "{}",
         status.message
