@@ -1,6 +1,7 @@
 //! Integration tests (one crate, modules per area).
 
 mod bad_input;
+mod certs;
 mod charm_files;
 mod cloud;
 mod cloud_smoke;

@@ -214,81 +214,6 @@ async fn evacuate_completes_through_faults_on_the_wire() {
 
 // ------------------------------------------------------------------ TLS
 
-/// Runs openssl in `dir`; panics with its stderr on failure.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A private CA (`ca.pem`) and a server certificate for IP 127.0.0.1
-/// signed by it (`srv.pem`, `srv.key`), in `dir`.
-fn make_ca_and_server_cert(dir: &std::path::Path) {
-    std::fs::write(
-        dir.join("srv.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=nlm-wire-test-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-nodes",
-        "-keyout",
-        "srv.key",
-        "-out",
-        "srv.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(dir, &csr);
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "srv.ext",
-        ],
-    );
-}
-
 #[tokio::test]
 async fn tls_with_a_private_ca_needs_ssl_ca() {
     let Some(cloud) = CloudEnv::detect() else {
@@ -299,7 +224,7 @@ async fn tls_with_a_private_ca_needs_ssl_ca() {
     let _t = Timed::start("tls_with_a_private_ca_needs_ssl_ca");
     cloud.reset().await;
     let certs = tempfile::tempdir().unwrap();
-    make_ca_and_server_cert(certs.path());
+    crate::certs::make_ca_and_server_cert(certs.path()).unwrap_or_else(|e| panic!("{e}"));
     let ids = boot(cloud, &[("tls-1", &[]), ("tls-2", &[]), ("tls-3", &[])]).await;
     let before = where_are(cloud, &ids).await;
 
