@@ -213,17 +213,14 @@ fn hook(
             last.message
         );
     }
-    assert_eq!(
-        snapshot(&state_dir),
+    unchanged_row(
+        &state_dir,
         before,
-        "{case}: the state dir changed"
-    );
-    Row {
         surface,
-        case: case.to_string(),
-        outcome: last.status.clone(),
-        message: last.message.clone(),
-    }
+        case,
+        &last.status,
+        &last.message,
+    )
 }
 
 /// Runs an action; checks the failure and the invariants; returns the row.
@@ -259,16 +256,24 @@ fn action(
     assert_eq!(out.action_results.get("summary"), Some(&msg), "{case}");
     let report: Value = serde_json::from_str(&out.action_results["report"]).unwrap();
     assert_eq!(report["action"], action, "{case}");
-    assert_eq!(
-        snapshot(&state_dir),
-        before,
-        "{case}: the state dir changed"
-    );
+    unchanged_row(&state_dir, before, surface, case, "action-fail", &msg)
+}
+
+/// Checks the state dir is as it was before the case; the table row.
+fn unchanged_row(
+    state_dir: &Path,
+    before: BTreeMap<String, (u32, Vec<u8>)>,
+    surface: &'static str,
+    case: &str,
+    outcome: &str,
+    message: &str,
+) -> Row {
+    assert_eq!(snapshot(state_dir), before, "{case}: the state dir changed");
     Row {
         surface,
         case: case.to_string(),
-        outcome: "action-fail".into(),
-        message: msg,
+        outcome: outcome.to_string(),
+        message: message.to_string(),
     }
 }
 
