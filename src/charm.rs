@@ -282,14 +282,8 @@ enum NodeError {
 
 /// `enabled, 12 instances` (authenticate, version, service, servers).
 async fn node_summary(ready: &Ready, host: &str) -> Result<String, NodeError> {
-    use crate::openstack::{AuthConfig, OpenStack};
-    let auth = AuthConfig::from_relation(
-        &ready.credentials.data,
-        ready.interface(),
-        ready.config.region.as_deref(),
-        ready.config.ssl_ca_pem.clone(),
-    )
-    .map_err(|e| NodeError::Other(format!("identity-credentials relation data: {e}")))?;
+    use crate::openstack::OpenStack;
+    let auth = ready.auth_config().map_err(NodeError::Other)?;
     let classify = |e: crate::openstack::Error| {
         if e.is_auth() {
             NodeError::Auth(e.to_string())
@@ -349,17 +343,27 @@ impl Ready {
         }
     }
 
-    /// Authenticates to Keystone and negotiates the compute API.
-    pub async fn connect(&self) -> Result<crate::openstack::OpenStack, String> {
-        use crate::openstack::{AuthConfig, OpenStack};
-        let auth = AuthConfig::from_relation(
+    /// The client configuration: the relation's credentials, the
+    /// interface/region/ssl-ca config and the timeout override (one place
+    /// for every caller: actions, the CLI and `update-status`).
+    pub fn auth_config(&self) -> Result<crate::openstack::AuthConfig, String> {
+        let auth = crate::openstack::AuthConfig::from_relation(
             &self.credentials.data,
             self.interface(),
             self.config.region.as_deref(),
             self.config.ssl_ca_pem.clone(),
         )
         .map_err(|e| format!("identity-credentials relation data: {e}"))?;
-        let auth = with_timeout_override(auth, std::env::var(API_TIMEOUT_ENV).ok().as_deref());
+        Ok(with_timeout_override(
+            auth,
+            std::env::var(API_TIMEOUT_ENV).ok().as_deref(),
+        ))
+    }
+
+    /// Authenticates to Keystone and negotiates the compute API.
+    pub async fn connect(&self) -> Result<crate::openstack::OpenStack, String> {
+        use crate::openstack::OpenStack;
+        let auth = self.auth_config()?;
         let url = auth.auth_url.clone();
         OpenStack::connect(auth).await.map_err(|e| {
             let hint = if e.is_tls_certificate() {
