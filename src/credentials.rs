@@ -73,7 +73,7 @@ pub fn validate(unit: &str, data: &BTreeMap<String, String>) -> Result<(), Strin
         ));
     }
     let port = get("auth_port");
-    if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+    if crate::openstack::parse_port(port).is_none() {
         return Err(format!(
             "{unit} publishes auth_port {}, not a port number (1 to 65535); {FIX_KEYSTONE}",
             quoted(port, 64)

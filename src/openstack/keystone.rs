@@ -106,6 +106,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default per-request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A TCP port from relation data: 1 to 65535 (the one rule for the hooks'
+/// check of the data and for building the client from it).
+pub fn parse_port(s: &str) -> Option<u16> {
+    s.trim().parse::<u16>().ok().filter(|p| *p != 0)
+}
+
 impl AuthConfig {
     /// Builds the configuration from the keystone charm's `identity-credentials`
     /// relation data (one unit's bag), plus the charm config `endpoint-interface`,
@@ -130,7 +136,7 @@ impl AuthConfig {
         }
         let host = need("auth_host")?;
         let port = need("auth_port")?;
-        if port.parse::<u16>().is_err() {
+        if parse_port(port).is_none() {
             return Err(Error::Config(format!(
                 "identity-credentials auth_port '{port}' is not a port number"
             )));

@@ -70,7 +70,7 @@ pub use error::{Error, Result, TransportKind};
 pub use http::{RequestStats, RetryPolicy, Session, SessionOptions, StatsSnapshot};
 pub use keystone::{
     AuthConfig, CatalogEntry, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Endpoint, IdName,
-    Interface, NameOrId, Token, decode_ca_bundle,
+    Interface, NameOrId, Token, decode_ca_bundle, parse_port,
 };
 pub use placement::{
     Capacity, Inventory, PLACEMENT_MICROVERSION, Placement, ResourceProvider, Resources, fits_all,
