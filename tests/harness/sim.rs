@@ -236,6 +236,23 @@ impl State {
     pub fn call_lines(&self) -> Vec<String> {
         self.calls.iter().map(Call::line).collect()
     }
+
+    /// Everything the unit produced in this run as one text (hook-tool
+    /// calls with their stdin, statuses, logs, action output, stdout and
+    /// stderr): what a test searches for a leaked secret.
+    pub fn everything(&self) -> String {
+        serde_json::to_string(&(
+            &self.calls,
+            &self.statuses,
+            &self.juju_log,
+            &self.action_log,
+            &self.action_results,
+            &self.action_failed,
+            &self.stdout,
+            &self.stderr,
+        ))
+        .unwrap_or_default()
+    }
 }
 
 pub fn load(path: &Path) -> Result<State, String> {

@@ -161,17 +161,7 @@ fn common(case: &str, out: &State, allowed: &[&str], secrets: &[&str]) {
             c.argv[0]
         );
     }
-    let everything = serde_json::to_string(&(
-        &out.calls,
-        &out.statuses,
-        &out.juju_log,
-        &out.action_log,
-        &out.action_results,
-        &out.action_failed,
-        &out.stdout,
-        &out.stderr,
-    ))
-    .unwrap();
+    let everything = out.everything();
     for s in secrets {
         assert!(
             !everything.contains(s),

@@ -9,20 +9,13 @@ use std::time::{Duration, Instant};
 
 use nlm::drain::{Kind, RunRecord};
 use nlm::plan::{Drain, InstanceRecord, MoveKind, Outcome, Phase, Plan, Policy, ServiceReport};
+use nlm::time::now_ms;
 use serde_json::{Value, json};
 
 use crate::cloud::{CloudEnv, DEST, SOURCE, host_of, wait_until};
-use crate::juju::{Sim, State, keystone_bag};
+use crate::juju::{SIM_PASSWORD, Sim, State, keystone_bag};
 
 const CLI: &str = env!("CARGO_BIN_EXE_nova-live-migration");
-const SIM_PASSWORD: &str = "sim-password-7f3a9c";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 fn instance(id: &str, name: &str, index: usize, phase: Phase) -> InstanceRecord {
     InstanceRecord {
@@ -161,18 +154,7 @@ fn report(out: &State) -> Value {
 }
 
 fn no_secret(out: &State, secret: &str) {
-    let everything = serde_json::to_string(&(
-        &out.statuses,
-        &out.juju_log,
-        &out.calls,
-        &out.action_results,
-        &out.action_log,
-        &out.action_failed,
-        &out.stderr,
-        &out.stdout,
-    ))
-    .unwrap();
-    assert!(!everything.contains(secret), "a secret leaked");
+    assert!(!out.everything().contains(secret), "a secret leaked");
 }
 
 // ------------------------------------------------------------- no cloud
