@@ -200,6 +200,19 @@ impl Error {
         }
     }
 
+    /// The request provably never reached the service: the connection
+    /// (TCP or TLS) could not be made, or no token could be had to send it
+    /// with. Sending it again cannot do anything twice (invariant I5).
+    pub fn never_reached(&self) -> bool {
+        matches!(
+            self,
+            Error::Transport {
+                kind: TransportKind::Connect,
+                ..
+            } | Error::Auth(_)
+        )
+    }
+
     /// The request may or may not have been carried out (timeout, broken
     /// connection, 500/502/504): reconcile by reading state.
     pub fn is_ambiguous(&self) -> bool {

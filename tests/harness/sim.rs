@@ -119,6 +119,14 @@ pub struct State {
     /// invalid UTF-8) instead of its answer, and exits 0.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tool_stdout_hex: BTreeMap<String, String>,
+    /// `juju cancel-task` landing at an exact instant: when the charm makes
+    /// its n-th hook-tool call (1-based, counting every tool), the tool
+    /// records the call, then SIGKILLs the dispatch process (its parent) as
+    /// the agent does on cancel (`runner.go` `runCharmProcessOnLocal` calls
+    /// `os.Process.Kill()`), and never answers. Deterministic at any machine
+    /// speed, unlike a kill after a delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_at_call: Option<usize>,
     /// Charm state (`state-get/set`).
     #[serde(default)]
     pub charm_state: BTreeMap<String, String>,
@@ -169,6 +177,7 @@ impl Default for State {
             .collect(),
             fail_tools: BTreeMap::new(),
             tool_stdout_hex: BTreeMap::new(),
+            kill_at_call: None,
             charm_state: BTreeMap::new(),
             calls: Vec::new(),
             statuses: Vec::new(),
@@ -896,6 +905,17 @@ pub fn tool_main(tool: &str, args: &[String]) -> i32 {
         argv,
         stdin: stdin_text.clone(),
     });
+    if state.kill_at_call == Some(state.calls.len()) {
+        if let Err(e) = save(&path, &state) {
+            eprintln!("ERROR {tool}: {e}");
+            return 1;
+        }
+        let dispatch = std::os::unix::process::parent_id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &dispatch])
+            .status();
+        return 1;
+    }
     let raw_stdout = match state.tool_stdout_hex.get(tool).map(|h| from_hex(h)) {
         Some(Ok(bytes)) if !state.fail_tools.contains_key(tool) => Some(bytes),
         Some(Err(e)) => {
