@@ -178,6 +178,16 @@ async fn run_drain(
             tracing::warn!("action-log: {e}");
         }
     };
+    let principal = unit.ctx.principal();
+    let status = |line: &str| {
+        let msg = format!("{principal}: {line}");
+        if let Err(e) = unit
+            .tools
+            .status_set(crate::juju::Status::Maintenance, &msg)
+        {
+            tracing::warn!("status-set: {e}");
+        }
+    };
     let env = drain::Env {
         os: &os,
         config: &ready.config,
@@ -186,8 +196,17 @@ async fn run_drain(
         unit: unit.ctx.unit.clone(),
         task: unit.ctx.action_id.clone(),
         log: &log,
+        status: &status,
     };
-    match drain::run(&env, &params).await {
+    let result = drain::run(&env, &params).await;
+    // A true status once the run is over (done, failed, aborted): what
+    // update-status would say now.
+    if !params.dry_run
+        && let Err(e) = unit.update_status()
+    {
+        tracing::warn!("status after {action}: {e}");
+    }
+    match result {
         Ok(outcome) => {
             set_report(unit, &outcome.report, true)?;
             if let Some(msg) = outcome.failure {

@@ -133,6 +133,7 @@ impl LastRun {
                 Some(Outcome::Failed) => "failed",
                 Some(Outcome::Aborted) => "aborted",
                 Some(Outcome::Pending) => "pending",
+                Some(Outcome::Skipped) => "skipped",
                 None if i.in_flight() => "in_flight",
                 None => "not_started",
             };

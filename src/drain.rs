@@ -21,8 +21,9 @@ use crate::journal::{Journal, JournalError};
 use crate::openstack::{self, BlockMigration, LiveMigrate, MigrationFilter, OpenStack};
 use crate::paths::Paths;
 use crate::plan::{
-    self, Command, Drain, MigrationStatus, MigrationView, Millis, MoveKind, Observation, Plan,
+    self, Command, Drain, MigrationId, MigrationStatus, MigrationView, Millis, Observation, Plan,
     Policy, PreflightInput, PreflightParams, Report, ServerView, ServiceReport, StartResult,
+    VmState,
 };
 use crate::time::{iso, now_ms, parse_iso};
 
@@ -217,6 +218,8 @@ pub struct Env<'a> {
     pub task: Option<String>,
     /// One `action-log` line.
     pub log: &'a (dyn Fn(&str) + Sync),
+    /// The unit's workload status (`maintenance`) while the run goes on.
+    pub status: &'a (dyn Fn(&str) + Sync),
 }
 
 /// Errors that stop the action (everything else is an instance result).
@@ -257,6 +260,11 @@ fn discard_stale_abort_request(paths: &Paths, since: Millis) {
     }
 }
 
+/// Every abort request made since `since`, oldest first.
+fn take_abort_requests(paths: &Paths, since: Millis) -> Vec<Option<String>> {
+    take_abort_request(paths, since).into_iter().collect()
+}
+
 /// Takes a pending abort request made since `since`, if any (`Some(None)`:
 /// abort everything; `Some(Some(vm))`: only that instance).
 fn take_abort_request(paths: &Paths, since: Millis) -> Option<Option<String>> {
@@ -281,7 +289,7 @@ fn server_view(s: &openstack::Server) -> ServerView {
     ServerView {
         host: s.host.clone().unwrap_or_default(),
         status: s.status.clone(),
-        vm_state: s.vm_state.clone().unwrap_or_default(),
+        vm_state: VmState::parse(s.vm_state.as_deref().unwrap_or_default()),
         task_state: s.task_state.clone(),
         fault: s
             .fault
@@ -291,19 +299,14 @@ fn server_view(s: &openstack::Server) -> ServerView {
     }
 }
 
-fn migration_view(m: &openstack::Migration) -> MigrationView {
-    MigrationView {
-        id: m.id.max(0) as u64,
-        status: MigrationStatus::from(m.status.clone()),
-        created_at: m.created_at.as_deref().and_then(parse_iso),
-        dest_compute: m.dest_compute.clone(),
-        memory_total_bytes: None,
-        memory_processed_bytes: None,
-        memory_remaining_bytes: None,
-        disk_total_bytes: None,
-        disk_processed_bytes: None,
-        disk_remaining_bytes: None,
-    }
+/// A record of the list, typed once here (`None`: an id no migration has).
+fn migration_view(m: &openstack::Migration) -> Option<MigrationView> {
+    Some(MigrationView::record(
+        MigrationId::from_api(m.id)?,
+        MigrationStatus::parse(&m.status),
+        m.created_at.as_deref().and_then(parse_iso),
+        m.dest_compute.clone(),
+    ))
 }
 
 /// Gathers pre-flight's input: the service, local units, servers with
@@ -653,11 +656,13 @@ async fn resume(
                 })
                 .await?
                 .iter()
-                .map(|m| plan::MigrationRecord {
-                    id: m.id.max(0) as u64,
-                    status: MigrationStatus::from(m.status.clone()),
-                    created_at: m.created_at.as_deref().and_then(parse_iso).unwrap_or(0),
-                    dest_compute: m.dest_compute.clone(),
+                .filter_map(|m| {
+                    Some(plan::MigrationRecord {
+                        id: MigrationId::from_api(m.id)?,
+                        status: MigrationStatus::from(m.status.clone()),
+                        created_at: m.created_at.as_deref().and_then(parse_iso).unwrap_or(0),
+                        dest_compute: m.dest_compute.clone(),
+                    })
                 })
                 .collect();
             obs.push(plan::ResumeObservation {
@@ -691,7 +696,8 @@ async fn resume(
     drive(env, journal, rec).await
 }
 
-/// The loop: step, persist, execute, observe, sleep.
+/// The loop: hand the core what was seen, take its commands, persist, run
+/// them; sleep only when the core has nothing to do before its next wake.
 async fn drive(
     env: &Env<'_>,
     journal: &Journal,
@@ -700,50 +706,60 @@ async fn drive(
     let compute = env.os.compute().clone();
     let block =
         config::BlockMigration::parse(&rec.block_migration).unwrap_or(config::BlockMigration::Auto);
-    let poll = Duration::from_millis(rec.drain.policy.poll_interval_ms.max(100));
-    let mut obs: Vec<Observation> = Vec::new();
+    let tick = rec.drain.policy.interval_ms();
+    let mut inputs: Vec<Observation> = Vec::new();
     let stats0 = env.os.session().stats().snapshot();
     let mut ticks = 0u64;
+    let mut status = StatusPacer::default();
     loop {
-        if let Some(vm) = take_abort_request(env.paths, rec.started_at) {
+        for vm in take_abort_requests(env.paths, rec.started_at) {
             (env.log)(&format!(
-                "abort requested{}: aborting in-flight migrations, starting no more",
-                vm.as_ref().map(|v| format!(" for {v}")).unwrap_or_default()
+                "abort requested{}: aborting {}, starting no more{}",
+                vm.as_ref().map(|v| format!(" for {v}")).unwrap_or_default(),
+                if vm.is_some() {
+                    "its migration"
+                } else {
+                    "in-flight migrations"
+                },
+                if vm.is_some() { " of it" } else { "" }
             ));
-            rec.aborted = vm.is_none();
-            obs.push(Observation::AbortRequested { vm });
+            inputs.push(Observation::AbortRequested { vm });
         }
         let now = now_ms();
-        let commands = rec.drain.step(now, &obs);
-        obs.clear();
-        persist_then_execute(env, journal, &rec, &compute, block, commands, &mut obs).await?;
-        if rec.drain.is_done() && obs.is_empty() {
-            break;
-        }
-        if !obs.is_empty() {
-            // Record the outcome of the calls at once (started after done).
-            let now = now_ms();
-            // A migration lookup right after the POST mostly finds nothing
-            // yet (the conductor creates the record after the 202); the next
-            // poll's list identifies it, and the planner asks again if not.
-            let more: Vec<Command> = rec
-                .drain
-                .step(now, &obs)
-                .into_iter()
-                .filter(|c| !matches!(c, Command::FindMigration { .. }))
-                .collect();
-            obs.clear();
-            persist_then_execute(env, journal, &rec, &compute, block, more, &mut obs).await?;
-            if rec.drain.is_done() && obs.is_empty() {
-                break;
+        for o in inputs.drain(..) {
+            match rec.drain.handle(now, &o) {
+                plan::Handled::Applied => {}
+                plan::Handled::Ignored(plan::Ignored::NoSuchVm(vm)) => (env.log)(&format!(
+                    "abort request for {} matches no instance of this run; ignored",
+                    crate::text::quoted(&vm, 64)
+                )),
+                plan::Handled::Ignored(why) => tracing::debug!("ignored {o:?}: {why:?}"),
             }
         }
-        tokio::time::sleep(poll).await;
-        ticks += 1;
-        observe(env, &compute, &rec.drain, &mut obs).await;
+        rec.aborted = rec.drain.abort_at.is_some();
+        let commands = rec.drain.poll(now);
+        status.update(env, &rec, now);
+        if commands.is_empty() {
+            if rec.drain.is_done() {
+                break;
+            }
+            // Never spin (a wake due now that produced nothing waits a
+            // little); never sleep past a tick (abort requests are read
+            // once per loop).
+            let at = rec.drain.poll_timeout(now).unwrap_or(now + tick);
+            let wait = at.saturating_sub(now).clamp(20, tick);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            continue;
+        }
+        ticks += commands
+            .iter()
+            .filter(|c| matches!(c, Command::ListMigrations { .. }))
+            .count() as u64;
+        persist_then_execute(env, journal, &rec, &compute, block, commands, &mut inputs).await?;
     }
     rec.ended_at = Some(now_ms());
     journal.store(&rec)?;
+    status.update(env, &rec, now_ms());
     let calls = env.os.session().stats().snapshot().since(&stats0);
     tracing::info!(
         "{}: {ticks} polls, {} API calls ({} authentications, {} refused with 401, {} retries): {}",
@@ -762,11 +778,47 @@ async fn drive(
     finish(env, rec).await
 }
 
+/// The workload status while the action runs (Juju runs one operation at
+/// a time per unit, so update-status waits behind the action): set when
+/// the summary changes, and at least once a minute.
+#[derive(Default)]
+struct StatusPacer {
+    last: Option<(String, Millis)>,
+}
+
+impl StatusPacer {
+    const EVERY_MS: Millis = 60_000;
+
+    fn update(&mut self, env: &Env<'_>, rec: &RunRecord, now: Millis) {
+        let line = if rec.ended_at.is_some() {
+            format!(
+                "{} {} ended: {}",
+                rec.kind.as_str(),
+                rec.host,
+                rec.drain.summary()
+            )
+        } else {
+            let verb = match rec.kind {
+                Kind::Evacuate => "evacuating",
+                Kind::MigrateVm => "migrating from",
+            };
+            format!("{verb} {}: {}", rec.host, rec.drain.summary())
+        };
+        let due = match &self.last {
+            Some((l, at)) => *l != line || now.saturating_sub(*at) >= Self::EVERY_MS,
+            None => true,
+        };
+        if due {
+            (env.status)(&line);
+            self.last = Some((line, now));
+        }
+    }
+}
+
 /// Writes the state (the intent of any start about to be sent), then runs
-/// the commands. Progress lines go out first, before the write: a kill
-/// then never falls between the intent and its POST because of the time the
-/// `action-log` calls take (an intent whose POST may not have been sent
-/// makes a resumed run wait `QUIET_MS` before it can start it again).
+/// the commands, in order. Progress lines go out first, before the write:
+/// a kill then never falls between the intent and its POST because of the
+/// time the `action-log` calls take.
 async fn persist_then_execute(
     env: &Env<'_>,
     journal: &Journal,
@@ -789,6 +841,27 @@ async fn persist_then_execute(
     Ok(())
 }
 
+/// A start's answer, as the core takes it (contract point 2).
+fn start_result(instance: &str, e: openstack::Error) -> StartResult {
+    if e.is_conflict() {
+        return StartResult::Conflict(e.message().unwrap_or("409").to_string());
+    }
+    if e.never_reached() {
+        // I5: provably not sent; the core retries it with back-off.
+        tracing::warn!("start of {instance} never reached Nova ({e})");
+        return StartResult::NotSent(e.to_string());
+    }
+    // The POST may have reached Nova (timeout, broken connection, 5xx), or
+    // was refused for now (429/503: e.g. a load balancer with no API worker
+    // up): Nova's state tells; if no migration shows up, the attempt fails
+    // after the idle grace and is retried per `retries`.
+    if e.is_ambiguous() || matches!(e.status().map(|s| s.as_u16()), Some(429 | 503)) {
+        tracing::warn!("start of {instance} ambiguous ({e}); checking Nova's state");
+        return StartResult::Accepted;
+    }
+    StartResult::Rejected(e.to_string())
+}
+
 async fn execute(
     env: &Env<'_>,
     compute: &openstack::Compute,
@@ -796,6 +869,18 @@ async fn execute(
     c: &Command,
     obs: &mut Vec<Observation>,
 ) {
+    let control = |instance: &str, command: plan::Control, r: openstack::Result<()>| match r {
+        Ok(()) => Observation::CommandDone {
+            instance: instance.to_string(),
+            command,
+        },
+        Err(e) => Observation::CommandFailed {
+            instance: instance.to_string(),
+            command,
+            gone: e.is_not_found(),
+            message: e.to_string(),
+        },
+    };
     match c {
         Command::Progress { line, .. } => {
             tracing::info!("{line}");
@@ -827,69 +912,88 @@ async fn execute(
                         },
                     )
                     .await
+                    .map(|_| ())
             } else {
-                compute.cold_migrate(instance, target.as_deref()).await
-            };
-            let result = match result {
-                Ok(_) => StartResult::Accepted,
-                Err(e) if e.is_conflict() => {
-                    StartResult::Conflict(e.message().unwrap_or("409").to_string())
-                }
-                // The POST may have reached Nova: treat it as accepted and let
-                // the migration lookup and the server state tell.
-                Err(e) if e.is_ambiguous() => {
-                    tracing::warn!("start of {instance} ambiguous ({e}); checking Nova's state");
-                    StartResult::Accepted
-                }
-                // Refused for now (429/503: e.g. a load balancer with no API
-                // worker up): transient, so not the instance's end. Taken the
-                // same way: if no migration shows up, the attempt fails after
-                // the idle grace and is retried per `retries`.
-                Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(429 | 503)) => {
-                    tracing::warn!(
-                        "start of {instance} refused for now ({e}); checking Nova's state"
-                    );
-                    StartResult::Accepted
-                }
-                Err(e) => StartResult::Rejected(e.to_string()),
+                compute
+                    .cold_migrate(instance, target.as_deref())
+                    .await
+                    .map(|_| ())
             };
             obs.push(Observation::Started {
                 instance: instance.clone(),
                 attempt: *attempt,
-                result,
+                result: match result {
+                    Ok(()) => StartResult::Accepted,
+                    Err(e) => start_result(instance, e),
+                },
             });
         }
-        Command::FindMigration { instance, since } => {
+        Command::ListMigrations { source, since } => {
             let filter = MigrationFilter {
-                instance_uuid: Some(instance.clone()),
-                max_results: Some(5),
+                source_compute: Some(source.clone()),
+                changes_since: Some(iso(*since)),
                 ..Default::default()
             };
-            match compute.migrations(&filter).await {
+            let ok = match compute.migrations(&filter).await {
                 Ok(list) => {
-                    // (The machine ignores an earlier attempt's migration.)
-                    if let Some(m) = find_attempt(&list, instance, *since, &[]) {
-                        obs.push(Observation::MigrationFound {
-                            instance: instance.clone(),
-                            migration_id: m.id.max(0) as u64,
-                        });
-                        obs.push(Observation::Migration {
-                            instance: instance.clone(),
-                            view: migration_view(m),
-                        });
-                    }
+                    obs.extend(list.iter().filter_map(|m| {
+                        Some(Observation::Migration {
+                            instance: m.instance_uuid.clone(),
+                            view: migration_view(m)?,
+                        })
+                    }));
+                    true
                 }
-                Err(e) => tracing::warn!("looking up the migration of {instance}: {e}"),
-            }
+                Err(e) => {
+                    tracing::warn!("listing migrations: {e}");
+                    false
+                }
+            };
+            obs.push(Observation::Listed { ok });
         }
+        Command::ReadProgress {
+            instance,
+            migration_id,
+        } => match compute
+            .server_migration(instance, migration_id.as_api())
+            .await
+        {
+            Ok(sm) => obs.push(Observation::Migration {
+                instance: instance.clone(),
+                view: MigrationView {
+                    id: *migration_id,
+                    status: MigrationStatus::parse(&sm.status),
+                    created_at: sm.created_at.as_deref().and_then(parse_iso),
+                    dest_compute: sm.dest_compute.clone(),
+                    memory_total_bytes: sm.memory_total_bytes,
+                    memory_processed_bytes: sm.memory_processed_bytes,
+                    memory_remaining_bytes: sm.memory_remaining_bytes,
+                    disk_total_bytes: sm.disk_total_bytes,
+                    disk_processed_bytes: sm.disk_processed_bytes,
+                    disk_remaining_bytes: sm.disk_remaining_bytes,
+                },
+            }),
+            // Ended since the list: the next list says how.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::debug!("progress of {instance}: {e}"),
+        },
+        Command::ReadServer { instance } => match compute.server(instance).await {
+            Ok(s) => obs.push(Observation::Server {
+                instance: instance.clone(),
+                view: server_view(&s),
+            }),
+            Err(e) if e.is_not_found() => obs.push(Observation::ServerGone {
+                instance: instance.clone(),
+            }),
+            Err(e) => tracing::warn!("reading server {instance}: {e}"),
+        },
         Command::ConfirmResize { instance } => {
-            if let Err(e) = compute.confirm_resize(instance).await {
-                obs.push(Observation::CommandFailed {
-                    instance: instance.clone(),
-                    command: "confirm-resize".into(),
-                    message: e.to_string(),
-                });
-            }
+            let r = compute.confirm_resize(instance).await;
+            obs.push(control(
+                instance,
+                plan::Control::ConfirmResize,
+                r.map(|_| ()),
+            ));
         }
         Command::ForceComplete {
             instance,
@@ -898,156 +1002,25 @@ async fn execute(
         } => {
             // The action log already has the planner's line with the name.
             tracing::info!("force-complete {instance} migration {migration_id}: {reason}");
-            if let Err(e) = compute.force_complete(instance, *migration_id as i64).await {
-                obs.push(Observation::CommandFailed {
-                    instance: instance.clone(),
-                    command: "force-complete".into(),
-                    message: e.to_string(),
-                });
-            }
+            let r = compute
+                .force_complete(instance, migration_id.as_api())
+                .await;
+            obs.push(control(
+                instance,
+                plan::Control::ForceComplete,
+                r.map(|_| ()),
+            ));
         }
         Command::Abort {
             instance,
             migration_id,
             reason,
         } => {
-            // The action log already has the planner's line with the name.
             tracing::info!("abort {instance} migration {migration_id}: {reason}");
-            if let Err(e) = compute
-                .abort_migration(instance, *migration_id as i64)
-                .await
-            {
-                obs.push(Observation::CommandFailed {
-                    instance: instance.clone(),
-                    command: "abort".into(),
-                    message: e.to_string(),
-                });
-            }
-        }
-    }
-}
-
-/// The migration of `instance` created by the attempt started at `since`
-/// (by Nova's clock, within `CLOCK_SKEW_MS`), other than earlier attempts'.
-fn find_attempt<'a>(
-    list: &'a [openstack::Migration],
-    instance: &str,
-    since: Millis,
-    past: &[u64],
-) -> Option<&'a openstack::Migration> {
-    let skew = plan::resume::CLOCK_SKEW_MS;
-    list.iter()
-        .filter(|m| m.instance_uuid == instance && !past.contains(&(m.id.max(0) as u64)))
-        .filter(|m| {
-            m.created_at
-                .as_deref()
-                .and_then(parse_iso)
-                .is_some_and(|t| t + skew >= since)
-        })
-        .max_by_key(|m| m.id)
-}
-
-/// One tick of observation.
-async fn observe(
-    _env: &Env<'_>,
-    compute: &openstack::Compute,
-    drain: &Drain,
-    obs: &mut Vec<Observation>,
-) {
-    let in_flight: Vec<&plan::InstanceRecord> =
-        drain.instances.iter().filter(|r| r.in_flight()).collect();
-    if in_flight.is_empty() {
-        return;
-    }
-    // Only migrations that can belong to an in-flight instance: updated at or
-    // after the earliest start (or record creation) among them, less the
-    // clock skew allowance. The list stays the size of the concurrency, not
-    // of the whole drain's history.
-    let floor = in_flight
-        .iter()
-        .filter_map(|r| match r.phase {
-            plan::Phase::Starting { since, .. } | plan::Phase::Started { since, .. } => Some(
-                r.track
-                    .migration
-                    .as_ref()
-                    .and_then(|m| m.created_at)
-                    .map_or(since, |c| c.min(since)),
-            ),
-            _ => None,
-        })
-        .min()
-        .unwrap_or(drain.created_at);
-    let changes_since = iso(floor.saturating_sub(plan::resume::CLOCK_SKEW_MS));
-    let list = match compute
-        .migrations(&MigrationFilter {
-            source_compute: Some(drain.source.clone()),
-            changes_since: Some(changes_since),
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!("listing migrations: {e}");
-            return;
-        }
-    };
-    for r in in_flight {
-        let (since, mut mid) = match r.phase {
-            plan::Phase::Started {
-                since,
-                migration_id,
-            } => (since, migration_id),
-            _ => continue,
-        };
-        if mid.is_none() {
-            // Not identified yet: the list shows it as soon as the conductor
-            // has created it (saves a lookup per instance).
-            if let Some(m) = find_attempt(&list, &r.id, since, &r.past_migrations) {
-                let id = m.id.max(0) as u64;
-                obs.push(Observation::MigrationFound {
-                    instance: r.id.clone(),
-                    migration_id: id,
-                });
-                mid = Some(id);
-            }
-        }
-        let mut need_server = true;
-        if let Some(mid) = mid
-            && let Some(m) = list.iter().find(|m| m.id.max(0) as u64 == mid)
-        {
-            let mut view = migration_view(m);
-            if view.status == MigrationStatus::Running && r.kind == MoveKind::Live {
-                match compute.server_migration(&r.id, mid as i64).await {
-                    Ok(sm) => {
-                        view.memory_total_bytes = sm.memory_total_bytes;
-                        view.memory_processed_bytes = sm.memory_processed_bytes;
-                        view.memory_remaining_bytes = sm.memory_remaining_bytes;
-                        view.disk_total_bytes = sm.disk_total_bytes;
-                        view.disk_processed_bytes = sm.disk_processed_bytes;
-                        view.disk_remaining_bytes = sm.disk_remaining_bytes;
-                    }
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => tracing::debug!("progress of {}: {e}", r.id),
-                }
-            }
-            // The server is read only when the migration has ended: to
-            // verify where the instance is (a cold migration's `finished`
-            // is the server's VERIFY_RESIZE, to be confirmed).
-            need_server = view.status.is_terminal();
-            obs.push(Observation::Migration {
-                instance: r.id.clone(),
-                view,
-            });
-        }
-        if need_server {
-            match compute.server(&r.id).await {
-                Ok(s) => obs.push(Observation::Server {
-                    instance: r.id.clone(),
-                    view: server_view(&s),
-                }),
-                Err(e) => tracing::debug!("server {}: {e}", r.id),
-            }
+            let r = compute
+                .abort_migration(instance, migration_id.as_api())
+                .await;
+            obs.push(control(instance, plan::Control::Abort, r.map(|_| ())));
         }
     }
 }

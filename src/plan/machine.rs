@@ -1,25 +1,55 @@
 //! The drain state machine.
 //!
 //! [`Drain`] is constructed from the plan entries to move, a [`Policy`] and
-//! `now`; the orchestrator then calls [`Drain::step`] once per poll with what
-//! it saw since the previous step and executes the returned [`Command`]s.
+//! `now`. Its surface is sans-I/O, in the manner of quinn-proto:
 //!
-//! Contract with the orchestrator:
-//! 1. After every `step`, **persist the state first** (it is the journal body,
-//!    `serde`), then execute the commands. A `StartLive`/`StartCold` is only
-//!    returned after the instance was put in [`Phase::Starting`] (the intent,
-//!    with its time), so a crash between the two leaves the intent on disk and
-//!    [`crate::plan::reconcile`] decides whether the POST happened.
-//! 2. Report every start as [`Observation::Started`] (202 → `Accepted`, 409 →
-//!    `Conflict`, other 4xx → `Rejected`; a timeout or broken connection,
-//!    429 and 500/502/503/504 → `Accepted`, Nova's state then tells); for
-//!    `FindMigration` report [`Observation::MigrationFound`] when
-//!    `/os-migrations?instance_uuid=` shows a live migration (or cold
-//!    `migration`) created at or after `since`.
-//! 3. Each tick, for every in-flight instance ([`Drain::in_flight_ids`]),
-//!    report the server view and the view of its migration (the record's
-//!    `migration_id`, learnt from `MigrationFound`, or one whose
-//!    `created_at` is at or after the intent; other views are ignored).
+//! * inputs go in through [`Drain::handle`] (one [`Observation`] at a time;
+//!   each is applied or explicitly [`Handled::Ignored`] with the reason);
+//! * [`Drain::poll`] takes every decision due at `now` and returns the
+//!   [`Command`]s to execute — the starts, the control calls, and the
+//!   look-ups it needs next (the migration list, a migration's progress, a
+//!   server). The driver executes every command it is given, in order,
+//!   and reports what came back as observations; it never filters them;
+//! * [`Drain::poll_timeout`] says when the core next needs to be polled
+//!   (the next tick, a back-off's end, or sooner when a running
+//!   migration's remaining memory is about to reach zero).
+//!
+//! [`Drain::step`] is `handle` for each input, then `poll`.
+//!
+//! Contract with the driver:
+//! 1. After every `poll`, **persist the state first** (it is the journal
+//!    body, `serde`), then execute the commands. A `StartLive`/`StartCold`
+//!    is only returned after the instance was put in [`Phase::Starting`]
+//!    (the intent, with its time), so a crash between the two leaves the
+//!    intent on disk and [`crate::plan::reconcile`] decides whether the POST
+//!    happened.
+//! 2. Report every start as [`Observation::Started`]: 202 → `Accepted`;
+//!    409 → `Conflict`; a request that provably never reached Nova
+//!    (connection refused, TLS handshake failed, no token) → `NotSent`; a
+//!    timeout, a broken connection, 429 and 5xx → `Accepted` (Nova's state
+//!    then tells); any other 4xx → `Rejected`.
+//! 3. `ListMigrations` → one [`Observation::Migration`] per record listed,
+//!    then [`Observation::Listed`] (also when the call failed).
+//!    `ReadServer` → `Server`, or `ServerGone` on 404. `ReadProgress` →
+//!    `Migration` with the progress fields. A control command →
+//!    `CommandDone` or `CommandFailed`.
+//!
+//! Invariants the machine owns (ARCHITECTURE.md, I1 and I2):
+//! * **Bounded.** Every phase has a bound: a start waits at most its
+//!   back-off; an accepted start with no migration and the server idle on
+//!   the source fails the attempt after the idle grace; a migration that
+//!   stays before `running` for [`STUCK_MS`] while none of ours runs is
+//!   aborted (or, where it cannot be, failed); an abort or force-complete
+//!   that Nova accepted and that does not end the migration within its
+//!   grace ends the instance with what is known; an instance deleted,
+//!   stopped or otherwise changed by someone else ends at once. An abort
+//!   request ends the run once Nova honours the cancels (a poll or two),
+//!   and at the latest [`ABORT_GRACE_MS`] after the request.
+//! * **Only what is here.** No start is issued unless the latest view of
+//!   the instance, at most one poll interval old (the plan's own listing,
+//!   or a `ReadServer` the machine asks for), shows it on this node, idle,
+//!   in the state it was planned in. An instance that left by other hands,
+//!   was deleted, or changed state, ends `skipped` with the reason.
 //!
 //! Decisions (all carry the numbers that triggered them, stored in the
 //! instance's `decisions` and echoed as a `Progress` line):
@@ -33,27 +63,46 @@
 //!   first seen `running` → `timeout_action`.
 //! * **Nova's timer**: Nova aborts (by default) after
 //!   `live_migration_completion_timeout` (800 s) × data GiB. We estimate it
-//!   conservatively (RAM only, floored at 2 GiB: the real timer also counts
-//!   block-migrated disks, so it can only be later) from the first time the
+//!   conservatively (RAM only, floored at 2 GiB) from the first time the
 //!   migration is seen running. When our decision would be force-complete
-//!   (`timeout_action = force-complete`, or progress ≥ `force_complete_at`) we
-//!   take it at the latest `2 × poll interval + 10 s` before that estimate,
-//!   so Nova's abort never pre-empts it. When our decision would be abort,
-//!   we leave it to Nova (SPEC: `migration-timeout 0 = leave it to Nova`).
-//! * **409 on start** (`task_state` conflict): retried after
-//!   `conflict_backoff_ms × 2^(n-1)` capped at 120 s, at most
-//!   `conflict_retries` times, then `failed`.
+//!   we take it at the latest `2 × poll interval + 10 s` before that
+//!   estimate, so Nova's abort never pre-empts it. When our decision would
+//!   be abort, we leave it to Nova (SPEC: `migration-timeout 0`).
+//! * **409 on start, or a start that never reached Nova**: retried after
+//!   `conflict_backoff_ms × 2^(n-1)` capped at 120 s — a 409 at most
+//!   `conflict_retries` times; a start that never reached Nova within
+//!   `retries` (it uses the same budget as a failed attempt, but is
+//!   counted apart: `unsent`).
 //! * **Retries**: an attempt that ends with the server idle on the source
-//!   (migration `failed`/`error`/`cancelled`, or `completed` while the server
-//!   is still on the source — a known Nova failure mode) is retried up to
-//!   `retries` times; an instance left in ERROR is `failed`, never retried.
+//!   (migration `failed`/`error`/`cancelled`, or `completed` while the
+//!   server is still on the source — a known Nova failure mode) is retried
+//!   up to `retries` times; an instance left in ERROR is `failed`, never
+//!   retried.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use super::preflight::{Action, PlanEntry};
+pub use super::types::{
+    CLOCK_SKEW_MS, Destination, MigrationId, MigrationStatus, MigrationView, ServerView, VmState,
+    owned_by_attempt,
+};
 use super::{InstanceId, Millis};
+
+/// A migration that stays accepted/queued/preparing this long, while none
+/// of this drain's migrations is running, is stuck.
+pub const STUCK_MS: Millis = 600_000;
+/// How long an accepted abort, or an operator's abort request, may take to
+/// end a migration before the instance is ended with what is known.
+pub const ABORT_GRACE_MS: Millis = 30_000;
+/// How long a force-completed migration may take to complete before it is
+/// aborted (where it can be).
+pub const FORCE_GRACE_MS: Millis = 120_000;
+/// Refusals of an abort or a confirm before the machine stops asking.
+pub const CONTROL_RETRIES: u32 = 3;
+/// Soonest re-poll when a running migration is about to complete.
+pub const MIN_WAKE_MS: Millis = 250;
 
 /// `timeout-action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +176,10 @@ impl Policy {
     fn max_concurrent(&self) -> usize {
         self.max_concurrent.max(1) as usize
     }
+    /// The tick: how often the in-flight migrations are looked at.
+    pub fn interval_ms(&self) -> u64 {
+        self.poll_interval_ms.max(100)
+    }
     /// Grace before concluding that an accepted start led nowhere.
     fn idle_grace_ms(&self) -> u64 {
         (3 * self.poll_interval_ms).max(30_000)
@@ -160,6 +213,16 @@ pub enum MoveKind {
     Cold,
 }
 
+impl MoveKind {
+    /// The state the instance was planned in is still its state.
+    fn planned_state(self, s: &VmState) -> bool {
+        match self {
+            MoveKind::Live => s.is_live(),
+            MoveKind::Cold => *s == VmState::Stopped,
+        }
+    }
+}
+
 /// Final result of one instance in the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -170,6 +233,9 @@ pub enum Outcome {
     Aborted,
     /// Not started because the run stopped.
     Pending,
+    /// Left alone because someone else deleted, moved or changed it (the
+    /// record's `error` says what was seen).
+    Skipped,
 }
 
 /// Where one instance is.
@@ -191,145 +257,47 @@ pub enum Phase {
     /// Nova accepted the start at `since` (202); migration id when known.
     Started {
         since: Millis,
-        migration_id: Option<u64>,
+        migration_id: Option<MigrationId>,
     },
     Done {
         outcome: Outcome,
     },
 }
 
-/// Nova's migration status (live and cold).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "String", into = "String")]
-pub enum MigrationStatus {
-    Accepted,
-    Queued,
-    Preparing,
-    Running,
-    RunningPostCopy,
-    PostMigrating,
-    Completed,
-    Failed,
-    Error,
-    Cancelled,
-    /// Anything else (cold-migration statuses such as `migrating`,
-    /// `finished`, `confirmed`, `reverted`…).
-    Other(String),
-}
-
-impl From<String> for MigrationStatus {
-    fn from(s: String) -> Self {
-        match s.as_str() {
-            "accepted" => Self::Accepted,
-            "queued" => Self::Queued,
-            "preparing" => Self::Preparing,
-            "running" => Self::Running,
-            "running (post-copy)" => Self::RunningPostCopy,
-            "post-migrating" => Self::PostMigrating,
-            "completed" => Self::Completed,
-            "failed" => Self::Failed,
-            "error" => Self::Error,
-            "cancelled" => Self::Cancelled,
-            _ => Self::Other(s),
-        }
-    }
-}
-
-impl From<MigrationStatus> for String {
-    fn from(s: MigrationStatus) -> String {
-        s.as_str().to_string()
-    }
-}
-
-impl MigrationStatus {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Accepted => "accepted",
-            Self::Queued => "queued",
-            Self::Preparing => "preparing",
-            Self::Running => "running",
-            Self::RunningPostCopy => "running (post-copy)",
-            Self::PostMigrating => "post-migrating",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Error => "error",
-            Self::Cancelled => "cancelled",
-            Self::Other(s) => s,
-        }
-    }
-    /// No further change will happen to this migration.
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::Failed | Self::Error | Self::Cancelled
-        ) || matches!(self, Self::Other(s) if matches!(s.as_str(), "confirmed" | "reverted" | "finished" | "done"))
-    }
-    /// Ended without moving the instance.
-    pub fn is_failure(&self) -> bool {
-        matches!(self, Self::Failed | Self::Error | Self::Cancelled)
-            || matches!(self, Self::Other(s) if s == "reverted")
-    }
-}
-
-/// What the server looks like now (`GET /servers/{id}`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerView {
-    pub host: String,
-    pub status: String,
-    pub vm_state: String,
-    pub task_state: Option<String>,
-    /// Instance fault message (shown when status is ERROR).
-    pub fault: Option<String>,
-}
-
-impl ServerView {
-    fn idle(&self) -> bool {
-        self.task_state.is_none()
-    }
-}
-
-/// The latest migration record of the instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MigrationView {
-    pub id: u64,
-    pub status: MigrationStatus,
-    /// `created_at` (ms since the epoch) when known: a view of a not yet
-    /// identified migration is taken as this attempt's only when created at
-    /// or after the start intent.
-    #[serde(default)]
-    pub created_at: Option<Millis>,
-    pub dest_compute: Option<String>,
-    pub memory_total_bytes: Option<u64>,
-    pub memory_processed_bytes: Option<u64>,
-    pub memory_remaining_bytes: Option<u64>,
-    pub disk_total_bytes: Option<u64>,
-    pub disk_processed_bytes: Option<u64>,
-    pub disk_remaining_bytes: Option<u64>,
-}
-
-impl MigrationView {
-    /// Nova's progress: `100 - round(remaining*100/total)` (memory only).
-    pub fn percent(&self) -> Option<u8> {
-        let total = self.memory_total_bytes.filter(|t| *t > 0)?;
-        let rem = self.memory_remaining_bytes?.min(total);
-        let p = 100.0 - (rem as f64 * 100.0 / total as f64).round();
-        Some(p.clamp(0.0, 100.0) as u8)
-    }
-}
-
 /// Result of a start command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "message", rename_all = "lowercase")]
+#[serde(tag = "kind", content = "message", rename_all = "kebab-case")]
 pub enum StartResult {
-    /// 202.
+    /// 202 (or an answer that leaves it open: Nova's state tells).
     Accepted,
     /// 409 (task_state / vm_state conflict): retried with back-off.
     Conflict(String),
+    /// Provably never reached Nova (I5): retried with back-off.
+    NotSent(String),
     /// Any other refusal (400, 403, 404…): the instance fails.
     Rejected(String),
 }
 
-/// What the orchestrator saw since the last step.
+/// A control call on one instance's migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Control {
+    ConfirmResize,
+    ForceComplete,
+    Abort,
+}
+
+impl Control {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Control::ConfirmResize => "confirm-resize",
+            Control::ForceComplete => "force-complete",
+            Control::Abort => "abort",
+        }
+    }
+}
+
+/// What the driver saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Observation {
@@ -338,30 +306,81 @@ pub enum Observation {
         attempt: u32,
         result: StartResult,
     },
+    /// The migration of the instance's current attempt is this one.
     MigrationFound {
         instance: InstanceId,
-        migration_id: u64,
+        migration_id: MigrationId,
     },
     Server {
         instance: InstanceId,
         view: ServerView,
     },
+    /// `GET /servers/{id}` answered 404.
+    ServerGone { instance: InstanceId },
+    /// One migration record (from the list, or with progress).
     Migration {
         instance: InstanceId,
         view: MigrationView,
     },
-    /// A `ForceComplete`, `Abort` or `ConfirmResize` was refused.
+    /// A `ListMigrations` was carried out (`ok: false`: the call failed).
+    Listed { ok: bool },
+    CommandDone {
+        instance: InstanceId,
+        command: Control,
+    },
+    /// A control command was refused (`gone`: its migration is no more, 404).
     CommandFailed {
         instance: InstanceId,
-        command: String,
+        command: Control,
         message: String,
+        #[serde(default)]
+        gone: bool,
     },
-    /// `nova-live-migration abort [--vm X]`: abort in-flight migrations (or
-    /// only X), start no more.
+    /// `nova-live-migration abort [--vm X]`: abort the in-flight migrations
+    /// and start no more (or only X: abort it, or leave it unstarted).
     AbortRequested { vm: Option<String> },
 }
 
-/// What the orchestrator must do.
+impl Observation {
+    fn instance(&self) -> Option<&str> {
+        match self {
+            Observation::Started { instance, .. }
+            | Observation::MigrationFound { instance, .. }
+            | Observation::Server { instance, .. }
+            | Observation::ServerGone { instance }
+            | Observation::Migration { instance, .. }
+            | Observation::CommandDone { instance, .. }
+            | Observation::CommandFailed { instance, .. } => Some(instance),
+            Observation::Listed { .. } | Observation::AbortRequested { .. } => None,
+        }
+    }
+}
+
+/// Why an observation changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ignored {
+    /// No instance of this drain has that id.
+    UnknownInstance,
+    /// The instance already has its result.
+    Finished,
+    /// A start result for another attempt than the one in flight.
+    NotThisAttempt,
+    /// A migration record of an earlier attempt, or not created by this one.
+    NotThisMigration,
+    /// The instance is not in a phase this input is about.
+    WrongPhase,
+    /// An abort request naming no instance of this run.
+    NoSuchVm(String),
+}
+
+/// The outcome of [`Drain::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    Applied,
+    Ignored(Ignored),
+}
+
+/// What the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Command {
@@ -375,23 +394,32 @@ pub enum Command {
         attempt: u32,
         target: Option<String>,
     },
-    /// Find the migration created at or after `since` via
-    /// `/os-migrations?instance_uuid=`.
-    FindMigration {
-        instance: InstanceId,
+    /// `GET /os-migrations?source_compute=<source>&changes-since=<since>`
+    /// (ms; the driver formats it).
+    ListMigrations {
+        source: String,
         since: Millis,
+    },
+    /// `GET /servers/{id}/migrations/{mid}` (progress of a live migration).
+    ReadProgress {
+        instance: InstanceId,
+        migration_id: MigrationId,
+    },
+    /// `GET /servers/{id}`.
+    ReadServer {
+        instance: InstanceId,
     },
     ConfirmResize {
         instance: InstanceId,
     },
     ForceComplete {
         instance: InstanceId,
-        migration_id: u64,
+        migration_id: MigrationId,
         reason: String,
     },
     Abort {
         instance: InstanceId,
-        migration_id: u64,
+        migration_id: MigrationId,
         reason: String,
     },
     /// One `action-log` line (emitted only when it changed).
@@ -405,13 +433,44 @@ pub enum Command {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Track {
     pub server: Option<ServerView>,
+    /// When `server` was read.
+    #[serde(default)]
+    pub server_at: Option<Millis>,
+    /// A `ReadServer` was asked for at this time and not yet answered.
+    #[serde(default)]
+    pub server_asked: Option<Millis>,
+    /// A `ReadProgress` was asked for at this time.
+    #[serde(default)]
+    pub progress_asked: Option<Millis>,
     pub migration: Option<MigrationView>,
+    /// When the migration's status last changed.
+    #[serde(default)]
+    pub status_since: Option<Millis>,
     pub running_since: Option<Millis>,
     pub best_remaining: Option<u64>,
     pub progress_at: Option<Millis>,
+    /// The previous progress sample: (time, remaining bytes).
+    #[serde(default)]
+    pub sample: Option<(Millis, u64)>,
+    /// When the machine next wants a look (a migration about to complete).
+    #[serde(default)]
+    pub wake_at: Option<Millis>,
     pub idle_since: Option<Millis>,
+    /// Force-complete asked (`force_completed`) and when Nova accepted it.
     pub force_completed: bool,
-    pub abort_sent: bool,
+    #[serde(default)]
+    pub force_accepted_at: Option<Millis>,
+    /// An abort was sent and not yet answered.
+    #[serde(default)]
+    pub abort_pending: bool,
+    /// Nova accepted the abort at this time.
+    #[serde(default)]
+    pub abort_accepted_at: Option<Millis>,
+    #[serde(default)]
+    pub abort_failures: u32,
+    /// Why the abort was sent (the operator, a stall, a timeout…).
+    #[serde(default)]
+    pub abort_reason: Option<String>,
     pub confirm_sent: bool,
     pub confirm_failures: u32,
     /// One-shot notes already emitted.
@@ -434,16 +493,27 @@ pub struct InstanceRecord {
     pub attempts: u32,
     /// Consecutive 409s on start.
     pub conflicts: u32,
+    /// Starts that never reached Nova (I5), counted apart from attempts.
+    #[serde(default)]
+    pub unsent: u32,
+    /// When the instance was last seen where and as the plan saw it (the
+    /// plan's own listing at first): a start needs a view of the same
+    /// instant (I2).
+    #[serde(default)]
+    pub seen_at: Option<Millis>,
     pub first_started_at: Option<Millis>,
     pub ended_at: Option<Millis>,
     pub destination: Option<String>,
-    pub migration_id: Option<u64>,
+    pub migration_id: Option<MigrationId>,
     /// Migrations of earlier, failed attempts (ignored when seen again).
-    pub past_migrations: Vec<u64>,
+    pub past_migrations: Vec<MigrationId>,
     pub error: Option<String>,
     /// Every decision taken, with the numbers behind it.
     pub decisions: Vec<String>,
     pub abort_requested: bool,
+    /// When the operator's abort of it (or of the whole run) was taken.
+    #[serde(default)]
+    pub abort_requested_at: Option<Millis>,
     #[serde(default)]
     pub track: Track,
     #[serde(default)]
@@ -465,6 +535,34 @@ impl InstanceRecord {
     pub fn duration_s(&self) -> Option<f64> {
         Some((self.ended_at?.saturating_sub(self.first_started_at?)) as f64 / 1000.0)
     }
+    /// Its migration is copying memory (or in post-copy).
+    fn running(&self) -> bool {
+        matches!(self.phase, Phase::Started { .. })
+            && self.track.migration.as_ref().is_some_and(|m| {
+                matches!(
+                    m.status,
+                    MigrationStatus::Running | MigrationStatus::RunningPostCopy
+                )
+            })
+    }
+    fn destination_label(&self) -> String {
+        self.destination
+            .clone()
+            .or_else(|| self.target.clone())
+            .unwrap_or_else(|| "scheduler".into())
+    }
+}
+
+/// What an operator's abort of an interrupted run (no process watching it)
+/// learnt about one in-flight instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AbortFact {
+    /// Its migration was aborted now.
+    Aborted,
+    /// It cannot be aborted (post-copy, finishing): it ends on its own.
+    StillMoving,
+    /// No migration in progress: the server is on this host (`None`: gone).
+    At(Option<String>),
 }
 
 /// The drain: serialisable state of one evacuation / migrate-vm.
@@ -476,6 +574,20 @@ pub struct Drain {
     pub instances: Vec<InstanceRecord>,
     /// Abort requested: start no more.
     pub stop_starting: bool,
+    /// When the operator's abort of the whole run was taken.
+    #[serde(default)]
+    pub abort_at: Option<Millis>,
+    /// When the migrations were last listed (asked), and answered.
+    #[serde(default)]
+    pub list_asked: Option<Millis>,
+    #[serde(default)]
+    pub listed_at: Option<Millis>,
+    /// When a list last succeeded (evidence for the "no record" bound).
+    #[serde(default)]
+    pub listed_ok_at: Option<Millis>,
+    /// Lines produced by [`Drain::handle`], given out by the next poll.
+    #[serde(skip)]
+    pub held: Vec<Command>,
 }
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -494,8 +606,23 @@ fn mib(b: u64) -> String {
     format!("{:.0} MiB", b as f64 / MIB)
 }
 
+/// What `evaluate` needs of the drain beside the record.
+struct Ctx<'a> {
+    source: &'a str,
+    policy: &'a Policy,
+    total: usize,
+    now: Millis,
+    /// Another of this drain's migrations is running.
+    others_running: bool,
+    /// When the migrations were last listed successfully.
+    listed_ok_at: Option<Millis>,
+    /// When the operator's abort of the whole run was taken.
+    run_abort_at: Option<Millis>,
+}
+
 impl Drain {
-    /// A drain of `entries` (the moving ones are kept, in order).
+    /// A drain of `entries` (the moving ones are kept, in order). The plan's
+    /// listing at `now` is the first view of each instance.
     pub fn new<'a>(
         source: &str,
         entries: impl IntoIterator<Item = &'a PlanEntry>,
@@ -516,10 +643,12 @@ impl Drain {
                 },
                 index: i + 1,
                 ram_mb: e.ram_mb,
-                target: (e.destination != "scheduler").then(|| e.destination.clone()),
+                target: e.target_host().map(str::to_string),
                 phase: Phase::Pending,
                 attempts: 0,
                 conflicts: 0,
+                unsent: 0,
+                seen_at: Some(now),
                 first_started_at: None,
                 ended_at: None,
                 destination: None,
@@ -528,6 +657,7 @@ impl Drain {
                 error: None,
                 decisions: vec![],
                 abort_requested: false,
+                abort_requested_at: None,
                 track: Track::default(),
                 last_line: None,
             })
@@ -538,6 +668,11 @@ impl Drain {
             created_at: now,
             instances,
             stop_starting: false,
+            abort_at: None,
+            list_asked: None,
+            listed_at: None,
+            listed_ok_at: None,
+            held: Vec::new(),
         }
     }
 
@@ -549,7 +684,7 @@ impl Drain {
         self.instances.iter().filter(|r| r.in_flight()).count()
     }
 
-    /// Instances whose server and migration the orchestrator must watch.
+    /// Instances whose migration may be in flight.
     pub fn in_flight_ids(&self) -> Vec<InstanceId> {
         self.instances
             .iter()
@@ -566,28 +701,252 @@ impl Drain {
         self.instances.len()
     }
 
-    /// Advance: apply `obs`, then decide. Persist the state, then execute
-    /// the commands.
+    /// `7/12 moved, 2 running, 1 failed` — the workload status of a drain.
+    pub fn summary(&self) -> String {
+        let (mut moved, mut failed, mut aborted, mut skipped) = (0, 0, 0, 0);
+        for r in &self.instances {
+            match r.outcome() {
+                Some(Outcome::Migrated | Outcome::ColdMigrated) => moved += 1,
+                Some(Outcome::Failed) => failed += 1,
+                Some(Outcome::Aborted | Outcome::Pending) => aborted += 1,
+                Some(Outcome::Skipped) => skipped += 1,
+                None => {}
+            }
+        }
+        let mut s = format!(
+            "{moved}/{} moved, {} in flight",
+            self.total(),
+            self.in_flight()
+        );
+        for (n, what) in [
+            (failed, "failed"),
+            (aborted, "aborted"),
+            (skipped, "skipped"),
+        ] {
+            if n > 0 {
+                s.push_str(&format!(", {n} {what}"));
+            }
+        }
+        s
+    }
+
+    /// Applies every input, then [`Drain::poll`].
     pub fn step(&mut self, now: Millis, obs: &[Observation]) -> Vec<Command> {
         let mut out = Vec::new();
         for o in obs {
-            self.apply(now, o, &mut out);
+            self.handle_into(now, o, &mut out);
+        }
+        out.extend(self.poll(now));
+        out
+    }
+
+    /// Applies one input. Lines it produces (e.g. a 409's back-off) come
+    /// out of the next [`Drain::poll`].
+    pub fn handle(&mut self, now: Millis, o: &Observation) -> Handled {
+        let mut out = Vec::new();
+        let h = self.handle_into(now, o, &mut out);
+        self.held.extend(out);
+        h
+    }
+
+    fn handle_into(&mut self, now: Millis, o: &Observation, out: &mut Vec<Command>) -> Handled {
+        use Handled::{Applied, Ignored as No};
+        match o {
+            Observation::AbortRequested { vm } => return self.abort_requested(now, vm.as_deref()),
+            Observation::Listed { ok } => {
+                self.listed_at = Some(now);
+                if *ok {
+                    self.listed_ok_at = Some(now);
+                }
+                return Applied;
+            }
+            _ => {}
         }
         let total = self.total();
-        let source = self.source.clone();
         let policy = self.policy.clone();
-        for r in &mut self.instances {
+        let source = self.source.clone();
+        let id = o.instance().unwrap_or_default();
+        let Some(r) = self.instances.iter_mut().find(|r| r.id == id) else {
+            return No(Ignored::UnknownInstance);
+        };
+        if r.outcome().is_some() {
+            return No(Ignored::Finished);
+        }
+        match o {
+            Observation::AbortRequested { .. } | Observation::Listed { .. } => unreachable!(),
+            Observation::Started {
+                attempt, result, ..
+            } => {
+                let Phase::Starting { since, attempt: a } = r.phase else {
+                    return No(Ignored::WrongPhase);
+                };
+                if a != *attempt {
+                    return No(Ignored::NotThisAttempt);
+                }
+                start_result(r, since, a, result, &policy, now, total, out);
+                if matches!(result, StartResult::Accepted) && self.list_asked.is_none() {
+                    // The record appears after the 202: list a tick later.
+                    self.list_asked = Some(now);
+                }
+            }
+            Observation::MigrationFound { migration_id, .. } => {
+                if r.past_migrations.contains(migration_id) {
+                    return No(Ignored::NotThisMigration);
+                }
+                let Phase::Started {
+                    migration_id: m @ None,
+                    ..
+                } = &mut r.phase
+                else {
+                    return No(Ignored::WrongPhase);
+                };
+                *m = Some(*migration_id);
+                r.migration_id = Some(*migration_id);
+            }
+            Observation::Server { view, .. } => {
+                r.track.server = Some(view.clone());
+                r.track.server_at = Some(now);
+                r.track.server_asked = None;
+                if matches!(r.phase, Phase::Pending | Phase::Waiting { .. }) {
+                    // I2: still where and as the plan saw it?
+                    check_before_start(r, view, &source, now, total, out);
+                }
+            }
+            Observation::ServerGone { .. } => {
+                let e = if r.in_flight() {
+                    "the server was deleted during its migration (GET /servers/{id} → 404)"
+                } else {
+                    "the server was deleted before its turn (GET /servers/{id} → 404)"
+                };
+                finish(r, Outcome::Skipped, now, Some(e.into()), total, out);
+            }
+            Observation::Migration { view, .. } => {
+                if r.past_migrations.contains(&view.id) {
+                    return No(Ignored::NotThisMigration);
+                }
+                let Phase::Started {
+                    since,
+                    migration_id,
+                } = r.phase
+                else {
+                    return No(Ignored::WrongPhase);
+                };
+                match migration_id {
+                    Some(m) if m == view.id => {}
+                    Some(_) => return No(Ignored::NotThisMigration),
+                    None if owned_by_attempt(
+                        view.created_at,
+                        since,
+                        view.id,
+                        &r.past_migrations,
+                        &view.status,
+                    ) =>
+                    {
+                        r.phase = Phase::Started {
+                            since,
+                            migration_id: Some(view.id),
+                        };
+                        r.migration_id = Some(view.id);
+                    }
+                    None => return No(Ignored::NotThisMigration),
+                }
+                let mut view = view.clone();
+                // A list entry carries no progress: keep the last sample's.
+                if let Some(prev) = &r.track.migration
+                    && prev.id == view.id
+                {
+                    if prev.status != view.status {
+                        r.track.status_since = Some(now);
+                    }
+                    if view.memory_total_bytes.is_none() && prev.status == view.status {
+                        view.memory_total_bytes = prev.memory_total_bytes;
+                        view.memory_processed_bytes = prev.memory_processed_bytes;
+                        view.memory_remaining_bytes = prev.memory_remaining_bytes;
+                        view.disk_total_bytes = prev.disk_total_bytes;
+                        view.disk_processed_bytes = prev.disk_processed_bytes;
+                        view.disk_remaining_bytes = prev.disk_remaining_bytes;
+                    }
+                } else {
+                    r.track.status_since = Some(now);
+                }
+                r.track.migration = Some(view);
+            }
+            Observation::CommandDone { command, .. } => match command {
+                Control::Abort => {
+                    r.track.abort_pending = false;
+                    r.track.abort_accepted_at.get_or_insert(now);
+                }
+                Control::ForceComplete => {
+                    r.track.force_accepted_at.get_or_insert(now);
+                }
+                Control::ConfirmResize => {}
+            },
+            Observation::CommandFailed {
+                command,
+                message,
+                gone,
+                ..
+            } => command_failed(r, *command, message, *gone, now, total, out),
+        }
+        Applied
+    }
+
+    /// The operator's abort (all, or one instance by name or id).
+    fn abort_requested(&mut self, now: Millis, vm: Option<&str>) -> Handled {
+        let total = self.total();
+        let hit = |r: &InstanceRecord| vm.is_none_or(|v| v == r.id || v == r.name);
+        if !self.instances.iter().any(hit) {
+            return Handled::Ignored(Ignored::NoSuchVm(vm.unwrap_or_default().to_string()));
+        }
+        if vm.is_none() {
+            self.stop_starting = true;
+            self.abort_at.get_or_insert(now);
+        }
+        let mut out = Vec::new();
+        for r in self.instances.iter_mut().filter(|r| hit(r)) {
+            if r.outcome().is_some() || r.abort_requested {
+                continue;
+            }
+            r.abort_requested = true;
+            r.abort_requested_at = Some(now);
+            r.decisions.push("abort requested by the operator".into());
+            if vm.is_some() && matches!(r.phase, Phase::Pending | Phase::Waiting { .. }) {
+                let e = "not started: abort requested by the operator".to_string();
+                finish(r, Outcome::Aborted, now, Some(e), total, &mut out);
+            }
+        }
+        self.held.extend(out);
+        Handled::Applied
+    }
+
+    /// Every decision due at `now`, then the look-ups the machine needs.
+    pub fn poll(&mut self, now: Millis) -> Vec<Command> {
+        let mut out = std::mem::take(&mut self.held);
+        let total = self.total();
+        let policy = self.policy.clone();
+        let source = self.source.clone();
+        let running: Vec<bool> = self.instances.iter().map(|r| r.running()).collect();
+        for (i, r) in self.instances.iter_mut().enumerate() {
             if matches!(r.phase, Phase::Started { .. }) {
-                evaluate(r, &source, &policy, total, now, &mut out);
+                let ctx = Ctx {
+                    source: &source,
+                    policy: &policy,
+                    total,
+                    now,
+                    others_running: running.iter().enumerate().any(|(j, x)| *x && j != i),
+                    listed_ok_at: self.listed_ok_at,
+                    run_abort_at: self.abort_at,
+                };
+                evaluate(r, &ctx, &mut out);
             }
         }
         if self.stop_starting {
             for r in &mut self.instances {
                 if matches!(r.phase, Phase::Pending | Phase::Waiting { .. }) {
-                    r.decisions
-                        .push("not started: the run was aborted".to_string());
+                    let e = "not started: the run was aborted".to_string();
+                    r.decisions.push(e.clone());
                     if r.error.is_none() {
-                        r.error = Some("not started: the run was aborted".into());
+                        r.error = Some(e);
                     }
                     r.phase = Phase::Done {
                         outcome: Outcome::Pending,
@@ -598,33 +957,112 @@ impl Drain {
         } else {
             self.start_next(now, &mut out);
         }
+        self.lookups(now, &mut out);
         out
+    }
+
+    /// When the machine next needs [`Drain::poll`]: `None` when it is done.
+    pub fn poll_timeout(&self, now: Millis) -> Option<Millis> {
+        if self.is_done() {
+            return None;
+        }
+        if !self.held.is_empty() {
+            return Some(now);
+        }
+        let tick = self.policy.interval_ms();
+        let mut at = Millis::MAX;
+        if self
+            .instances
+            .iter()
+            .any(|r| matches!(r.phase, Phase::Started { .. }))
+        {
+            at = at.min(self.list_asked.map_or(now, |t| t + tick));
+        }
+        let free = self.in_flight() < self.policy.max_concurrent() && !self.stop_starting;
+        for r in &self.instances {
+            match r.phase {
+                Phase::Waiting { until } if until > now => at = at.min(until),
+                Phase::Pending | Phase::Waiting { .. } if free => {
+                    // Startable now, or once its server read is answered
+                    // (or asked again).
+                    let fresh = r.seen_at == Some(now);
+                    let asked = r
+                        .track
+                        .server_asked
+                        .filter(|t| now.saturating_sub(*t) < tick);
+                    at = at.min(match (fresh, asked) {
+                        (false, Some(t)) => t + tick,
+                        _ => now,
+                    });
+                }
+                _ => {}
+            }
+            if let Some(w) = r.track.wake_at {
+                at = at.min(w);
+            }
+        }
+        // Nothing scheduled (e.g. a start whose result is outstanding): the
+        // next tick at the latest.
+        Some(if at == Millis::MAX {
+            now + tick
+        } else {
+            at.max(now)
+        })
     }
 
     fn start_next(&mut self, now: Millis, out: &mut Vec<Command>) {
         let total = self.total();
-        while self.in_flight() < self.policy.max_concurrent() {
-            let Some(r) = self.instances.iter_mut().find(|r| match r.phase {
+        let fresh = self.policy.interval_ms();
+        let mut free = self
+            .policy
+            .max_concurrent()
+            .saturating_sub(self.in_flight());
+        for r in self.instances.iter_mut() {
+            if free == 0 {
+                break;
+            }
+            let due = match r.phase {
                 Phase::Pending => true,
                 Phase::Waiting { until } => until <= now,
                 _ => false,
-            }) else {
-                break;
             };
-            let attempt = r.attempts + 1;
+            if !due {
+                continue;
+            }
+            // I2: only on a view of this very instant (a read answered in
+            // this round of the driver) showing it here, idle, as planned
+            // (check_before_start ended or delayed it otherwise).
+            if r.seen_at != Some(now) {
+                if r.track
+                    .server_asked
+                    .is_none_or(|t| now.saturating_sub(t) >= fresh)
+                {
+                    r.track.server_asked = Some(now);
+                    out.push(Command::ReadServer {
+                        instance: r.id.clone(),
+                    });
+                }
+                free -= 1;
+                continue;
+            }
+            free -= 1;
+            let attempt = r.attempts + r.unsent + 1;
             r.phase = Phase::Starting {
                 since: now,
                 attempt,
             };
             r.track = Track::default();
-            let dest = r.target.clone().unwrap_or_else(|| "scheduler".into());
             let what = match r.kind {
                 MoveKind::Live => "starting live migration",
                 MoveKind::Cold => "starting cold migration",
             };
             let line = format!(
                 "[{}/{}] {} → {} {} (attempt {attempt})",
-                r.index, total, r.name, dest, what
+                r.index,
+                total,
+                r.name,
+                r.destination_label(),
+                what
             );
             progress(r, line, out);
             out.push(match r.kind {
@@ -642,148 +1080,312 @@ impl Drain {
         }
     }
 
-    fn apply(&mut self, now: Millis, o: &Observation, out: &mut Vec<Command>) {
-        let total = self.total();
-        let policy = self.policy.clone();
-        let find = |d: &mut Drain, id: &str| d.instances.iter().position(|r| r.id == id);
-        match o {
-            Observation::AbortRequested { vm } => {
-                self.stop_starting = true;
-                for r in &mut self.instances {
-                    let hit = vm.as_ref().is_none_or(|v| v == &r.id || v == &r.name);
-                    if hit && r.outcome().is_none() && !r.abort_requested {
-                        r.abort_requested = true;
-                        r.decisions.push("abort requested by the operator".into());
-                    }
-                }
+    /// The look-ups of this tick: one list of the source's migrations when
+    /// anything is started; the progress of each running live migration;
+    /// the server of each started instance whose migration is unknown or
+    /// has ended (once per list).
+    fn lookups(&mut self, now: Millis, out: &mut Vec<Command>) {
+        let tick = self.policy.interval_ms();
+        let started: Vec<usize> = (0..self.instances.len())
+            .filter(|&i| matches!(self.instances[i].phase, Phase::Started { .. }))
+            .collect();
+        if started.is_empty() {
+            return;
+        }
+        let woken = started
+            .iter()
+            .any(|&i| self.instances[i].track.wake_at.is_some_and(|w| w <= now));
+        let due = self.list_asked.is_none_or(|t| now >= t + tick) || woken;
+        if due {
+            self.list_asked = Some(now);
+            let floor = started
+                .iter()
+                .filter_map(|&i| match self.instances[i].phase {
+                    Phase::Started { since, .. } => Some(
+                        self.instances[i]
+                            .track
+                            .migration
+                            .as_ref()
+                            .and_then(|m| m.created_at)
+                            .map_or(since, |c| c.min(since)),
+                    ),
+                    _ => None,
+                })
+                .min()
+                .unwrap_or(self.created_at);
+            out.push(Command::ListMigrations {
+                source: self.source.clone(),
+                since: floor.saturating_sub(CLOCK_SKEW_MS),
+            });
+            for &i in &started {
+                self.instances[i].track.wake_at = None;
             }
-            Observation::Started {
-                instance,
-                attempt,
-                result,
-            } => {
-                let Some(i) = find(self, instance) else {
-                    return;
-                };
-                let r = &mut self.instances[i];
-                let Phase::Starting { since, attempt: a } = r.phase else {
-                    return;
-                };
-                if a != *attempt {
-                    return;
-                }
-                match result {
-                    StartResult::Accepted => {
-                        r.attempts = a;
-                        r.conflicts = 0;
-                        r.first_started_at.get_or_insert(since);
-                        r.phase = Phase::Started {
-                            since,
-                            migration_id: None,
-                        };
-                        r.migration_id = None;
-                    }
-                    StartResult::Conflict(msg) => {
-                        r.conflicts += 1;
-                        if r.conflicts > policy.conflict_retries {
-                            let e = format!(
-                                "start refused with 409 {} time(s) in a row, giving up: {msg}",
-                                r.conflicts
-                            );
-                            finish(r, Outcome::Failed, now, Some(e), total, out);
-                        } else {
-                            let wait = policy.conflict_backoff(r.conflicts);
-                            let d = format!(
-                                "start refused with 409 ({msg}); retry {} of {} in {} s",
-                                r.conflicts,
-                                policy.conflict_retries,
-                                wait / 1000
-                            );
-                            decide(r, d, total, out);
-                            r.phase = Phase::Waiting { until: now + wait };
-                        }
-                    }
-                    StartResult::Rejected(msg) => {
-                        let e = format!("start rejected: {msg}");
-                        finish(r, Outcome::Failed, now, Some(e), total, out);
-                    }
-                }
+            return;
+        }
+        // After the list came back: the servers whose migration is unknown
+        // or ended, to verify where they are.
+        let Some(listed) = self.listed_at else {
+            return;
+        };
+        for &i in &started {
+            let r = &mut self.instances[i];
+            let ended_or_unknown = r
+                .track
+                .migration
+                .as_ref()
+                .is_none_or(|m| m.status.is_terminal());
+            let stale = r.track.server_at.is_none_or(|t| t < listed);
+            let asked = r.track.server_asked.is_some_and(|t| t >= listed);
+            if ended_or_unknown && stale && !asked {
+                r.track.server_asked = Some(now);
+                out.push(Command::ReadServer {
+                    instance: r.id.clone(),
+                });
             }
-            Observation::MigrationFound {
-                instance,
-                migration_id,
-            } => {
-                let Some(i) = find(self, instance) else {
-                    return;
-                };
-                let r = &mut self.instances[i];
-                if r.past_migrations.contains(migration_id) {
-                    return;
-                }
-                if let Phase::Started {
-                    migration_id: m @ None,
-                    ..
-                } = &mut r.phase
-                {
-                    *m = Some(*migration_id);
-                    r.migration_id = Some(*migration_id);
-                }
-            }
-            Observation::Server { instance, view } => {
-                let Some(i) = find(self, instance) else {
-                    return;
-                };
-                let r = &mut self.instances[i];
-                if matches!(r.phase, Phase::Started { .. }) {
-                    r.track.server = Some(view.clone());
-                }
-            }
-            Observation::Migration { instance, view } => {
-                let Some(i) = find(self, instance) else {
-                    return;
-                };
-                let r = &mut self.instances[i];
-                if r.past_migrations.contains(&view.id) {
-                    return;
-                }
-                // Only the migration of this attempt: identified through
-                // `FindMigration`, or created at or after the intent (a view
-                // of an unknown id may belong to an earlier attempt).
-                match r.phase {
-                    Phase::Started {
-                        migration_id: Some(m),
-                        ..
-                    } if m == view.id => r.track.migration = Some(view.clone()),
-                    Phase::Started {
-                        since,
-                        migration_id: None,
-                    } if view.created_at.is_some_and(|c| c >= since) => {
-                        r.phase = Phase::Started {
-                            since,
-                            migration_id: Some(view.id),
-                        };
-                        r.migration_id = Some(view.id);
-                        r.track.migration = Some(view.clone());
-                    }
-                    _ => {}
-                }
-            }
-            Observation::CommandFailed {
-                instance,
-                command,
-                message,
-            } => {
-                let Some(i) = find(self, instance) else {
-                    return;
-                };
-                let r = &mut self.instances[i];
-                if command.eq_ignore_ascii_case("ConfirmResize") || command == "confirm-resize" {
-                    r.track.confirm_failures += 1;
-                    r.track.confirm_sent = r.track.confirm_failures >= 3;
-                }
-                decide(r, format!("{command} refused: {message}"), total, out);
+            let running_live = r.kind == MoveKind::Live
+                && r.track
+                    .migration
+                    .as_ref()
+                    .is_some_and(|m| m.status == MigrationStatus::Running);
+            if running_live && r.track.progress_asked.is_none_or(|t| t < listed) {
+                r.track.progress_asked = Some(now);
+                out.push(Command::ReadProgress {
+                    instance: r.id.clone(),
+                    migration_id: r
+                        .track
+                        .migration
+                        .as_ref()
+                        .map(|m| m.id)
+                        .unwrap_or(MigrationId(0)),
+                });
             }
         }
+    }
+
+    /// The operator's `abort` of a run whose process is gone: ends the
+    /// instances (all, or `only`) from what the control code found.
+    /// Returns what changed.
+    pub fn end_interrupted(
+        &mut self,
+        now: Millis,
+        only: Option<&str>,
+        facts: &[(InstanceId, AbortFact)],
+    ) -> Vec<(InstanceId, Outcome)> {
+        let total = self.total();
+        let source = self.source.clone();
+        let mut changed = Vec::new();
+        let mut out = Vec::new();
+        for r in self.instances.iter_mut() {
+            if only.is_some_and(|o| o != r.id) || r.outcome().is_some() {
+                continue;
+            }
+            let fact = facts.iter().find(|(i, _)| *i == r.id).map(|(_, f)| f);
+            let (outcome, error) = match (&r.phase, fact) {
+                (_, Some(AbortFact::StillMoving)) => continue,
+                (Phase::Pending | Phase::Waiting { .. }, _) if only.is_some() => (
+                    Outcome::Aborted,
+                    "not started: abort requested by the operator".to_string(),
+                ),
+                (Phase::Pending | Phase::Waiting { .. }, _) => {
+                    (Outcome::Pending, "not started: the run was aborted".into())
+                }
+                (_, Some(AbortFact::Aborted)) => (
+                    Outcome::Aborted,
+                    "aborted: abort requested by the operator".into(),
+                ),
+                (_, Some(AbortFact::At(Some(h)))) if *h != source => {
+                    r.destination = Some(h.clone());
+                    let o = if r.kind == MoveKind::Cold {
+                        Outcome::ColdMigrated
+                    } else {
+                        Outcome::Migrated
+                    };
+                    (o, String::new())
+                }
+                (_, Some(AbortFact::At(None))) => (
+                    Outcome::Skipped,
+                    "the server was deleted during its migration".into(),
+                ),
+                _ => (
+                    Outcome::Aborted,
+                    "run ended by abort; no migration was in progress".into(),
+                ),
+            };
+            if outcome == Outcome::Aborted {
+                r.abort_requested = true;
+            }
+            let error = (!error.is_empty()).then_some(error);
+            finish(r, outcome, now, error, total, &mut out);
+            changed.push((r.id.clone(), outcome));
+        }
+        if only.is_none() {
+            self.stop_starting = true;
+            self.abort_at.get_or_insert(now);
+        }
+        changed
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_result(
+    r: &mut InstanceRecord,
+    since: Millis,
+    attempt: u32,
+    result: &StartResult,
+    policy: &Policy,
+    now: Millis,
+    total: usize,
+    out: &mut Vec<Command>,
+) {
+    match result {
+        StartResult::Accepted => {
+            r.attempts = attempt.saturating_sub(r.unsent);
+            r.conflicts = 0;
+            r.first_started_at.get_or_insert(since);
+            r.phase = Phase::Started {
+                since,
+                migration_id: None,
+            };
+            r.migration_id = None;
+        }
+        StartResult::Conflict(msg) => {
+            r.conflicts += 1;
+            r.seen_at = None;
+            if r.conflicts > policy.conflict_retries {
+                let e = format!(
+                    "start refused with 409 {} time(s) in a row, giving up: {msg}",
+                    r.conflicts
+                );
+                finish(r, Outcome::Failed, now, Some(e), total, out);
+            } else {
+                let wait = policy.conflict_backoff(r.conflicts);
+                let d = format!(
+                    "start refused with 409 ({msg}); retry {} of {} in {} s",
+                    r.conflicts,
+                    policy.conflict_retries,
+                    wait / 1000
+                );
+                decide(r, d, total, out);
+                r.phase = Phase::Waiting { until: now + wait };
+            }
+        }
+        StartResult::NotSent(msg) => {
+            r.unsent += 1;
+            r.seen_at = None;
+            if r.attempts + r.unsent > policy.retries {
+                let e = format!(
+                    "the start never reached Nova ({msg}); {} start(s) not delivered, no retries left",
+                    r.unsent
+                );
+                finish(r, Outcome::Failed, now, Some(e), total, out);
+            } else {
+                let wait = policy.conflict_backoff(r.unsent);
+                let d = format!(
+                    "the start never reached Nova ({msg}); retrying in {} s (retry {} of {})",
+                    wait / 1000,
+                    r.attempts + r.unsent,
+                    policy.retries
+                );
+                decide(r, d, total, out);
+                r.phase = Phase::Waiting { until: now + wait };
+            }
+        }
+        StartResult::Rejected(msg) => {
+            let e = format!("start rejected: {msg}");
+            finish(r, Outcome::Failed, now, Some(e), total, out);
+        }
+    }
+}
+
+/// I2 before a start: the fresh view of a pending instance.
+fn check_before_start(
+    r: &mut InstanceRecord,
+    s: &ServerView,
+    source: &str,
+    now: Millis,
+    total: usize,
+    out: &mut Vec<Command>,
+) {
+    if !s.host.is_empty() && s.host != source {
+        let e = format!(
+            "moved to {} by someone else before its turn; not migrated by this run",
+            s.host
+        );
+        finish(r, Outcome::Skipped, now, Some(e), total, out);
+        return;
+    }
+    if !r.kind.planned_state(&s.vm_state) {
+        let e = format!(
+            "now {} ({}), not as planned ({}); left alone",
+            s.vm_state.as_str(),
+            s.status,
+            match r.kind {
+                MoveKind::Live => "active or paused, for a live migration",
+                MoveKind::Cold => "stopped, for a cold migration",
+            }
+        );
+        finish(r, Outcome::Skipped, now, Some(e), total, out);
+        return;
+    }
+    if let Some(t) = &s.task_state {
+        // Someone else's task (a migration by hand, a resize…): like a 409.
+        r.seen_at = None;
+        note(
+            r,
+            &format!("busy:{t}"),
+            format!("task_state {t} (someone else's operation); waiting before starting"),
+            total,
+            out,
+        );
+        r.phase = Phase::Waiting { until: now + 5_000 };
+        r.conflicts += 1;
+        if r.conflicts > 20 {
+            let e = format!("busy with task_state {t} for too long; left alone");
+            finish(r, Outcome::Skipped, now, Some(e), total, out);
+        }
+        return;
+    }
+    r.seen_at = Some(now);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn command_failed(
+    r: &mut InstanceRecord,
+    command: Control,
+    message: &str,
+    gone: bool,
+    now: Millis,
+    total: usize,
+    out: &mut Vec<Command>,
+) {
+    decide(
+        r,
+        format!("{} refused: {message}", command.as_str()),
+        total,
+        out,
+    );
+    match command {
+        Control::ConfirmResize => {
+            r.track.confirm_failures += 1;
+            r.track.confirm_sent = false;
+            if r.track.confirm_failures >= CONTROL_RETRIES {
+                let e = format!(
+                    "confirm-resize refused {} times ({message}); confirm it by hand: openstack server resize confirm {}",
+                    r.track.confirm_failures, r.id
+                );
+                finish(r, Outcome::Failed, now, Some(e), total, out);
+            }
+        }
+        Control::Abort => {
+            r.track.abort_pending = false;
+            r.track.abort_failures += 1;
+            if gone {
+                // The record is no more: where the server is decides.
+                r.track.migration = None;
+                r.track.server_at = None;
+            }
+        }
+        Control::ForceComplete => {}
     }
 }
 
@@ -820,6 +1422,7 @@ fn finish(
 ) {
     r.phase = Phase::Done { outcome };
     r.ended_at = Some(now);
+    r.track.wake_at = None;
     if let Some(e) = &error {
         r.decisions.push(e.clone());
     }
@@ -831,26 +1434,26 @@ fn finish(
     if matches!(outcome, Outcome::Migrated | Outcome::ColdMigrated) {
         r.error = None;
     }
-    let dest = r
-        .destination
-        .clone()
-        .or_else(|| r.target.clone())
-        .unwrap_or_else(|| "scheduler".into());
     let what = match outcome {
         Outcome::Migrated => "migrated".to_string(),
         Outcome::ColdMigrated => "cold-migrated".to_string(),
         Outcome::Failed => format!("failed: {}", r.error.as_deref().unwrap_or("")),
         Outcome::Aborted => "aborted".to_string(),
         Outcome::Pending => "not started".to_string(),
+        Outcome::Skipped => format!("skipped: {}", r.error.as_deref().unwrap_or("")),
     };
     let dur = r
         .duration_s()
         .map(|d| format!(" in {d:.1} s"))
         .unwrap_or_default();
     let line = match outcome {
-        Outcome::Migrated | Outcome::ColdMigrated => {
-            format!("[{}/{}] {} → {dest} {what}{dur}", r.index, total, r.name)
-        }
+        Outcome::Migrated | Outcome::ColdMigrated => format!(
+            "[{}/{}] {} → {} {what}{dur}",
+            r.index,
+            total,
+            r.name,
+            r.destination_label()
+        ),
         // Nothing went anywhere: no arrow to a destination.
         _ => format!("[{}/{}] {} {what}{dur}", r.index, total, r.name),
     };
@@ -858,82 +1461,56 @@ fn finish(
 }
 
 /// One attempt ended with the instance idle on the source.
-fn attempt_failed(
-    r: &mut InstanceRecord,
-    why: String,
-    policy: &Policy,
-    now: Millis,
-    total: usize,
-    out: &mut Vec<Command>,
-) {
+fn attempt_failed(r: &mut InstanceRecord, why: String, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
     if let Some(m) = r.migration_id.take() {
         r.past_migrations.push(m);
     }
-    if r.abort_requested || r.track.abort_sent {
+    if r.abort_requested || r.track.abort_accepted_at.is_some() || r.track.abort_reason.is_some() {
         let e = match r.error.take() {
             Some(a) if a.starts_with("aborted") => format!("{a} ({why})"),
             _ => format!("aborted ({why})"),
         };
-        finish(r, Outcome::Aborted, now, Some(e), total, out);
+        finish(r, Outcome::Aborted, ctx.now, Some(e), ctx.total, out);
         return;
     }
     r.error = Some(why.clone());
-    if r.attempts <= policy.retries {
+    if r.attempts + r.unsent <= ctx.policy.retries {
         let d = format!(
             "attempt {} failed: {why}; retrying ({} of {} retries)",
-            r.attempts, r.attempts, policy.retries
+            r.attempts,
+            r.attempts + r.unsent,
+            ctx.policy.retries
         );
-        decide(r, d, total, out);
-        r.phase = Phase::Waiting { until: now };
+        decide(r, d, ctx.total, out);
+        r.phase = Phase::Waiting { until: ctx.now };
         r.track = Track::default();
+        r.seen_at = None;
     } else {
-        let e = if policy.retries > 0 {
+        let e = if ctx.policy.retries > 0 {
             format!("{why} (after {} attempts)", r.attempts)
         } else {
             why
         };
-        finish(r, Outcome::Failed, now, Some(e), total, out);
+        finish(r, Outcome::Failed, ctx.now, Some(e), ctx.total, out);
     }
 }
 
-fn evaluate(
-    r: &mut InstanceRecord,
-    source: &str,
-    policy: &Policy,
-    total: usize,
-    now: Millis,
-    out: &mut Vec<Command>,
-) {
-    let Phase::Started {
-        since,
-        migration_id,
-    } = r.phase.clone()
-    else {
+fn evaluate(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
+    let Phase::Started { since, .. } = r.phase.clone() else {
         return;
     };
-    if migration_id.is_none() {
-        out.push(Command::FindMigration {
-            instance: r.id.clone(),
-            since,
-        });
-    }
-    let server = r.track.server.clone();
+    let (source, total, now) = (ctx.source, ctx.total, ctx.now);
     let mig = r.track.migration.clone();
-
-    if let Some(s) = &server {
+    if let Some(s) = r.track.server.clone() {
         let moved = s.host != source && !s.host.is_empty();
         // Success, verified by the server itself.
-        if r.kind == MoveKind::Live
-            && moved
-            && s.idle()
-            && matches!(s.vm_state.as_str(), "active" | "paused")
-        {
+        if r.kind == MoveKind::Live && moved && s.idle() && s.vm_state.is_live() {
             r.destination = Some(s.host.clone());
             finish(r, Outcome::Migrated, now, None, total, out);
             return;
         }
         if r.kind == MoveKind::Cold {
-            if s.status == "VERIFY_RESIZE" && s.idle() {
+            if s.awaits_confirm() && s.idle() {
                 r.destination = Some(s.host.clone());
                 if !r.track.confirm_sent {
                     r.track.confirm_sent = true;
@@ -948,15 +1525,14 @@ fn evaluate(
                 }
                 return;
             }
-            if moved && s.idle() && s.vm_state == "stopped" {
+            if moved && s.idle() && matches!(s.vm_state, VmState::Stopped | VmState::Active) {
                 r.destination = Some(s.host.clone());
                 finish(r, Outcome::ColdMigrated, now, None, total, out);
                 return;
             }
         }
-        if s.vm_state == "error"
-            && (s.idle() || mig.as_ref().is_some_and(|m| m.status.is_terminal()))
-        {
+        let settled = s.idle() || mig.as_ref().is_some_and(|m| m.status.is_terminal());
+        if s.vm_state == VmState::Error && settled {
             let e = format!(
                 "instance is in ERROR on {}{}; check the guest, then reset its state — not retried",
                 s.host,
@@ -968,106 +1544,226 @@ fn evaluate(
             finish(r, Outcome::Failed, now, Some(e), total, out);
             return;
         }
-        let idle_ok = match r.kind {
-            MoveKind::Live => matches!(s.vm_state.as_str(), "active" | "paused"),
-            MoveKind::Cold => s.vm_state == "stopped",
-        };
-        if !moved && s.idle() && idle_ok {
-            let idle_since = *r.track.idle_since.get_or_insert(now);
-            let why = match &mig {
-                Some(m) if m.status == MigrationStatus::Completed => Some(format!(
-                    "migration {} is completed but the server is still on {source} (Nova failure mode)",
-                    m.id
-                )),
-                Some(m) if m.status.is_failure() => Some(format!(
-                    "migration {} ended {} with the server still on {source}",
-                    m.id,
-                    m.status.as_str()
-                )),
-                _ if now.saturating_sub(idle_since) >= policy.idle_grace_ms() => Some(format!(
-                    "the server is idle on {source} {} s after the start was accepted and no migration is in progress{}",
-                    now.saturating_sub(since) / 1000,
-                    mig.as_ref()
-                        .map(|m| format!(" (migration {} {})", m.id, m.status.as_str()))
-                        .unwrap_or_default()
-                )),
-                _ => None,
-            };
-            if let Some(why) = why {
-                attempt_failed(r, why, policy, now, total, out);
-            }
+        if !moved && s.idle() {
+            idle_on_source(r, &s, mig.as_ref(), since, ctx, out);
             return;
         }
         r.track.idle_since = None;
     }
-
-    let Some(m) = mig else {
-        if r.abort_requested && r.kind == MoveKind::Live {
-            note(
-                r,
-                "abort-wait-id",
-                "abort requested; waiting for the migration to appear".into(),
-                total,
-                out,
-            );
+    if let Some(m) = &mig {
+        if r.kind == MoveKind::Cold {
+            monitor_cold(r, m, total, out);
+        } else {
+            monitor_live(r, m, ctx, out);
         }
-        return;
-    };
-    if r.kind == MoveKind::Cold {
-        if r.abort_requested {
-            note(
-                r,
-                "cold-no-abort",
-                "abort requested, but a cold migration cannot be aborted; letting it finish".into(),
-                total,
-                out,
-            );
-        }
-        let dest = m
-            .dest_compute
-            .clone()
-            .or_else(|| r.target.clone())
-            .unwrap_or_else(|| "scheduler".into());
-        let line = format!(
-            "[{}/{}] {} → {dest} cold migration {}",
-            r.index,
-            total,
-            r.name,
-            m.status.as_str()
-        );
-        progress(r, line, out);
-        return;
     }
-    monitor_live(r, &m, policy, total, now, out);
+    if r.outcome().is_none() {
+        bounds(r, mig.as_ref(), since, ctx, out);
+    }
 }
 
-fn monitor_live(
+/// The server is idle on the source after an accepted start.
+fn idle_on_source(
     r: &mut InstanceRecord,
-    m: &MigrationView,
-    policy: &Policy,
-    total: usize,
-    now: Millis,
+    s: &ServerView,
+    mig: Option<&MigrationView>,
+    since: Millis,
+    ctx: &Ctx<'_>,
     out: &mut Vec<Command>,
 ) {
+    let (source, now) = (ctx.source, ctx.now);
+    let idle_since = *r.track.idle_since.get_or_insert(now);
+    let grace_over = now.saturating_sub(idle_since) >= ctx.policy.idle_grace_ms();
+    let ended = mig.is_some_and(|m| m.status.is_terminal());
+    if !r.kind.planned_state(&s.vm_state) {
+        // Changed by someone else (stopped, suspended, shelved…).
+        if ended || mig.is_none() && grace_over {
+            let e = format!(
+                "now {} ({}) on {source}, changed by someone else; not moved",
+                s.vm_state.as_str(),
+                s.status
+            );
+            if let Some(m) = r.migration_id.take() {
+                r.past_migrations.push(m);
+            }
+            finish(r, Outcome::Skipped, now, Some(e), ctx.total, out);
+        }
+        return;
+    }
+    let why = match mig {
+        Some(m) if m.status == MigrationStatus::Completed => Some(format!(
+            "migration {} is completed but the server is still on {source} (Nova failure mode)",
+            m.id
+        )),
+        Some(m) if m.status.is_failure() => Some(format!(
+            "migration {} ended {} with the server still on {source}",
+            m.id,
+            m.status.as_str()
+        )),
+        _ if grace_over => Some(format!(
+            "the server is idle on {source} {} s after the start was accepted and no migration is in progress{}",
+            now.saturating_sub(since) / 1000,
+            mig.map(|m| format!(" (migration {} {})", m.id, m.status.as_str()))
+                .unwrap_or_default()
+        )),
+        _ => None,
+    };
+    if let Some(why) = why {
+        attempt_failed(r, why, ctx, out);
+    }
+}
+
+fn monitor_cold(r: &mut InstanceRecord, m: &MigrationView, total: usize, out: &mut Vec<Command>) {
+    if r.abort_requested {
+        note(
+            r,
+            "cold-no-abort",
+            "abort requested, but a cold migration cannot be aborted; letting it finish".into(),
+            total,
+            out,
+        );
+    }
+    let dest = m
+        .dest_compute
+        .clone()
+        .unwrap_or_else(|| r.destination_label());
+    let line = format!(
+        "[{}/{}] {} → {dest} cold migration {}",
+        r.index,
+        total,
+        r.name,
+        m.status.as_str()
+    );
+    progress(r, line, out);
+}
+
+/// I1: the bounds of every phase of an accepted start.
+fn bounds(
+    r: &mut InstanceRecord,
+    mig: Option<&MigrationView>,
+    since: Millis,
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Command>,
+) {
+    let now = ctx.now;
+    let total = ctx.total;
+    // The operator's abort of the run: it ends even when a migration
+    // cannot be aborted (post-copy, cold, queued below 2.65) or never shows
+    // up. (An abort of one instance does not end the run: its migration
+    // keeps its place until Nova ends it.)
+    if let Some(at) = ctx.run_abort_at
+        && now.saturating_sub(at) >= ABORT_GRACE_MS
+    {
+        let e = format!(
+            "abort requested {} s ago; migration {} was still {} when the run ended (it goes on in Nova)",
+            now.saturating_sub(at) / 1000,
+            r.migration_id
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "?".into()),
+            mig.map(|m| m.status.as_str()).unwrap_or("not yet listed")
+        );
+        finish(r, Outcome::Aborted, now, Some(e), total, out);
+        return;
+    }
+    // An abort Nova accepted but that did not end the migration.
+    if let Some(at) = r.track.abort_accepted_at
+        && now.saturating_sub(at) >= ABORT_GRACE_MS
+    {
+        let e = format!(
+            "abort accepted {} s ago but migration {} is still {}; check `openstack server migration list --server {}`",
+            now.saturating_sub(at) / 1000,
+            r.migration_id
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "?".into()),
+            mig.map(|m| m.status.as_str()).unwrap_or("unknown"),
+            r.id
+        );
+        finish(r, Outcome::Failed, now, Some(e), total, out);
+        return;
+    }
+    // A force-complete that does not complete.
+    if let Some(at) = r.track.force_accepted_at
+        && now.saturating_sub(at) >= FORCE_GRACE_MS
+        && r.track.abort_reason.is_none()
+        && let Some(m) = mig
+        && m.status == MigrationStatus::Running
+    {
+        let why = format!(
+            "force-complete accepted {} s ago but the migration is still running",
+            now.saturating_sub(at) / 1000
+        );
+        send_abort(r, m.id, why, total, out);
+        return;
+    }
+    // Stuck before running, while none of ours runs (so not queued behind
+    // one of ours).
+    let status_since = r.track.status_since.unwrap_or(since);
+    let stuck = now.saturating_sub(status_since) >= STUCK_MS && !ctx.others_running;
+    match mig {
+        Some(m) if stuck && m.status.is_before_running() => {
+            let why = format!(
+                "migration {} has been {} for {} s with nothing of this run running",
+                m.id,
+                m.status.as_str(),
+                now.saturating_sub(status_since) / 1000
+            );
+            if ctx.policy.can_abort_queued && r.track.abort_reason.is_none() {
+                send_abort(r, m.id, why, total, out);
+            } else if r.track.abort_reason.is_none() {
+                let e = format!(
+                    "{why}; it cannot be aborted here (microversion < 2.65): check it in Nova"
+                );
+                finish(r, Outcome::Failed, now, Some(e), total, out);
+            }
+        }
+        // Only on evidence: a list and a server read, both after the
+        // window, that show no record (an API that answers nothing proves
+        // nothing; the operator's abort still ends it).
+        None if now.saturating_sub(since) >= STUCK_MS
+            && !ctx.others_running
+            && ctx.listed_ok_at.is_some_and(|t| t >= since + STUCK_MS)
+            && r.track.server_at.is_some_and(|t| t >= since + STUCK_MS) =>
+        {
+            let e = format!(
+                "no migration record {} s after the start was accepted, the server is {}; check it in Nova",
+                now.saturating_sub(since) / 1000,
+                r.track
+                    .server
+                    .as_ref()
+                    .map(|s| format!(
+                        "{} (task_state {})",
+                        s.status,
+                        s.task_state.as_deref().unwrap_or("none")
+                    ))
+                    .unwrap_or_else(|| "unknown".into())
+            );
+            finish(r, Outcome::Failed, now, Some(e), total, out);
+        }
+        _ => {}
+    }
+}
+
+fn monitor_live(r: &mut InstanceRecord, m: &MigrationView, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
+    let (policy, total, now) = (ctx.policy, ctx.total, ctx.now);
     let running = m.status == MigrationStatus::Running;
     let postcopy = m.status == MigrationStatus::RunningPostCopy;
     if running || postcopy {
         let start = *r.track.running_since.get_or_insert(now);
         r.track.progress_at.get_or_insert(start);
     }
-    if running
-        && let Some(rem) = m.memory_remaining_bytes
-        && r.track.best_remaining.is_none_or(|b| rem < b)
-    {
-        r.track.best_remaining = Some(rem);
-        r.track.progress_at = Some(now);
+    if running && let Some(rem) = m.memory_remaining_bytes {
+        if r.track.best_remaining.is_none_or(|b| rem < b) {
+            r.track.best_remaining = Some(rem);
+            r.track.progress_at = Some(now);
+        }
+        r.track.wake_at = eta_wake(r.track.sample, now, rem, policy.interval_ms());
+        r.track.sample = Some((now, rem));
     }
     let pct = m.percent();
     let dest = m
         .dest_compute
         .clone()
-        .or_else(|| r.target.clone())
-        .unwrap_or_else(|| "scheduler".into());
+        .unwrap_or_else(|| r.destination_label());
     let mut line = format!(
         "[{}/{}] {} → {dest} {}",
         r.index,
@@ -1084,8 +1780,12 @@ fn monitor_live(
     progress(r, line, out);
 
     let mid = m.id;
+    let abort_busy = r.track.abort_pending || r.track.abort_accepted_at.is_some();
     // Operator abort.
-    if r.abort_requested && !r.track.abort_sent {
+    if r.abort_requested {
+        if abort_busy || r.track.abort_failures >= CONTROL_RETRIES {
+            return;
+        }
         match &m.status {
             MigrationStatus::Running => {
                 send_abort(r, mid, "abort requested by the operator".into(), total, out);
@@ -1114,14 +1814,55 @@ fn monitor_live(
         }
         return;
     }
-    if r.track.abort_sent || r.track.force_completed || !running {
+    // A decision already taken and not refused for good: wait for it.
+    if abort_busy || r.track.force_completed || !running {
+        if r.track.abort_reason.is_some()
+            && !abort_busy
+            && r.track.abort_failures < CONTROL_RETRIES
+            && running
+        {
+            // The abort was refused: send it again.
+            let why = r.track.abort_reason.clone().unwrap_or_default();
+            send_abort(r, mid, why, total, out);
+        }
         return;
     }
+    if let Some((act, why)) = timeout_decision(r, m, policy, now, pct) {
+        match act {
+            TimeoutAction::ForceComplete => {
+                r.track.force_completed = true;
+                decide(r, format!("force-complete: {why}"), total, out);
+                out.push(Command::ForceComplete {
+                    instance: r.id.clone(),
+                    migration_id: mid,
+                    reason: why,
+                });
+            }
+            TimeoutAction::Abort => send_abort(r, mid, why, total, out),
+        }
+    }
+}
 
-    // Timers (only while running).
-    let Some(run_start) = r.track.running_since else {
-        return;
-    };
+/// When to look again at a running migration: sooner than the tick when,
+/// at the rate seen between two samples, its remaining memory reaches zero
+/// before the next tick.
+fn eta_wake(prev: Option<(Millis, u64)>, now: Millis, rem: u64, tick: Millis) -> Option<Millis> {
+    let (t0, r0) = prev?;
+    let dt = now.checked_sub(t0).filter(|d| *d > 0)?;
+    let shrunk = r0.checked_sub(rem).filter(|d| *d > 0)?;
+    let eta = (rem as u128 * dt as u128 / shrunk as u128).min(u64::MAX as u128) as u64;
+    (eta < tick).then(|| now + eta.max(MIN_WAKE_MS))
+}
+
+/// The stall / hard-limit / Nova-timer rules of a running migration.
+fn timeout_decision(
+    r: &InstanceRecord,
+    m: &MigrationView,
+    policy: &Policy,
+    now: Millis,
+    pct: Option<u8>,
+) -> Option<(TimeoutAction, String)> {
+    let run_start = r.track.running_since?;
     let pct_s = pct
         .map(|p| format!("{p}%"))
         .unwrap_or_else(|| "unknown progress".into());
@@ -1129,8 +1870,6 @@ fn monitor_live(
         policy.force_complete_at > 0 && pct.is_some_and(|p| p >= policy.force_complete_at);
     let stalled_for = now.saturating_sub(r.track.progress_at.unwrap_or(run_start));
     let running_for = now.saturating_sub(run_start);
-
-    let mut decision: Option<(TimeoutAction, String)> = None;
     if policy.stall_timeout_s > 0 && stalled_for >= policy.stall_timeout_s * 1000 {
         let rem = r
             .track
@@ -1154,9 +1893,10 @@ fn monitor_live(
         } else {
             policy.timeout_action
         };
-        decision = Some((act, why));
-    } else if policy.migration_timeout_s > 0 && running_for >= policy.migration_timeout_s * 1000 {
-        decision = Some((
+        return Some((act, why));
+    }
+    if policy.migration_timeout_s > 0 && running_for >= policy.migration_timeout_s * 1000 {
+        return Some((
             policy.timeout_action,
             format!(
                 "running for {} s, past migration-timeout {} s ({pct_s})",
@@ -1164,42 +1904,38 @@ fn monitor_live(
                 policy.migration_timeout_s
             ),
         ));
-    } else if let Some(nova) = policy.nova_timeout_ms(r.ram_mb) {
-        let wants_fc = policy.timeout_action == TimeoutAction::ForceComplete || fca_hit;
-        let act_at = nova.saturating_sub(policy.nova_margin_ms());
-        if wants_fc && running_for >= act_at {
-            decision = Some((
-                TimeoutAction::ForceComplete,
-                format!(
-                    "Nova's completion timer ({} s/GiB × {:.1} GiB = {} s) would fire in about {} s (running {} s, {pct_s}); force-completing before it aborts",
-                    policy.nova_completion_timeout_s_per_gib,
-                    (r.ram_mb as f64 / 1024.0).max(2.0),
-                    nova / 1000,
-                    nova.saturating_sub(running_for) / 1000,
-                    running_for / 1000
-                ),
-            ));
-        }
     }
-    match decision {
-        Some((TimeoutAction::ForceComplete, why)) => {
-            r.track.force_completed = true;
-            decide(r, format!("force-complete: {why}"), total, out);
-            out.push(Command::ForceComplete {
-                instance: r.id.clone(),
-                migration_id: mid,
-                reason: why,
-            });
-        }
-        Some((TimeoutAction::Abort, why)) => send_abort(r, mid, why, total, out),
-        None => {}
-    }
+    let nova = policy.nova_timeout_ms(r.ram_mb)?;
+    let wants_fc = policy.timeout_action == TimeoutAction::ForceComplete || fca_hit;
+    let act_at = nova.saturating_sub(policy.nova_margin_ms());
+    (wants_fc && running_for >= act_at).then(|| {
+        (
+            TimeoutAction::ForceComplete,
+            format!(
+                "Nova's completion timer ({} s/GiB × {:.1} GiB = {} s) would fire in about {} s (running {} s, {pct_s}); force-completing before it aborts",
+                policy.nova_completion_timeout_s_per_gib,
+                (r.ram_mb as f64 / 1024.0).max(2.0),
+                nova / 1000,
+                nova.saturating_sub(running_for) / 1000,
+                running_for / 1000
+            ),
+        )
+    })
 }
 
-fn send_abort(r: &mut InstanceRecord, mid: u64, why: String, total: usize, out: &mut Vec<Command>) {
-    r.track.abort_sent = true;
-    r.error = Some(format!("aborted: {why}"));
-    decide(r, format!("abort: {why}"), total, out);
+fn send_abort(
+    r: &mut InstanceRecord,
+    mid: MigrationId,
+    why: String,
+    total: usize,
+    out: &mut Vec<Command>,
+) {
+    r.track.abort_pending = true;
+    if r.track.abort_reason.is_none() {
+        r.error = Some(format!("aborted: {why}"));
+        decide(r, format!("abort: {why}"), total, out);
+        r.track.abort_reason = Some(why.clone());
+    }
     out.push(Command::Abort {
         instance: r.id.clone(),
         migration_id: mid,
@@ -1233,7 +1969,7 @@ pub(crate) mod tests {
         ServerView {
             host: host.into(),
             status: status.into(),
-            vm_state: vm.into(),
+            vm_state: VmState::parse(vm),
             task_state: task.map(Into::into),
             fault: None,
         }
@@ -1241,7 +1977,7 @@ pub(crate) mod tests {
 
     pub(crate) fn mv(id: u64, status: &str, total: u64, rem: u64) -> MigrationView {
         MigrationView {
-            id,
+            id: MigrationId(id),
             status: MigrationStatus::from(status.to_string()),
             created_at: None,
             dest_compute: Some("node4".into()),
@@ -1282,7 +2018,7 @@ pub(crate) mod tests {
     fn found(id: &str, m: u64) -> Observation {
         Observation::MigrationFound {
             instance: id.into(),
-            migration_id: m,
+            migration_id: MigrationId(m),
         }
     }
     fn server(id: &str, v: ServerView) -> Observation {
@@ -1290,6 +2026,13 @@ pub(crate) mod tests {
             instance: id.into(),
             view: v,
         }
+    }
+    /// A fresh read of a pending instance: still here, idle, running.
+    pub(crate) fn here(id: &str) -> Observation {
+        server(id, sv("node1", "ACTIVE", "active", None))
+    }
+    fn here_stopped(id: &str) -> Observation {
+        server(id, sv("node1", "SHUTOFF", "stopped", None))
     }
     fn migration(id: &str, v: MigrationView) -> Observation {
         Observation::Migration {
@@ -1319,10 +2062,12 @@ pub(crate) mod tests {
         ));
         let c = d.step(1000, &[accepted("i0", 1), accepted("i1", 1)]);
         assert!(starts(&c).is_empty());
-        assert!(c.contains(&Command::FindMigration {
-            instance: "i0".into(),
-            since: 0
-        }));
+        // The records appear after the 202: the list comes a tick later.
+        assert!(
+            !c.iter()
+                .any(|c| matches!(c, Command::ListMigrations { .. }))
+        );
+        assert_eq!(d.poll_timeout(1000), Some(3000), "the next tick");
         let c = d.step(
             2000,
             &[
@@ -1332,6 +2077,12 @@ pub(crate) mod tests {
         );
         assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Migrated));
         assert_eq!(d.get("i0").unwrap().destination.as_deref(), Some("node4"));
+        // I2: the next one is read first, and started on that fresh view.
+        assert!(starts(&c).is_empty());
+        assert!(c.contains(&Command::ReadServer {
+            instance: "i2".into()
+        }));
+        let c = d.step(2001, &[here("i2")]);
         assert_eq!(starts(&c), vec!["i2"]);
         assert_eq!(d.in_flight(), 2);
     }
@@ -1383,13 +2134,17 @@ pub(crate) mod tests {
                 server("i0", sv("node1", "ACTIVE", "active", None)),
             ],
         );
-        // Retried at once (slot free): attempt 2.
+        // Retried at once (slot free), on a fresh read: attempt 2.
+        assert!(c.contains(&Command::ReadServer {
+            instance: "i0".into()
+        }));
+        let c = d.step(2001, &[here("i0")]);
         assert!(c.contains(&Command::StartLive {
             instance: "i0".into(),
             attempt: 2,
             target: None
         }));
-        assert_eq!(d.get("i0").unwrap().past_migrations, vec![7]);
+        assert_eq!(d.get("i0").unwrap().past_migrations, vec![MigrationId(7)]);
         d.step(3000, &[accepted("i0", 2), found("i0", 7), found("i0", 8)]);
         // The old migration 7 is ignored when seen again.
         d.step(
@@ -1461,10 +2216,11 @@ pub(crate) mod tests {
         assert!(starts(&c).is_empty());
         assert_eq!(d.instances[0].phase, Phase::Waiting { until: 10_100 });
         assert!(starts(&d.step(10_000, &[])).is_empty());
-        assert_eq!(starts(&d.step(10_100, &[])), vec!["i0"]);
+        assert!(starts(&d.step(10_100, &[])).is_empty(), "read first");
+        assert_eq!(starts(&d.step(10_150, &[here("i0")])), vec!["i0"]);
         d.step(10_200, &[conflict(1)]);
         assert_eq!(d.instances[0].phase, Phase::Waiting { until: 30_200 });
-        d.step(30_200, &[]);
+        d.step(30_200, &[here("i0")]);
         d.step(30_300, &[conflict(1)]);
         let r = d.get("i0").unwrap();
         assert_eq!(r.outcome(), Some(Outcome::Failed));
@@ -1568,7 +2324,7 @@ pub(crate) mod tests {
         else {
             unreachable!()
         };
-        assert_eq!(*migration_id, 5);
+        assert_eq!(*migration_id, MigrationId(5));
         assert!(
             reason.contains("60 s")
                 && reason.contains("2048 MiB of 4096 MiB")
@@ -1715,7 +2471,7 @@ pub(crate) mod tests {
         assert!(c.iter().any(|c| matches!(
             c,
             Command::Abort {
-                migration_id: 5,
+                migration_id: MigrationId(5),
                 ..
             }
         )));
@@ -1870,7 +2626,7 @@ pub(crate) mod tests {
         assert!(c.iter().any(|c| matches!(
             c,
             Command::Abort {
-                migration_id: 5,
+                migration_id: MigrationId(5),
                 ..
             }
         )));
@@ -1931,13 +2687,12 @@ pub(crate) mod tests {
         assert!(matches!(
             aborts[0],
             Command::Abort {
-                migration_id: 6,
+                migration_id: MigrationId(6),
                 ..
             }
         ));
-        assert!(starts(&c).is_empty(), "start no more");
-        assert_eq!(d.get("i2").unwrap().outcome(), Some(Outcome::Pending));
-        d.step(
+        assert!(starts(&c).is_empty(), "no slot free yet");
+        let c = d.step(
             3,
             &[
                 server("i0", sv("node4", "ACTIVE", "active", None)),
@@ -1947,7 +2702,37 @@ pub(crate) mod tests {
         );
         assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Migrated));
         assert_eq!(d.get("i1").unwrap().outcome(), Some(Outcome::Aborted));
-        assert!(d.is_done());
+        // One named instance's abort is not the run's: the others go on.
+        assert!(!d.stop_starting);
+        assert!(c.contains(&Command::ReadServer {
+            instance: "i2".into()
+        }));
+        assert_eq!(starts(&d.step(4, &[here("i2")])), vec!["i2"]);
+        assert!(!d.is_done());
+    }
+
+    #[test]
+    fn abort_of_a_name_that_matches_nothing_halts_nothing() {
+        let mut d = drain(2, Policy::default());
+        let h = d.handle(
+            0,
+            &Observation::AbortRequested {
+                vm: Some("vm-typo".into()),
+            },
+        );
+        assert_eq!(h, Handled::Ignored(Ignored::NoSuchVm("vm-typo".into())));
+        assert!(!d.stop_starting);
+        assert_eq!(starts(&d.poll(0)), vec!["i0"]);
+        // And a named abort does not clear an earlier abort of the run.
+        d.handle(1, &Observation::AbortRequested { vm: None });
+        d.handle(
+            2,
+            &Observation::AbortRequested {
+                vm: Some("vm-i0".into()),
+            },
+        );
+        assert!(d.stop_starting);
+        assert_eq!(d.abort_at, Some(1));
     }
 
     #[test]
@@ -1963,6 +2748,8 @@ pub(crate) mod tests {
                 server("c", sv("node1", "SHUTOFF", "stopped", None)),
             ],
         );
+        assert!(starts(&c).is_empty(), "read first");
+        let c = d.step(3, &[here_stopped("c")]);
         assert!(
             c.iter()
                 .any(|c| matches!(c, Command::StartCold { attempt: 2, .. }))
@@ -1978,8 +2765,9 @@ pub(crate) mod tests {
         let verify = || server("c", sv("node5", "VERIFY_RESIZE", "resized", None));
         let refused = || Observation::CommandFailed {
             instance: "c".into(),
-            command: "ConfirmResize".into(),
+            command: Control::ConfirmResize,
             message: "409".into(),
+            gone: false,
         };
         let confirms = |c: &[Command]| {
             c.iter()
@@ -1995,14 +2783,18 @@ pub(crate) mod tests {
                 .unwrap()
                 .decisions
                 .iter()
-                .any(|x| x.contains("ConfirmResize refused"))
+                .any(|x| x.contains("confirm-resize refused"))
         );
+        // I1: not left waiting for ever.
+        let r = d.get("c").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Failed));
+        assert!(r.error.as_deref().unwrap().contains("refused 3 times"));
     }
 
     #[test]
     fn unknown_migration_view_taken_only_when_created_after_intent() {
         let mut d = drain(1, Policy::default());
-        d.step(1000, &[]);
+        d.step(1000, &[here("i0")]);
         d.step(1001, &[accepted("i0", 1)]);
         let mut old = mv(3, "error", G, G);
         old.created_at = Some(999);
@@ -2011,8 +2803,8 @@ pub(crate) mod tests {
         let mut new = mv(4, "running", G, G);
         new.created_at = Some(1000);
         let c = d.step(1003, &[migration("i0", new)]);
-        assert_eq!(d.get("i0").unwrap().migration_id, Some(4));
-        assert!(!c.iter().any(|c| matches!(c, Command::FindMigration { .. })));
+        assert_eq!(d.get("i0").unwrap().migration_id, Some(MigrationId(4)));
+        assert!(!c.iter().any(|c| matches!(c, Command::StartLive { .. })));
     }
 
     #[test]

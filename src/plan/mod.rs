@@ -36,13 +36,14 @@ pub mod machine;
 pub mod preflight;
 pub mod report;
 pub mod resume;
+pub mod types;
 
 #[cfg(test)]
 mod props;
 
 pub use machine::{
-    Command, Drain, InstanceRecord, MigrationStatus, MigrationView, MoveKind, Observation, Outcome,
-    Phase, Policy, ServerView, StartResult, TimeoutAction,
+    AbortFact, Command, Control, Drain, Handled, Ignored, InstanceRecord, MoveKind, Observation,
+    Outcome, Phase, Policy, StartResult, TimeoutAction,
 };
 pub use preflight::{
     Action, Failure, FailureKind, Flavor, HostCandidate, Inventory, Plan, PlanEntry,
@@ -51,6 +52,7 @@ pub use preflight::{
 };
 pub use report::{Counts, InstanceReport, PlanSummary, Report, ResultKind, ServiceReport};
 pub use resume::{MigrationRecord, ResumeAction, ResumeDecision, ResumeObservation, reconcile};
+pub use types::{Destination, MigrationId, MigrationStatus, MigrationView, ServerView, VmState};
 
 /// Milliseconds since the Unix epoch (the orchestrator's clock, passed in).
 pub type Millis = u64;

@@ -196,6 +196,10 @@ pub struct PlanEntry {
 }
 
 impl PlanEntry {
+    /// The `target-host` it is sent to, `None` for the scheduler.
+    pub fn target_host(&self) -> Option<&str> {
+        (self.moves() && self.destination != "scheduler").then_some(self.destination.as_str())
+    }
     pub fn moves(&self) -> bool {
         !matches!(self.action, Action::Skip { .. })
     }

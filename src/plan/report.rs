@@ -58,6 +58,7 @@ impl From<Outcome> for ResultKind {
             Outcome::Failed => ResultKind::Failed,
             Outcome::Aborted => ResultKind::Aborted,
             Outcome::Pending => ResultKind::Pending,
+            Outcome::Skipped => ResultKind::Skipped,
         }
     }
 }
@@ -152,7 +153,7 @@ pub struct InstanceReport {
     pub source: String,
     pub destination: Option<String>,
     pub block_migration: String,
-    pub migration_id: Option<u64>,
+    pub migration_id: Option<crate::plan::MigrationId>,
     pub attempts: u32,
     pub duration_s: Option<f64>,
     pub error: Option<String>,
@@ -528,7 +529,7 @@ mod tests {
             &[
                 Observation::MigrationFound {
                     instance: "81df1304-aaaa".into(),
-                    migration_id: 29,
+                    migration_id: crate::plan::MigrationId(29),
                 },
                 Observation::Server {
                     instance: "81df1304-aaaa".into(),

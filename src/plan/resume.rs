@@ -20,22 +20,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::machine::{
-    Drain, InstanceRecord, MigrationStatus, MigrationView, MoveKind, Outcome, Phase, ServerView,
-    Track,
+use super::machine::{Drain, InstanceRecord, MoveKind, Outcome, Phase, Track};
+use super::types::{
+    MigrationId, MigrationStatus, MigrationView, ServerView, VmState, owned_by_attempt,
 };
 use super::{InstanceId, Millis};
 
-/// Records created up to this long before the intent (by Nova's clock) are
-/// considered possibly ours.
-pub const CLOCK_SKEW_MS: Millis = 120_000;
+pub use super::types::CLOCK_SKEW_MS;
 /// An intent younger than this is not yet conclusive.
 pub const QUIET_MS: Millis = 30_000;
 
 /// One item of `GET /os-migrations?instance_uuid=`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationRecord {
-    pub id: u64,
+    pub id: MigrationId,
     pub status: MigrationStatus,
     /// `created_at` in ms since the epoch.
     pub created_at: Millis,
@@ -58,7 +56,7 @@ pub enum ResumeAction {
     /// Already finished in the journal, or never started and nothing seen.
     Unchanged,
     /// A migration is (or was) in flight: continue monitoring it.
-    Adopted { migration_id: Option<u64> },
+    Adopted { migration_id: Option<MigrationId> },
     /// Finished, from Nova's truth.
     Finished { outcome: Outcome },
     /// Provably not started: will be started again (same attempt number).
@@ -91,18 +89,12 @@ fn done(r: &mut InstanceRecord, outcome: Outcome, now: Millis, error: Option<Str
 }
 
 fn view_of(m: &MigrationRecord) -> MigrationView {
-    MigrationView {
-        id: m.id,
-        status: m.status.clone(),
-        created_at: Some(m.created_at),
-        dest_compute: m.dest_compute.clone(),
-        memory_total_bytes: None,
-        memory_processed_bytes: None,
-        memory_remaining_bytes: None,
-        disk_total_bytes: None,
-        disk_processed_bytes: None,
-        disk_remaining_bytes: None,
-    }
+    MigrationView::record(
+        m.id,
+        m.status.clone(),
+        Some(m.created_at),
+        m.dest_compute.clone(),
+    )
 }
 
 /// Reconcile the journal `drain` with `obs` at `now`. Pure; mutates the
@@ -148,11 +140,12 @@ fn reconcile_one(
         };
     };
     let Some(s) = &o.server else {
-        let e = "the server no longer exists".to_string();
-        done(r, Outcome::Failed, now, Some(e.clone()));
+        // Deleted by its owner: nothing to move (I2).
+        let e = "the server was deleted (GET /servers/{id} → 404)".to_string();
+        done(r, Outcome::Skipped, now, Some(e.clone()));
         return (
             ResumeAction::Finished {
-                outcome: Outcome::Failed,
+                outcome: Outcome::Skipped,
             },
             e,
         );
@@ -165,15 +158,18 @@ fn reconcile_one(
     let Some(since) = intent else {
         // Pending / Waiting: no POST was issued by this run.
         if moved && !busy(s) {
-            r.destination = Some(s.host.clone());
-            let outcome = if r.kind == MoveKind::Cold {
-                Outcome::ColdMigrated
-            } else {
-                Outcome::Migrated
-            };
-            let why = format!("already on {} (moved outside this run)", s.host);
-            done(r, outcome, now, None);
-            return (ResumeAction::Finished { outcome }, why);
+            // Not by this run (it never started it): by someone else (I2).
+            let why = format!(
+                "moved to {} by someone else before its turn; not migrated by this run",
+                s.host
+            );
+            done(r, Outcome::Skipped, now, Some(why.clone()));
+            return (
+                ResumeAction::Finished {
+                    outcome: Outcome::Skipped,
+                },
+                why,
+            );
         }
         return (ResumeAction::Unchanged, "not started yet".into());
     };
@@ -182,8 +178,15 @@ fn reconcile_one(
     let newest = o
         .migrations
         .iter()
-        .filter(|m| !r.past_migrations.contains(&m.id))
-        .filter(|m| m.created_at + CLOCK_SKEW_MS >= since)
+        .filter(|m| {
+            owned_by_attempt(
+                Some(m.created_at),
+                since,
+                m.id,
+                &r.past_migrations,
+                &m.status,
+            )
+        })
         .filter(|m| match r.migration_id {
             Some(id) => m.id == id,
             None => true,
@@ -192,7 +195,7 @@ fn reconcile_one(
 
     // Nova's truth first: finished?
     let settled = !busy(s) && newest.is_none_or(|m| m.status.is_terminal());
-    if settled && s.vm_state == "error" && (newest.is_some() || moved) {
+    if settled && s.vm_state == VmState::Error && (newest.is_some() || moved) {
         let e = format!(
             "instance is in ERROR on {}{} — not retried",
             s.host,
@@ -212,8 +215,8 @@ fn reconcile_one(
     }
     if settled && moved {
         let ok = match r.kind {
-            MoveKind::Live => matches!(s.vm_state.as_str(), "active" | "paused"),
-            MoveKind::Cold => s.vm_state == "stopped",
+            MoveKind::Live => s.vm_state.is_live(),
+            MoveKind::Cold => matches!(s.vm_state, VmState::Stopped | VmState::Active),
         };
         if ok {
             let outcome = match r.kind {
@@ -221,7 +224,7 @@ fn reconcile_one(
                 MoveKind::Cold => Outcome::ColdMigrated,
             };
             if let Phase::Starting { attempt, .. } = r.phase {
-                r.attempts = attempt;
+                r.attempts = attempt.saturating_sub(r.unsent);
             }
             r.first_started_at.get_or_insert(since);
             r.destination = Some(s.host.clone());
@@ -234,9 +237,9 @@ fn reconcile_one(
         }
     }
 
-    let adopt = |r: &mut InstanceRecord, mid: Option<u64>| {
+    let adopt = |r: &mut InstanceRecord, mid: Option<MigrationId>| {
         if let Phase::Starting { attempt, .. } = r.phase {
-            r.attempts = attempt;
+            r.attempts = attempt.saturating_sub(r.unsent);
             r.conflicts = 0;
         }
         r.first_started_at.get_or_insert(since);
@@ -256,7 +259,9 @@ fn reconcile_one(
         let running_since = r.track.running_since.or(running_now.then_some(since));
         r.track = Track {
             server: Some(s.clone()),
+            server_at: Some(now),
             migration: newest.map(view_of),
+            status_since: Some(now),
             running_since,
             // A fresh stall window: we could not watch while we were away.
             progress_at: Some(now),
@@ -308,6 +313,8 @@ fn reconcile_one(
         (_, None) => {
             r.phase = Phase::Pending;
             r.track = Track::default();
+            // Freshly read: it is here and idle.
+            r.seen_at = Some(now);
             (
                 ResumeAction::Restart,
                 format!(
@@ -327,7 +334,7 @@ mod tests {
 
     fn drain_starting() -> Drain {
         let es = vec![entry("a", Action::Live, 4096)];
-        let mut d = Drain::new("node1", &es, Policy::default(), 0);
+        let mut d = Drain::new("node1", &es, Policy::default(), 1_000_000);
         let c = d.step(1_000_000, &[]);
         assert!(matches!(
             c.last(),
@@ -340,7 +347,7 @@ mod tests {
 
     fn rec(id: u64, status: &str, created_at: Millis) -> MigrationRecord {
         MigrationRecord {
-            id,
+            id: MigrationId(id),
             status: MigrationStatus::from(status.to_string()),
             created_at,
             dest_compute: Some("node4".into()),
@@ -375,7 +382,7 @@ mod tests {
         assert_eq!(
             dec[0].action,
             ResumeAction::Adopted {
-                migration_id: Some(9)
+                migration_id: Some(MigrationId(9))
             }
         );
         let r = d.get("a").unwrap();
@@ -384,7 +391,7 @@ mod tests {
             r.phase,
             Phase::Started {
                 since: 1_000_000,
-                migration_id: Some(9)
+                migration_id: Some(MigrationId(9))
             }
         );
         assert_eq!(
@@ -410,13 +417,15 @@ mod tests {
         assert_eq!(dec[0].action, ResumeAction::Adopted { migration_id: None });
         let c = d.step(1_000_600, &[]);
         assert_eq!(starts(&c), 0);
-        assert!(c.iter().any(|c| matches!(
-            c,
-            Command::FindMigration {
-                since: 1_000_000,
-                ..
-            }
-        )));
+        // Adopted and watched: the list of the source's migrations, from
+        // the intent less the clock-skew allowance.
+        assert!(
+            c.iter().any(|c| matches!(
+                c,
+                Command::ListMigrations { since, .. } if *since == 1_000_000 - CLOCK_SKEW_MS
+            )),
+            "{c:?}"
+        );
     }
 
     #[test]
@@ -438,7 +447,8 @@ mod tests {
             &ob(idle(), vec![rec(3, "completed", 10_000)]),
         );
         assert_eq!(dec[0].action, ResumeAction::Restart);
-        let c = d.step(1_030_001, &[]);
+        // The reconcile's fresh view of this instant lets it start (I2).
+        let c = d.step(1_030_000, &[]);
         assert!(
             c.iter()
                 .any(|c| matches!(c, Command::StartLive { attempt: 1, .. }))
@@ -459,21 +469,46 @@ mod tests {
         assert_eq!(
             dec[0].action,
             ResumeAction::Adopted {
-                migration_id: Some(11)
+                migration_id: Some(MigrationId(11))
             }
         );
-        // retries = 1 → one new attempt, numbered 2.
+        // retries = 1 → one new attempt, numbered 2, once a fresh read
+        // shows it still here and idle (I2).
         let c = d.step(3_000_001, &[]);
+        assert!(
+            c.contains(&Command::ReadServer {
+                instance: "a".into()
+            }),
+            "{c:?}"
+        );
+        let here = Observation::Server {
+            instance: "a".into(),
+            view: sv("node1", "ACTIVE", "active", None),
+        };
+        let c = d.step(3_000_002, &[here]);
         assert!(
             c.iter()
                 .any(|c| matches!(c, Command::StartLive { attempt: 2, .. })),
             "{c:?}"
         );
-        assert_eq!(d.get("a").unwrap().past_migrations, vec![11]);
+        assert_eq!(d.get("a").unwrap().past_migrations, vec![MigrationId(11)]);
     }
 
     #[test]
     fn record_within_clock_skew_is_treated_as_ours() {
+        // In progress, created before the intent by Nova's (slower) clock:
+        // ours (one rule: types::owned_by_attempt).
+        let mut d = drain_starting();
+        let dec = reconcile(
+            &mut d,
+            3_000_000,
+            &ob(
+                Some(sv("node1", "MIGRATING", "active", Some("migrating"))),
+                vec![rec(4, "running", 1_000_000 - CLOCK_SKEW_MS)],
+            ),
+        );
+        assert!(matches!(dec[0].action, ResumeAction::Adopted { .. }));
+        // Ended before the intent: an earlier attempt's, not this one's.
         let mut d = drain_starting();
         let dec = reconcile(
             &mut d,
@@ -483,7 +518,7 @@ mod tests {
                 vec![rec(4, "failed", 1_000_000 - CLOCK_SKEW_MS)],
             ),
         );
-        assert!(matches!(dec[0].action, ResumeAction::Adopted { .. }));
+        assert_eq!(dec[0].action, ResumeAction::Restart);
     }
 
     #[test]
@@ -505,7 +540,7 @@ mod tests {
         );
         let r = d.get("a").unwrap();
         assert_eq!(r.destination.as_deref(), Some("node7"));
-        assert_eq!(r.migration_id, Some(12));
+        assert_eq!(r.migration_id, Some(MigrationId(12)));
         assert_eq!(r.attempts, 1);
         assert!(d.is_done());
     }
@@ -552,7 +587,7 @@ mod tests {
     }
 
     #[test]
-    fn started_without_id_finds_it_and_deleted_server_fails() {
+    fn started_without_id_finds_it_and_deleted_server_is_skipped() {
         let mut d = drain_starting();
         d.step(
             1_000_100,
@@ -574,22 +609,30 @@ mod tests {
         assert_eq!(
             dec[0].action,
             ResumeAction::Adopted {
-                migration_id: Some(21)
+                migration_id: Some(MigrationId(21))
             }
         );
+        // Deleted by its owner meanwhile: nothing to move, skipped (I2).
         let dec = reconcile(&mut d2, 2_000_000, &ob(None, vec![]));
         assert_eq!(
             dec[0].action,
             ResumeAction::Finished {
-                outcome: Outcome::Failed
+                outcome: Outcome::Skipped
             }
+        );
+        assert!(
+            d2.instances[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("deleted")
         );
     }
 
     #[test]
     fn cold_migration_waiting_for_confirm_is_adopted_and_confirmed() {
         let es = vec![entry("a", Action::Cold, 1024)];
-        let mut d = Drain::new("node1", &es, Policy::default(), 0);
+        let mut d = Drain::new("node1", &es, Policy::default(), 1_000_000);
         d.step(1_000_000, &[]);
         let dec = reconcile(
             &mut d,
@@ -602,7 +645,7 @@ mod tests {
         assert_eq!(
             dec[0].action,
             ResumeAction::Adopted {
-                migration_id: Some(30)
+                migration_id: Some(MigrationId(30))
             }
         );
         let c = d.step(2_000_001, &[]);
@@ -621,10 +664,11 @@ mod tests {
             5,
             &ob(Some(sv("node9", "ACTIVE", "active", None)), vec![]),
         );
+        // Moved by someone else (this run never started it): skipped (I2).
         assert_eq!(
             dec[0].action,
             ResumeAction::Finished {
-                outcome: Outcome::Migrated
+                outcome: Outcome::Skipped
             }
         );
         assert_eq!(starts(&d.step(6, &[])), 0);
@@ -693,7 +737,7 @@ mod tests {
             ) {
                 let since: Millis = 10_000_000;
                 let es = vec![entry("a", Action::Live, 4096)];
-                let mut d = Drain::new("node1", &es, Policy::default(), 0);
+                let mut d = Drain::new("node1", &es, Policy::default(), since);
                 d.step(since, &[]);
                 let statuses = ["accepted", "running", "completed", "error", "failed", "cancelled"];
                 let migrations: Vec<MigrationRecord> = recs
@@ -703,7 +747,9 @@ mod tests {
                     .collect();
                 let now = since + delay;
                 let dec = reconcile(&mut d, now, &ob(server.clone(), migrations.clone()));
-                let recent = migrations.iter().any(|m| m.created_at + CLOCK_SKEW_MS >= since);
+                let recent = migrations.iter().any(|m| {
+                    owned_by_attempt(Some(m.created_at), since, m.id, &[], &m.status)
+                });
                 let busy = server.as_ref().is_some_and(|s| s.task_state.is_some());
                 let moved = server.as_ref().is_some_and(|s| s.host != "node1");
                 match &dec[0].action {
@@ -728,10 +774,10 @@ mod tests {
                 // The next step starts it again only after a Restart, or as a
                 // retry of an adopted attempt that Nova shows ended with the
                 // server idle on the source.
-                let c = d.step(now + 1, &[]);
+                let c = d.step(now, &[]);
                 if starts(&c) > 0 && dec[0].action != ResumeAction::Restart {
                     let s = server.as_ref().unwrap();
-                    prop_assert!(s.host == "node1" && s.task_state.is_none() && s.vm_state != "error");
+                    prop_assert!(s.host == "node1" && s.task_state.is_none() && s.vm_state != VmState::Error);
                     prop_assert!(!d.instances[0].past_migrations.is_empty());
                     prop_assert!(c.iter().any(|c| matches!(c, Command::StartLive { attempt: 2, .. })), "retry");
                 }
