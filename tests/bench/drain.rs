@@ -334,6 +334,7 @@ async fn evacuate(
         unit: "nova-live-migration/0".into(),
         task: Some("bench".into()),
         log: &log,
+        status: &|_: &str| {},
     };
     // Only the bench's servers move (the cloud may hold others).
     let others: Vec<String> = admin
@@ -378,7 +379,7 @@ async fn evacuate(
             .map_err(|e| e.to_string())?;
         if let Some(m) = migs
             .iter()
-            .find(|m| Some(m.id.max(0) as u64) == i.migration_id)
+            .find(|m| nlm::plan::MigrationId::from_api(m.id) == i.migration_id)
         {
             let created = m.created_at.as_deref().and_then(nlm::time::parse_iso);
             let updated = m.updated_at.as_deref().and_then(nlm::time::parse_iso);

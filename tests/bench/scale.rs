@@ -848,6 +848,7 @@ async fn drain_run(n: usize, migration_ms: u64, child: bool) -> Result<RunRow, S
         unit: "nova-live-migration/0".into(),
         task: Some("scale".into()),
         log: &log,
+        status: &|_: &str| {},
     };
     let params = Params::from_action(Kind::Evacuate, &BTreeMap::new())?;
     let before = os.request_stats();
@@ -1071,7 +1072,7 @@ fn planner_once(n: usize) -> (Vec<f64>, u64, f64) {
     let mut obs: Vec<Observation> = Vec::new();
     let mut tick = 0u64;
     let view = |id: u64, status: MigrationStatus, rem: Option<u64>, at: u64| MigrationView {
-        id,
+        id: plan::MigrationId(id),
         status,
         created_at: Some(at),
         dest_compute: Some(DESTS[0].into()),
@@ -1082,11 +1083,18 @@ fn planner_once(n: usize) -> (Vec<f64>, u64, f64) {
         disk_processed_bytes: rem.map(|_| 0),
         disk_remaining_bytes: rem.map(|_| 0),
     };
+    let here = |host: &str| ServerView {
+        host: host.into(),
+        status: "ACTIVE".into(),
+        vm_state: plan::VmState::Active,
+        task_state: None,
+        fault: None,
+    };
     loop {
         let now = t0 + tick * poll;
-        // One tick as `drive` does it: step, execute, step again on the
-        // calls' results.
-        for _ in 0..2 {
+        // One round as `drive` does it: poll, execute every command, hand
+        // back the results, poll again at the same instant until quiet.
+        for _ in 0..8 {
             let s = Instant::now();
             let cmds = d.step(now, &obs);
             times.push(s.elapsed().as_secs_f64() * 1e6);
@@ -1095,24 +1103,58 @@ fn planner_once(n: usize) -> (Vec<f64>, u64, f64) {
                 match c {
                     Command::StartLive {
                         instance, attempt, ..
-                    } => obs.push(Observation::Started {
-                        instance,
-                        attempt,
-                        result: plan::StartResult::Accepted,
-                    }),
-                    Command::FindMigration { instance, .. } => {
-                        let (mid, _) = *found.entry(instance.clone()).or_insert_with(|| {
+                    } => {
+                        found.entry(instance.clone()).or_insert_with(|| {
                             next_mid += 1;
                             (next_mid - 1, tick)
                         });
-                        obs.push(Observation::MigrationFound {
-                            instance: instance.clone(),
-                            migration_id: mid,
-                        });
-                        obs.push(Observation::Migration {
+                        obs.push(Observation::Started {
                             instance,
-                            view: view(mid, MigrationStatus::Queued, None, now),
+                            attempt,
+                            result: plan::StartResult::Accepted,
+                        })
+                    }
+                    Command::ReadServer { instance } => {
+                        let host = match found.get(&instance) {
+                            Some(&(_, at)) if tick - at >= 3 => DESTS[0],
+                            _ => SOURCE,
+                        };
+                        obs.push(Observation::Server {
+                            instance,
+                            view: here(host),
                         });
+                    }
+                    Command::ListMigrations { .. } => {
+                        for r in d.instances.iter().filter(|r| r.in_flight()) {
+                            let Some(&(mid, at)) = found.get(&r.id) else {
+                                continue;
+                            };
+                            let st = if tick - at < 3 {
+                                MigrationStatus::Running
+                            } else {
+                                MigrationStatus::Completed
+                            };
+                            obs.push(Observation::Migration {
+                                instance: r.id.clone(),
+                                view: view(mid, st, None, t0 + at * poll),
+                            });
+                        }
+                        obs.push(Observation::Listed { ok: true });
+                    }
+                    Command::ReadProgress { instance, .. } => {
+                        if let Some(&(mid, at)) = found.get(&instance) {
+                            let age = tick - at;
+                            let rem = total - total * age.min(3) / 3;
+                            obs.push(Observation::Migration {
+                                instance,
+                                view: view(
+                                    mid,
+                                    MigrationStatus::Running,
+                                    Some(rem),
+                                    t0 + at * poll,
+                                ),
+                            });
+                        }
                     }
                     _ => {}
                 }
@@ -1125,36 +1167,6 @@ fn planner_once(n: usize) -> (Vec<f64>, u64, f64) {
             break;
         }
         tick += 1;
-        let now = t0 + tick * poll;
-        // observe(): every in-flight instance.
-        for r in d.instances.iter().filter(|r| r.in_flight()) {
-            let Some(&(mid, at)) = found.get(&r.id) else {
-                continue;
-            };
-            let age = tick - at;
-            if age < 3 {
-                let rem = total - total * age / 3;
-                obs.push(Observation::Migration {
-                    instance: r.id.clone(),
-                    view: view(mid, MigrationStatus::Running, Some(rem), now),
-                });
-            } else {
-                obs.push(Observation::Migration {
-                    instance: r.id.clone(),
-                    view: view(mid, MigrationStatus::Completed, None, now),
-                });
-                obs.push(Observation::Server {
-                    instance: r.id.clone(),
-                    view: ServerView {
-                        host: DESTS[(mid as usize) % DESTS.len()].into(),
-                        status: "ACTIVE".into(),
-                        vm_state: "active".into(),
-                        task_state: None,
-                        fault: None,
-                    },
-                });
-            }
-        }
         assert!(tick < 100_000, "synthetic drain does not end");
     }
     let migrated = d

@@ -28,6 +28,8 @@ fn instance(id: &str, name: &str, index: usize, phase: Phase) -> InstanceRecord 
         phase,
         attempts: 1,
         conflicts: 0,
+        unsent: 0,
+        seen_at: None,
         first_started_at: None,
         ended_at: None,
         destination: None,
@@ -36,6 +38,7 @@ fn instance(id: &str, name: &str, index: usize, phase: Phase) -> InstanceRecord 
         error: None,
         decisions: vec![],
         abort_requested: false,
+        abort_requested_at: None,
         track: Default::default(),
         last_line: None,
     }
@@ -75,6 +78,11 @@ fn journal_fixture(state_dir: &Path, host: &str, instances: Vec<(&str, &str, Pha
                 .map(|(i, (id, name, phase))| instance(id, name, i + 1, phase))
                 .collect(),
             stop_starting: false,
+            abort_at: None,
+            list_asked: None,
+            listed_at: None,
+            listed_ok_at: None,
+            held: vec![],
         },
         ended_at: None,
         aborted: false,
@@ -109,7 +117,7 @@ fn interrupted_fixture(state_dir: &Path) {
                 "focal-2",
                 Phase::Started {
                     since: now_ms() - 30_000,
-                    migration_id: Some(29),
+                    migration_id: Some(nlm::plan::MigrationId(29)),
                 },
             ),
             (
