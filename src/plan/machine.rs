@@ -468,6 +468,12 @@ pub struct Track {
     pub abort_accepted_at: Option<Millis>,
     #[serde(default)]
     pub abort_failures: u32,
+    /// When Nova last refused the abort (sent again a tick later).
+    #[serde(default)]
+    pub abort_refused_at: Option<Millis>,
+    /// A control call answered 404: the migration record is no more.
+    #[serde(default)]
+    pub migration_gone: bool,
     /// Why the abort was sent (the operator, a stall, a timeout…).
     #[serde(default)]
     pub abort_reason: Option<String>,
@@ -1118,7 +1124,10 @@ impl Drain {
                 since: floor.saturating_sub(CLOCK_SKEW_MS),
             });
             for &i in &started {
-                self.instances[i].track.wake_at = None;
+                let t = &mut self.instances[i].track;
+                if t.wake_at.is_some_and(|w| w <= now) {
+                    t.wake_at = None;
+                }
             }
             return;
         }
@@ -1379,9 +1388,11 @@ fn command_failed(
         Control::Abort => {
             r.track.abort_pending = false;
             r.track.abort_failures += 1;
+            r.track.abort_refused_at = Some(now);
             if gone {
                 // The record is no more: where the server is decides.
                 r.track.migration = None;
+                r.track.migration_gone = true;
                 r.track.server_at = None;
             }
         }
@@ -1574,7 +1585,7 @@ fn idle_on_source(
     let (source, now) = (ctx.source, ctx.now);
     let idle_since = *r.track.idle_since.get_or_insert(now);
     let grace_over = now.saturating_sub(idle_since) >= ctx.policy.idle_grace_ms();
-    let ended = mig.is_some_and(|m| m.status.is_terminal());
+    let ended = mig.is_some_and(|m| m.status.is_terminal()) || r.track.migration_gone;
     if !r.kind.planned_state(&s.vm_state) {
         // Changed by someone else (stopped, suspended, shelved…).
         if ended || mig.is_none() && grace_over {
@@ -1599,6 +1610,12 @@ fn idle_on_source(
             "migration {} ended {} with the server still on {source}",
             m.id,
             m.status.as_str()
+        )),
+        None if r.track.migration_gone => Some(format!(
+            "migration {} is no more (404) and the server is idle on {source}",
+            r.migration_id
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "?".into())
         )),
         _ if grace_over => Some(format!(
             "the server is idle on {source} {} s after the start was accepted and no migration is in progress{}",
@@ -1780,7 +1797,12 @@ fn monitor_live(r: &mut InstanceRecord, m: &MigrationView, ctx: &Ctx<'_>, out: &
     progress(r, line, out);
 
     let mid = m.id;
-    let abort_busy = r.track.abort_pending || r.track.abort_accepted_at.is_some();
+    // Sent and not answered, accepted, or refused less than a tick ago.
+    let abort_busy = r.track.abort_pending
+        || r.track.abort_accepted_at.is_some()
+        || r.track
+            .abort_refused_at
+            .is_some_and(|t| now < t + policy.interval_ms());
     // Operator abort.
     if r.abort_requested {
         if abort_busy || r.track.abort_failures >= CONTROL_RETRIES {
@@ -1814,17 +1836,30 @@ fn monitor_live(r: &mut InstanceRecord, m: &MigrationView, ctx: &Ctx<'_>, out: &
         }
         return;
     }
-    // A decision already taken and not refused for good: wait for it.
-    if abort_busy || r.track.force_completed || !running {
-        if r.track.abort_reason.is_some()
-            && !abort_busy
-            && r.track.abort_failures < CONTROL_RETRIES
-            && running
-        {
-            // The abort was refused: send it again.
-            let why = r.track.abort_reason.clone().unwrap_or_default();
-            send_abort(r, mid, why, total, out);
+    // An abort decided: wait for Nova's answer, send it again a tick after
+    // a refusal, give up after CONTROL_RETRIES refusals (Nova's own timer
+    // still bounds the migration).
+    if let Some(why) = r.track.abort_reason.clone() {
+        if abort_busy || !running {
+            return;
         }
+        if r.track.abort_failures >= CONTROL_RETRIES {
+            note(
+                r,
+                "abort-given-up",
+                format!(
+                    "abort refused {} times; letting the migration run (Nova's own timer ends it)",
+                    r.track.abort_failures
+                ),
+                total,
+                out,
+            );
+            return;
+        }
+        send_abort(r, mid, why, total, out);
+        return;
+    }
+    if r.track.force_completed || !running {
         return;
     }
     if let Some((act, why)) = timeout_decision(r, m, policy, now, pct) {
@@ -2826,5 +2861,323 @@ pub(crate) mod tests {
         assert!(s.contains("\"status\":\"running\""));
         let back: Drain = serde_json::from_str(&s).unwrap();
         assert_eq!(back, d);
+    }
+
+    fn gone(id: &str) -> Observation {
+        Observation::ServerGone {
+            instance: id.into(),
+        }
+    }
+
+    /// Found at eac490e: a server deleted mid-migration (its record gone
+    /// too) hung the drain for ever, with stall-timeout 0 at once.
+    #[test]
+    fn a_server_deleted_mid_migration_ends_skipped() {
+        let mut d = drain(
+            1,
+            Policy {
+                stall_timeout_s: 0,
+                ..Policy::default()
+            },
+        );
+        running(&mut d);
+        tick(&mut d, 1000, "running", 2 * G);
+        let c = d.step(3000, &[gone("i0")]);
+        let r = d.get("i0").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Skipped));
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .contains("deleted during its migration")
+        );
+        assert!(d.is_done());
+        assert!(
+            c.iter()
+                .any(|c| matches!(c, Command::Progress { line, .. } if line.contains("skipped")))
+        );
+        assert_eq!(d.poll_timeout(3000), None);
+    }
+
+    /// Found at eac490e: an abort answered 404 (the record vanished) set
+    /// `abort_sent` and the instance was never looked at again.
+    #[test]
+    fn an_abort_of_a_vanished_migration_ends_from_the_server() {
+        let mut d = drain(
+            1,
+            Policy {
+                stall_timeout_s: 10,
+                retries: 3,
+                ..Policy::default()
+            },
+        );
+        running(&mut d);
+        tick(&mut d, 1000, "running", 2 * G);
+        let c = tick(&mut d, 12_000, "running", 2 * G);
+        assert!(c.iter().any(|c| matches!(c, Command::Abort { .. })));
+        let c = d.step(
+            12_001,
+            &[Observation::CommandFailed {
+                instance: "i0".into(),
+                command: Control::Abort,
+                message: "404 Not Found".into(),
+                gone: true,
+            }],
+        );
+        assert!(d.get("i0").unwrap().outcome().is_none());
+        // The next tick reads the server (the record is gone), and the
+        // server idle on the source ends the attempt as aborted, not retried.
+        let c2 = d.step(14_001, &[Observation::Listed { ok: true }]);
+        assert!(
+            c.iter().chain(c2.iter()).any(|c| matches!(
+                c,
+                Command::ListMigrations { .. } | Command::ReadServer { .. }
+            )),
+            "{c:?} {c2:?}"
+        );
+        d.step(
+            14_002,
+            &[server("i0", sv("node1", "ACTIVE", "active", None))],
+        );
+        let r = d.get("i0").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Aborted), "{r:#?}");
+    }
+
+    /// Found at eac490e: an abort refused once was never sent again.
+    #[test]
+    fn a_refused_abort_is_sent_again_then_given_up_bounded() {
+        let mut d = drain(
+            1,
+            Policy {
+                stall_timeout_s: 10,
+                ..Policy::default()
+            },
+        );
+        running(&mut d);
+        tick(&mut d, 1000, "running", 2 * G);
+        let aborts = |c: &[Command]| {
+            c.iter()
+                .filter(|c| matches!(c, Command::Abort { .. }))
+                .count()
+        };
+        assert_eq!(aborts(&tick(&mut d, 12_000, "running", 2 * G)), 1);
+        let refused = Observation::CommandFailed {
+            instance: "i0".into(),
+            command: Control::Abort,
+            message: "409 Conflict".into(),
+            gone: false,
+        };
+        d.step(12_001, std::slice::from_ref(&refused));
+        assert_eq!(
+            aborts(&tick(&mut d, 13_000, "running", 2 * G)),
+            0,
+            "a tick later"
+        );
+        assert_eq!(
+            aborts(&tick(&mut d, 14_001, "running", 2 * G)),
+            1,
+            "sent again"
+        );
+        d.step(14_002, std::slice::from_ref(&refused));
+        assert_eq!(aborts(&tick(&mut d, 16_002, "running", 2 * G)), 1);
+        d.step(16_003, std::slice::from_ref(&refused));
+        assert_eq!(
+            aborts(&tick(&mut d, 18_003, "running", 2 * G)),
+            0,
+            "given up"
+        );
+    }
+
+    /// Found at eac490e: a live attempt after which the owner stopped the
+    /// instance (idle on the source, neither active nor paused) never ended.
+    #[test]
+    fn stopped_by_its_owner_during_the_attempt_ends_skipped() {
+        let mut d = drain(1, Policy::default());
+        running(&mut d);
+        d.step(
+            1000,
+            &[
+                migration("i0", mv(5, "failed", 4 * G, 4 * G)),
+                server("i0", sv("node1", "SHUTOFF", "stopped", None)),
+            ],
+        );
+        let r = d.get("i0").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Skipped));
+        assert!(
+            r.error.as_deref().unwrap().contains("now stopped"),
+            "{:?}",
+            r.error
+        );
+    }
+
+    /// Found at eac490e: accepted/queued/preparing migrations had no deadline.
+    #[test]
+    fn a_migration_stuck_in_queued_is_aborted_when_nothing_else_runs() {
+        let mut d = drain(1, Policy::default());
+        running(&mut d);
+        tick(&mut d, 1000, "queued", 4 * G);
+        let c = tick(&mut d, 1000 + STUCK_MS - 1, "queued", 4 * G);
+        assert!(!c.iter().any(|c| matches!(c, Command::Abort { .. })));
+        let c = tick(&mut d, 1000 + STUCK_MS, "queued", 4 * G);
+        assert!(
+            c.iter().any(|c| matches!(c, Command::Abort { reason, .. } if reason.contains("has been queued for 600 s"))),
+            "{c:?}"
+        );
+        // Where it cannot be aborted (< 2.65), it ends failed, saying so.
+        let mut d = drain(
+            1,
+            Policy {
+                can_abort_queued: false,
+                ..Policy::default()
+            },
+        );
+        running(&mut d);
+        tick(&mut d, 1000, "queued", 4 * G);
+        tick(&mut d, 1000 + STUCK_MS, "queued", 4 * G);
+        let r = d.get("i0").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Failed));
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .contains("cannot be aborted here")
+        );
+    }
+
+    /// Found at eac490e: an instance moved off this node by someone else
+    /// while it waited its turn was live-migrated again from wherever it
+    /// was (I2) — also after a 409 back-off.
+    #[test]
+    fn moved_by_someone_else_before_its_turn_is_never_started() {
+        let mut d = drain(2, Policy::default());
+        assert_eq!(starts(&d.step(0, &[])), vec!["i0"]);
+        d.step(1, &[accepted("i0", 1)]);
+        let c = d.step(2000, &[server("i0", sv("node4", "ACTIVE", "active", None))]);
+        assert!(c.contains(&Command::ReadServer {
+            instance: "i1".into()
+        }));
+        let c = d.step(2001, &[server("i1", sv("node3", "ACTIVE", "active", None))]);
+        assert!(starts(&c).is_empty());
+        let r = d.get("i1").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Skipped));
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .contains("moved to node3 by someone else")
+        );
+        // After a 409: read again before the retry.
+        let mut d = drain(1, Policy::default());
+        d.step(0, &[]);
+        d.step(
+            1,
+            &[Observation::Started {
+                instance: "i0".into(),
+                attempt: 1,
+                result: StartResult::Conflict("task_state migrating".into()),
+            }],
+        );
+        let c = d.step(15_001, &[]);
+        assert!(
+            starts(&c).is_empty()
+                && c.contains(&Command::ReadServer {
+                    instance: "i0".into()
+                })
+        );
+        let c = d.step(
+            15_002,
+            &[server("i0", sv("node3", "ACTIVE", "active", None))],
+        );
+        assert!(starts(&c).is_empty());
+        assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Skipped));
+    }
+
+    /// Found at eac490e: a start that never reached Nova (connection
+    /// refused) failed the instance at once, ignoring `retries` (I5).
+    #[test]
+    fn a_start_that_never_reached_nova_is_retried_with_backoff() {
+        let mut d = drain(
+            1,
+            Policy {
+                retries: 1,
+                conflict_backoff_ms: 10_000,
+                ..Policy::default()
+            },
+        );
+        d.step(0, &[]);
+        let not_sent = |a| Observation::Started {
+            instance: "i0".into(),
+            attempt: a,
+            result: StartResult::NotSent("connection refused".into()),
+        };
+        d.step(1, &[not_sent(1)]);
+        let r = d.get("i0").unwrap();
+        assert_eq!(r.phase, Phase::Waiting { until: 10_001 });
+        assert_eq!((r.attempts, r.unsent), (0, 1));
+        assert!(r.decisions.iter().any(|x| x.contains("never reached Nova")));
+        assert!(starts(&d.step(10_001, &[])).is_empty(), "read first");
+        let c = d.step(10_002, &[here("i0")]);
+        assert!(
+            c.iter()
+                .any(|c| matches!(c, Command::StartLive { attempt: 2, .. }))
+        );
+        d.step(10_003, &[accepted("i0", 2)]);
+        let r = d.get("i0").unwrap();
+        assert_eq!((r.attempts, r.unsent), (1, 1), "counted apart");
+        // Once more never reached: no retries left.
+        let mut d = drain(
+            1,
+            Policy {
+                retries: 0,
+                ..Policy::default()
+            },
+        );
+        d.step(0, &[]);
+        d.step(1, &[not_sent(1)]);
+        assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Failed));
+    }
+
+    #[test]
+    fn unexpected_input_is_an_explicit_outcome() {
+        let mut d = drain(1, Policy::default());
+        assert_eq!(
+            d.handle(0, &here("nope")),
+            Handled::Ignored(Ignored::UnknownInstance)
+        );
+        assert_eq!(
+            d.handle(0, &accepted("i0", 1)),
+            Handled::Ignored(Ignored::WrongPhase)
+        );
+        d.step(0, &[]);
+        assert_eq!(
+            d.handle(1, &accepted("i0", 7)),
+            Handled::Ignored(Ignored::NotThisAttempt)
+        );
+        assert_eq!(d.handle(1, &accepted("i0", 1)), Handled::Applied);
+        let mut old = mv(3, "error", G, G);
+        old.created_at = Some(0);
+        old.status = MigrationStatus::Error;
+        let mut before = old.clone();
+        before.created_at = None;
+        assert_eq!(
+            d.handle(2, &migration("i0", before)),
+            Handled::Ignored(Ignored::NotThisMigration)
+        );
+    }
+
+    /// The end of a migration is seen as soon as it is due, not a tick late.
+    #[test]
+    fn a_migration_about_to_complete_is_looked_at_sooner() {
+        let mut d = drain(1, Policy::default());
+        running(&mut d);
+        tick(&mut d, 2000, "running", 4 * G);
+        tick(&mut d, 4000, "running", 2 * G);
+        // 2 GiB in 2 s: the rest takes 2 s → no sooner than the tick.
+        assert_eq!(d.instances[0].track.wake_at, None);
+        tick(&mut d, 6000, "running", G / 4);
+        // 1.75 GiB in 2 s: 0.25 GiB left ≈ 0.29 s.
+        let w = d.instances[0].track.wake_at.expect("sooner");
+        assert!((6250..6400).contains(&w), "{w}");
+        assert_eq!(d.poll_timeout(6000), Some(w));
     }
 }
