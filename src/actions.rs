@@ -212,6 +212,11 @@ async fn run_drain(
             if let Some(msg) = outcome.failure {
                 unit.tools.action_fail(&msg)?;
             }
+            if !params.dry_run
+                && let Err(e) = drain::mark_reported(unit.paths)
+            {
+                tracing::warn!("journal: {e}");
+            }
             Ok(())
         }
         Err(drain::DrainError::Refused(msg)) => fail(unit, action, &msg),

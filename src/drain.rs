@@ -179,6 +179,88 @@ pub struct RunRecord {
     /// Ended by an abort (action or CLI).
     #[serde(default)]
     pub aborted: bool,
+    /// The parameters it was started with (a resumed run keeps them).
+    #[serde(default)]
+    pub params: Option<RunParams>,
+    /// When the action's result was handed to Juju: an ended run without
+    /// it was killed before it could report, and the next run reports it.
+    #[serde(default)]
+    pub reported_at: Option<Millis>,
+}
+
+/// The parameters a run was started with, as the journal keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunParams {
+    pub vm: Option<String>,
+    pub target_host: Option<String>,
+    pub max_concurrent: Option<u32>,
+    pub block_migration: Option<String>,
+    pub include_stopped: bool,
+    pub exclude: Vec<String>,
+    pub force: bool,
+}
+
+impl RunParams {
+    fn of(p: &Params) -> RunParams {
+        RunParams {
+            vm: p.vm.clone(),
+            target_host: p.target_host.clone(),
+            max_concurrent: p.max_concurrent,
+            block_migration: p.block_migration.map(|b| b.as_str().to_string()),
+            include_stopped: p.include_stopped,
+            exclude: p.exclude.clone(),
+            force: p.force,
+        }
+    }
+
+    /// The parameters given now that say something else than the run's own
+    /// (a parameter left out keeps the run's value).
+    fn conflicts(&self, now: &RunParams) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut differ = |k: &str, given: bool, same: bool, was: String| {
+            if given && !same {
+                out.push(format!("{k} (the run has {was})"));
+            }
+        };
+        let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "none".into());
+        differ(
+            "target-host",
+            now.target_host.is_some(),
+            now.target_host == self.target_host,
+            show(&self.target_host),
+        );
+        differ(
+            "max-concurrent",
+            now.max_concurrent.is_some(),
+            now.max_concurrent == self.max_concurrent,
+            self.max_concurrent
+                .map_or_else(|| "the config's".into(), |n| n.to_string()),
+        );
+        differ(
+            "block-migration",
+            now.block_migration.is_some(),
+            now.block_migration == self.block_migration,
+            show(&self.block_migration),
+        );
+        differ(
+            "include-stopped",
+            now.include_stopped,
+            self.include_stopped,
+            "false".into(),
+        );
+        differ(
+            "exclude",
+            !now.exclude.is_empty(),
+            now.exclude == self.exclude,
+            if self.exclude.is_empty() {
+                "none".into()
+            } else {
+                self.exclude.join(",")
+            },
+        );
+        differ("force", now.force, self.force, "false".into());
+        out
+    }
 }
 
 impl RunRecord {
@@ -475,23 +557,33 @@ fn policy(env: &Env<'_>, params_max: Option<u32>) -> Policy {
 pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> {
     let journal = Journal::in_dir(&env.paths.state_dir);
     let existing: Option<RunRecord> = journal.load()?;
-    if let Some(rec) = existing.filter(|r| r.in_flight()) {
+    if let Some(rec) = existing {
         if params.dry_run {
-            (env.log)(&format!(
-                "note: the {} started at {} is still in flight ({}); this dry-run plans afresh",
-                rec.kind.as_str(),
-                iso(rec.started_at),
-                rec.progress()
-            ));
-        } else if params.kind == Kind::Evacuate {
+            if rec.in_flight() {
+                (env.log)(&format!(
+                    "note: the {} started at {} is still in flight ({}); this dry-run plans afresh",
+                    rec.kind.as_str(),
+                    iso(rec.started_at),
+                    rec.progress()
+                ));
+            }
+        } else if rec.in_flight() {
+            check_resumable(env, &rec, params)?;
             return resume(env, &journal, rec).await;
-        } else {
-            return Err(DrainError::Refused(format!(
-                "the {} started at {} is still in flight ({}); run evacuate to resume it, or abort to end it",
+        } else if rec.reported_at.is_none()
+            && rec.params.is_some()
+            && rec.kind == params.kind
+            && rec.host == env.host
+        {
+            // Killed after it ended and before its result reached Juju: that
+            // result is this action's (the run already did the work).
+            (env.log)(&format!(
+                "the {} started at {} ended at {} before its result could be delivered (the action was killed); this is its result",
                 rec.kind.as_str(),
                 iso(rec.started_at),
-                rec.progress()
-            )));
+                rec.ended_at.map(iso).unwrap_or_default()
+            ));
+            return finish(env, rec).await;
         }
     }
     let t0 = now_ms();
@@ -572,6 +664,8 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         drain,
         ended_at: None,
         aborted: false,
+        params: Some(RunParams::of(params)),
+        reported_at: None,
     };
     // A stale CLI request must not abort this new run; one made since this
     // run began (during pre-flight) is kept for the first tick.
@@ -621,6 +715,72 @@ async fn disable(env: &Env<'_>, reason: &str) -> Result<(), DrainError> {
     }
     compute.disable_service(&service, reason).await?;
     (env.log)(&format!("disabled nova-compute on {}: {reason}", env.host));
+    Ok(())
+}
+
+/// Records that the run's result reached Juju (after `action-set`): the
+/// next run then starts afresh instead of delivering it again.
+pub fn mark_reported(paths: &Paths) -> Result<(), JournalError> {
+    let journal = Journal::in_dir(&paths.state_dir);
+    if let Some(mut rec) = journal.load::<RunRecord>()?
+        && rec.ended_at.is_some()
+        && rec.reported_at.is_none()
+    {
+        rec.reported_at = Some(now_ms());
+        journal.store(&rec)?;
+    }
+    Ok(())
+}
+
+/// An interrupted run is resumed only by the action that started it, on the
+/// host it was started on, with its own parameters: anything else would
+/// disable one host while another's migrations run, or change a run half
+/// way. Refused with what to do, nothing changed.
+fn check_resumable(env: &Env<'_>, rec: &RunRecord, params: &Params) -> Result<(), DrainError> {
+    let what = format!(
+        "the {} started at {} ({})",
+        rec.kind.as_str(),
+        iso(rec.started_at),
+        rec.progress()
+    );
+    if rec.host != env.host {
+        return Err(DrainError::Refused(format!(
+            "{what} was on host {}, but this unit's nova host is now {} (the nova-host option or nova.conf changed); set nova-host back to {} to resume it, or run abort to end it; nothing was changed",
+            rec.host, env.host, rec.host
+        )));
+    }
+    let original = rec.params.clone().unwrap_or_default();
+    if rec.kind != params.kind {
+        let again = match rec.kind {
+            Kind::Evacuate => "evacuate".to_string(),
+            Kind::MigrateVm => format!(
+                "migrate-vm vm={}",
+                original.vm.clone().unwrap_or_else(|| "<its vm>".into())
+            ),
+        };
+        return Err(DrainError::Refused(format!(
+            "{what} is still in flight; run {again} to resume it, or abort to end it; nothing was changed"
+        )));
+    }
+    if rec.kind == Kind::MigrateVm
+        && rec.params.is_some()
+        && params.vm.is_some()
+        && params.vm != original.vm
+    {
+        return Err(DrainError::Refused(format!(
+            "{what} is for {} and still in flight; run migrate-vm vm={} to resume it, or abort to end it; nothing was changed",
+            original.vm.clone().unwrap_or_default(),
+            original.vm.clone().unwrap_or_default()
+        )));
+    }
+    let conflicts = original.conflicts(&RunParams::of(params));
+    if rec.params.is_some() && !conflicts.is_empty() {
+        return Err(DrainError::Refused(format!(
+            "{what} is resumed with its own parameters, but this run gives other ones: {}; run {} without them to resume it, or abort it first to start afresh; nothing was changed",
+            conflicts.join(", "),
+            rec.kind.as_str()
+        )));
+    }
     Ok(())
 }
 
