@@ -127,6 +127,10 @@ pub struct State {
     /// speed, unlike a kill after a delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_at_call: Option<usize>,
+    /// With [`State::kill_at_call`]: count only the calls of this tool
+    /// (e.g. the first `action-set`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_at_tool: Option<String>,
     /// Charm state (`state-get/set`).
     #[serde(default)]
     pub charm_state: BTreeMap<String, String>,
@@ -178,6 +182,7 @@ impl Default for State {
             fail_tools: BTreeMap::new(),
             tool_stdout_hex: BTreeMap::new(),
             kill_at_call: None,
+            kill_at_tool: None,
             charm_state: BTreeMap::new(),
             calls: Vec::new(),
             statuses: Vec::new(),
@@ -905,7 +910,11 @@ pub fn tool_main(tool: &str, args: &[String]) -> i32 {
         argv,
         stdin: stdin_text.clone(),
     });
-    if state.kill_at_call == Some(state.calls.len()) {
+    let nth = match &state.kill_at_tool {
+        Some(t) => state.calls.iter().filter(|c| c.argv[0] == *t).count(),
+        None => state.calls.len(),
+    };
+    if state.kill_at_call == Some(nth) && state.kill_at_tool.as_deref().is_none_or(|t| t == tool) {
         if let Err(e) = save(&path, &state) {
             eprintln!("ERROR {tool}: {e}");
             return 1;

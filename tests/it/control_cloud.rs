@@ -86,6 +86,8 @@ fn journal_fixture(state_dir: &Path, host: &str, instances: Vec<(&str, &str, Pha
         },
         ended_at: None,
         aborted: false,
+        params: None,
+        reported_at: None,
     };
     nlm::journal::Journal::in_dir(state_dir)
         .store(&rec)
