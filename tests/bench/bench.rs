@@ -24,6 +24,9 @@
 #[path = "../harness/sim.rs"]
 mod sim;
 
+#[path = "../harness/fake_nova.rs"]
+mod fake_nova;
+
 mod drain;
 mod scale;
 

@@ -1,0 +1,443 @@
+//! The orchestrator (`nlm::drain::run`) against the in-process fake of
+//! Keystone, Nova and Placement (`tests/harness/fake_nova.rs`): no cloud
+//! needed. Each test asserts the report, the journal and the calls the fake
+//! saw. Polls are short (`poll-interval` 0.2 s) and the tests wait for
+//! states, never for times, so they hold at any machine speed.
+
+use std::collections::BTreeMap;
+use std::sync::Once;
+use std::time::Duration;
+
+use nlm::config::Config;
+use nlm::drain::{self, Kind, Params, RunRecord};
+use nlm::journal::Journal;
+use nlm::openstack::{AuthConfig, Interface, OpenStack};
+use nlm::paths::Paths;
+use nlm::plan::ResultKind;
+use serde_json::{Value, json};
+
+use crate::fake_nova::{self, Fake, MStatus, Options};
+
+/// Pre-flight requires `nova-compute` and `libvirtd` active (`systemctl
+/// is-active`): a stand-in that says so, first on PATH, set once for the
+/// process. Only in-process drains run systemctl from this process; the
+/// hook tests' dispatch runs with juju-sim's own stand-in first on its PATH.
+fn systemctl_says_active() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let dir = std::env::temp_dir().join(format!("nlm-it-fake-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("stand-in dir");
+        let path = dir.join("systemctl");
+        std::fs::write(&path, "#!/bin/sh\necho active\n").expect("stand-in");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod stand-in");
+        let old = std::env::var("PATH").unwrap_or_default();
+        // SAFETY: std's environment accesses hold its lock; nothing in this
+        // process reads PATH through libc getenv concurrently (the clients
+        // connect to IP literals).
+        unsafe { std::env::set_var("PATH", format!("{}:{old}", dir.display())) };
+    });
+}
+
+/// A fake cloud, our client of it, and a node's state directory.
+struct Rig {
+    fake: Fake,
+    os: OpenStack,
+    dir: tempfile::TempDir,
+    paths: Paths,
+    config: Config,
+    host: String,
+    log: std::sync::Mutex<Vec<String>>,
+}
+
+async fn rig(opts: Options, config: &[(&str, Value)]) -> Rig {
+    systemctl_says_active();
+    let host = opts.source.clone();
+    let max_concurrent = opts.max_concurrent;
+    let fake = Fake::start(opts).await;
+    let cfg = AuthConfig::from_relation(
+        &fake_nova::relation_bag(&fake.uri()),
+        Interface::Internal,
+        None,
+        None,
+    )
+    .expect("auth config");
+    let os = OpenStack::connect(cfg).await.expect("connect to the fake");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nova_conf = dir.path().join("nova.conf");
+    std::fs::write(
+        &nova_conf,
+        format!("[DEFAULT]\nhost = {host}\nmax_concurrent_live_migrations = {max_concurrent}\n"),
+    )
+    .expect("nova.conf");
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).expect("state dir");
+    let paths = Paths::from_env(|k| match k {
+        "NLM_STATE_DIR" => Some(state_dir.display().to_string()),
+        "NLM_NOVA_CONF" => Some(nova_conf.display().to_string()),
+        "NLM_NOVA_COMPUTE_LOG" => Some(dir.path().join("none.log").display().to_string()),
+        _ => None,
+    });
+    let mut values: BTreeMap<String, Value> =
+        BTreeMap::from([("poll-interval".to_string(), json!(0.2))]);
+    for (k, v) in config {
+        values.insert(k.to_string(), v.clone());
+    }
+    let config = Config::from_values(&values).expect("config");
+    Rig {
+        fake,
+        os,
+        dir,
+        paths,
+        config,
+        host,
+        log: std::sync::Mutex::new(Vec::new()),
+    }
+}
+
+impl Rig {
+    async fn run(&self, kind: Kind, params: &[(&str, Value)]) -> drain::Outcome {
+        let raw: BTreeMap<String, Value> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let params = Params::from_action(kind, &raw).expect("params");
+        let log = |l: &str| self.log.lock().unwrap().push(l.to_string());
+        let env = drain::Env {
+            os: &self.os,
+            config: &self.config,
+            paths: &self.paths,
+            host: self.host.clone(),
+            unit: "nova-live-migration/0".into(),
+            task: Some("42".into()),
+            log: &log,
+        };
+        drain::run(&env, &params).await.expect("drain::run")
+    }
+
+    fn journal(&self) -> RunRecord {
+        Journal::in_dir(&self.paths.state_dir)
+            .load::<RunRecord>()
+            .expect("journal readable")
+            .expect("a journal")
+    }
+
+    /// Waits (without a deadline of its own: the test harness's timeout
+    /// bounds it) until the fake's state satisfies `f`.
+    async fn until(&self, what: &str, f: impl Fn(&fake_nova::FakeNova) -> bool) {
+        let t = std::time::Instant::now();
+        loop {
+            if f(&self.fake.state()) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "waited 120 s for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn assert_no_unknown_calls(&self) {
+        let s = self.fake.state();
+        assert!(
+            s.unknown.is_empty(),
+            "requests the fake does not implement: {:?}",
+            s.unknown
+        );
+    }
+}
+
+fn servers(n: usize) -> Options {
+    Options {
+        servers: n,
+        migration_ms: 300,
+        max_concurrent: 2,
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn evacuate_moves_every_instance_and_disables_the_service() {
+    let rig = rig(servers(5), &[]).await;
+    let out = rig.run(Kind::Evacuate, &[]).await;
+    assert_eq!(out.failure, None, "report: {:?}", out.report);
+    let r = &out.report;
+    assert_eq!(r.counts.migrated, 5);
+    assert_eq!(r.instances.len(), 5);
+    let s = rig.fake.state();
+    for i in &r.instances {
+        let f = s.server(&i.id).expect("known server");
+        assert_eq!(i.result, ResultKind::Migrated, "{}", i.name);
+        assert_eq!(i.attempts, 1, "{}", i.name);
+        assert_eq!(f.posts, 1, "{}: one os-migrateLive", i.name);
+        assert_ne!(f.host, rig.host);
+        assert_eq!(i.destination.as_deref(), Some(f.host.as_str()));
+    }
+    // The service: disabled with our reason, and so reported.
+    assert_eq!(s.services[0].status, "disabled");
+    let reason = s.services[0].disabled_reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("nova-live-migration/0 evacuate (task 42)"),
+        "{reason}"
+    );
+    // The calls: five scheduler-chosen live migrations, the hypervisor
+    // listing once, no route the fake lacks.
+    assert_eq!(
+        s.count("POST", "os-migrateLive"),
+        5,
+        "{:#?}",
+        s.call_lines()
+    );
+    assert_eq!(s.count("GET", "/os-hypervisors/detail"), 1);
+    assert!(
+        s.migrations
+            .iter()
+            .all(|m| m.block_migration == json!("auto"))
+    );
+    assert!(s.migrations.iter().all(|m| m.status == MStatus::Completed));
+    drop(s);
+    rig.assert_no_unknown_calls();
+    // The journal: ended, not aborted, every instance done.
+    let j = rig.journal();
+    assert!(!j.in_flight() && !j.aborted, "{}", j.progress());
+    assert_eq!(j.progress(), "5/5 done, 0 in flight");
+    assert_eq!(j.disabled_reason.as_deref(), Some(reason.as_str()));
+}
+
+#[tokio::test]
+async fn short_service_hosts_find_their_fqdn_providers() {
+    // A cloud without use_fqdn_hint: service host `node1`, hypervisor and
+    // Placement provider `node1.maas`. Without the os-hypervisors mapping
+    // every candidate has no capacity and pre-flight refuses.
+    let opts = Options {
+        source: "node1".into(),
+        dests: vec!["node2".into(), "node3".into()],
+        short_hosts: true,
+        ..servers(3)
+    };
+    let rig = rig(opts, &[]).await;
+    let dry = rig.run(Kind::Evacuate, &[("dry-run", json!(true))]).await;
+    assert_eq!(dry.failure, None, "dry-run: {:?}", dry.report);
+    assert_eq!(dry.report.counts.planned, 3);
+    let out = rig.run(Kind::Evacuate, &[]).await;
+    assert_eq!(out.failure, None, "report: {:?}", out.report);
+    assert_eq!(out.report.counts.migrated, 3);
+    let s = rig.fake.state();
+    for i in &out.report.instances {
+        let host = &s.server(&i.id).unwrap().host;
+        assert!(host == "node2" || host == "node3", "{}: on {host}", i.name);
+    }
+    // Capacity was read from the FQDN-named providers.
+    assert!(
+        s.count("GET", "name=node2.maas") >= 1,
+        "{:#?}",
+        s.call_lines()
+    );
+    assert_eq!(s.count("GET", "name=node2&"), 0);
+    drop(s);
+    rig.assert_no_unknown_calls();
+}
+
+#[tokio::test]
+async fn migrate_vm_to_a_target_host_moves_only_that_instance() {
+    let rig = rig(servers(3), &[]).await;
+    let out = rig
+        .run(
+            Kind::MigrateVm,
+            &[
+                ("vm", json!("fake-0001")),
+                ("target-host", json!("node3.maas")),
+                ("block-migration", json!("true")),
+            ],
+        )
+        .await;
+    assert_eq!(out.failure, None, "report: {:?}", out.report);
+    assert_eq!(out.report.counts.migrated, 1);
+    let s = rig.fake.state();
+    let moved = s.server_named("fake-0001").unwrap();
+    assert_eq!(moved.host, "node3.maas");
+    assert_eq!(s.migrations.len(), 1);
+    assert_eq!(s.migrations[0].dest, "node3.maas");
+    assert_eq!(s.migrations[0].block_migration, json!(true));
+    // The others stay; migrate-vm leaves the service enabled.
+    assert_eq!(s.server_named("fake-0000").unwrap().host, rig.host);
+    assert_eq!(s.services[0].status, "enabled");
+    assert_eq!(s.count("PUT", "/os-services/"), 0);
+    drop(s);
+    rig.assert_no_unknown_calls();
+    assert!(!rig.journal().in_flight());
+}
+
+#[tokio::test]
+async fn a_conflict_is_retried_and_a_stalled_migration_is_aborted() {
+    let rig = rig(
+        servers(3),
+        &[("stall-timeout", json!(1)), ("retries", json!(1))],
+    )
+    .await;
+    let (first, stalled) = {
+        let mut s = rig.fake.state();
+        let first = s.servers[0].id.clone();
+        let stalled = s.servers[2].id.clone();
+        // The first os-migrateLive of server 0 meets a 409 once.
+        s.inject("POST", &format!("/servers/{first}/action"), 409, 1);
+        s.stall(&stalled);
+        (first, stalled)
+    };
+    let out = rig.run(Kind::Evacuate, &[]).await;
+    let r = &out.report;
+    let by_id = |id: &str| r.instances.iter().find(|i| i.id == id).unwrap();
+    // The 409 is a refused start, retried after Nova's conflict back-off
+    // (15 s, not configurable), not a failed attempt.
+    let f = by_id(&first);
+    assert_eq!(f.result, ResultKind::Migrated, "{r:?}");
+    assert_eq!(f.attempts, 1, "{r:?}");
+    assert!(
+        f.decisions.iter().any(|d| d.contains("refused with 409")),
+        "{:?}",
+        f.decisions
+    );
+    let st = by_id(&stalled);
+    assert_ne!(st.result, ResultKind::Migrated, "{r:?}");
+    assert!(out.failure.is_some(), "a stalled instance fails the action");
+    assert_eq!(st.result, ResultKind::Aborted, "{r:?}");
+    assert!(
+        st.error.as_deref().unwrap_or("").contains("stalled"),
+        "{st:?}"
+    );
+    let s = rig.fake.state();
+    assert_eq!(
+        s.count("POST", &format!("/servers/{first}/action")),
+        2,
+        "{:#?}",
+        s.call_lines()
+    );
+    assert_eq!(s.server(&first).unwrap().posts, 1);
+    // The stalled migrations were aborted (DELETE) and it stayed home.
+    assert!(
+        s.count("DELETE", &format!("/servers/{stalled}/migrations/")) >= 1,
+        "{:#?}",
+        s.call_lines()
+    );
+    assert_eq!(s.server(&stalled).unwrap().host, rig.host);
+    assert!(
+        s.migrations
+            .iter()
+            .filter(|m| s.servers[m.server].id == stalled)
+            .all(|m| m.status == MStatus::Cancelled)
+    );
+    drop(s);
+    rig.assert_no_unknown_calls();
+    assert!(!rig.journal().in_flight());
+}
+
+#[tokio::test]
+async fn a_vanished_server_ends_without_stopping_the_others() {
+    let rig = rig(servers(3), &[]).await;
+    let gone = {
+        let mut s = rig.fake.state();
+        let gone = s.servers[1].id.clone();
+        // Deleted between pre-flight and its move: its POST meets a 404.
+        s.inject("POST", &format!("/servers/{gone}/action"), 404, 1);
+        s.stall(&gone);
+        gone
+    };
+    let out = rig.run(Kind::Evacuate, &[]).await;
+    let r = &out.report;
+    assert_eq!(r.counts.migrated, 2, "{r:?}");
+    let g = r.instances.iter().find(|i| i.id == gone).unwrap();
+    assert_ne!(g.result, ResultKind::Migrated);
+    assert!(
+        g.error.as_deref().is_some_and(|e| !e.is_empty()),
+        "the vanished instance says why: {g:?}"
+    );
+    assert!(!rig.journal().in_flight());
+    rig.assert_no_unknown_calls();
+}
+
+#[tokio::test]
+async fn an_interrupted_evacuation_is_resumed_without_a_second_post() {
+    let rig = rig(servers(4), &[]).await;
+    // Freeze every migration so the run is surely mid-flight when killed.
+    {
+        let mut s = rig.fake.state();
+        let ids: Vec<String> = s.servers.iter().map(|s| s.id.clone()).collect();
+        for id in &ids {
+            s.stall(id);
+        }
+    }
+    // "Kill" the run (drop its future) once two migrations are running: the
+    // journal is what a SIGKILL would leave.
+    tokio::select! {
+        _ = rig.run(Kind::Evacuate, &[]) => panic!("the run ended although every migration is stalled"),
+        _ = rig.until("two running migrations", |s| {
+            s.migrations.iter().filter(|m| m.status == MStatus::Running).count() >= 2
+        }) => {}
+    }
+    let j = rig.journal();
+    assert!(j.in_flight(), "the journal of a killed run is in flight");
+    // Nova goes on: the stalled migrations finish.
+    rig.fake.state().stalled.clear();
+    let out = rig.run(Kind::Evacuate, &[]).await;
+    assert_eq!(out.failure, None, "report: {:?}", out.report);
+    assert_eq!(out.report.counts.migrated, 4, "{:?}", out.report);
+    let s = rig.fake.state();
+    for f in &s.servers {
+        assert_eq!(f.posts, 1, "{}: exactly one os-migrateLive", f.name);
+        assert_ne!(f.host, rig.host, "{}", f.name);
+    }
+    assert_eq!(s.services[0].status, "disabled");
+    drop(s);
+    rig.assert_no_unknown_calls();
+    let j = rig.journal();
+    assert!(!j.in_flight());
+    assert_eq!(j.progress(), "4/4 done, 0 in flight");
+}
+
+#[tokio::test]
+async fn an_abort_request_cancels_what_runs_and_ends_the_run() {
+    let rig = rig(servers(4), &[]).await;
+    {
+        let mut s = rig.fake.state();
+        let ids: Vec<String> = s.servers.iter().map(|s| s.id.clone()).collect();
+        for id in &ids {
+            s.stall(id);
+        }
+    }
+    let request = async {
+        rig.until("a running migration", |s| {
+            s.migrations.iter().any(|m| m.status == MStatus::Running)
+        })
+        .await;
+        nlm::control::write_abort_request(&rig.paths, None).expect("abort request");
+        std::future::pending::<()>().await
+    };
+    let out = tokio::select! {
+        out = rig.run(Kind::Evacuate, &[]) => out,
+        _ = request => unreachable!(),
+    };
+    let r = &out.report;
+    assert!(out.failure.is_some(), "an aborted run fails the action");
+    assert_eq!(r.counts.migrated, 0, "{r:?}");
+    assert!(r.counts.aborted >= 1, "{r:?}");
+    let s = rig.fake.state();
+    // Every migration that ran was cancelled; nothing moved.
+    assert!(
+        s.count("DELETE", "/migrations/") >= 1,
+        "{:#?}",
+        s.call_lines()
+    );
+    assert!(
+        s.migrations.iter().all(|m| m.status == MStatus::Cancelled),
+        "{:?}",
+        s.migrations
+    );
+    assert!(s.servers.iter().all(|f| f.host == rig.host));
+    drop(s);
+    rig.assert_no_unknown_calls();
+    let j = rig.journal();
+    assert!(!j.in_flight() && j.aborted);
+    let _ = &rig.dir;
+}
