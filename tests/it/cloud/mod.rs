@@ -41,6 +41,16 @@ fn cloud_required() -> bool {
     std::env::var("NLM_REQUIRE_CLOUD").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// A cloud test that cannot run here: fails it (with `why` and what to
+/// do) under `NLM_REQUIRE_CLOUD`, else prints its skip marker. For skips
+/// other than "no cloud" (e.g. a cloud without the short-token Keystone).
+pub fn skip_or_fail(why: &str, fix: &str) {
+    if cloud_required() {
+        panic!("{why} (NLM_REQUIRE_CLOUD is set, so this test fails instead of skipping): {fix}");
+    }
+    note_skipped(why);
+}
+
 /// Prints the skip marker of the running test straight to fd 2 (libtest
 /// captures `eprintln!` but not `io::stderr()`), so `tests/run` sees it
 /// whatever the capture setting.
