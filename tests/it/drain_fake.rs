@@ -441,3 +441,21 @@ async fn an_abort_request_cancels_what_runs_and_ends_the_run() {
     assert!(!j.in_flight() && j.aborted);
     let _ = &rig.dir;
 }
+
+#[tokio::test]
+async fn a_refused_hypervisor_listing_falls_back_to_the_service_host_names() {
+    // A policy that refuses os-hypervisors (403): providers are taken to be
+    // named after the service hosts, which holds where both are the FQDN.
+    let rig = rig(servers(2), &[]).await;
+    rig.fake
+        .state()
+        .inject("GET", "/os-hypervisors/detail", 403, 1);
+    let out = rig.run(Kind::Evacuate, &[]).await;
+    assert_eq!(out.failure, None, "report: {:?}", out.report);
+    assert_eq!(out.report.counts.migrated, 2);
+    let s = rig.fake.state();
+    assert_eq!(s.count("GET", "/os-hypervisors/detail"), 1);
+    assert!(s.count("GET", "name=node2.maas") >= 1);
+    drop(s);
+    rig.assert_no_unknown_calls();
+}
