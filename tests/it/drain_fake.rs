@@ -459,3 +459,115 @@ async fn a_refused_hypervisor_listing_falls_back_to_the_service_host_names() {
     drop(s);
     rig.assert_no_unknown_calls();
 }
+
+/// The same drain on the local cloud run with `NLM_CLOUD_SHORT_HOSTS=1`
+/// (service hosts `node1`, `node4`; hypervisors and providers
+/// `node1.maas`, `node4.maas`), when `NLM_SHORT_HOSTS_CLOUD_DIR` names its
+/// state directory. Not the shared cloud: that one runs with FQDN service
+/// hosts, so this test skips (with its marker) unless pointed at one.
+#[tokio::test]
+async fn short_service_hosts_on_a_real_cloud() {
+    let Some(dir) = std::env::var_os("NLM_SHORT_HOSTS_CLOUD_DIR").map(std::path::PathBuf::from)
+    else {
+        crate::cloud::note_skipped("NLM_SHORT_HOSTS_CLOUD_DIR not set (no short-hosts cloud)");
+        return;
+    };
+    systemctl_says_active();
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(f).display()))
+    };
+    let adminrc: BTreeMap<String, String> = read("adminrc")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches(['"', '\'']).to_string()))
+        .collect();
+    let admin = OpenStack::connect(AuthConfig::from_os_vars(&adminrc).expect("adminrc"))
+        .await
+        .expect("admin");
+    let bag: BTreeMap<String, String> =
+        serde_json::from_str(&read("relation.json")).expect("relation.json");
+    let ours = OpenStack::connect(
+        AuthConfig::from_relation(&bag, Interface::Internal, None, None).expect("relation"),
+    )
+    .await
+    .expect("ours");
+    let c = admin.compute();
+    let flavor = c
+        .flavors()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.name == "m1.tiny")
+        .expect("m1.tiny")
+        .id;
+    for i in 0..2 {
+        let body = json!({"server": {"name": format!("short-{i}"), "imageRef": fake_nova::IMAGE_ID,
+            "flavorRef": flavor, "networks": "none", "host": "node1",
+            "metadata": {"nlm_migration_seconds": "1"}}});
+        c.raw(reqwest::Method::POST, "/servers", Some(body))
+            .await
+            .expect("boot");
+    }
+    let t = std::time::Instant::now();
+    loop {
+        let on = c.servers_on_host("node1").await.unwrap();
+        if on
+            .iter()
+            .filter(|s| s.status == "ACTIVE" && s.task_state.is_none())
+            .count()
+            >= 2
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "servers did not boot on node1"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let paths = Paths::from_env(|k| match k {
+        "NLM_STATE_DIR" => Some(state.path().join("state").display().to_string()),
+        "NLM_NOVA_CONF" => Some(state.path().join("nova.conf").display().to_string()),
+        "NLM_NOVA_COMPUTE_LOG" => Some(state.path().join("none.log").display().to_string()),
+        _ => None,
+    });
+    let config =
+        Config::from_values(&BTreeMap::from([("poll-interval".to_string(), json!(0.5))])).unwrap();
+    let log = |_: &str| {};
+    let env = drain::Env {
+        os: &ours,
+        config: &config,
+        paths: &paths,
+        host: "node1".into(),
+        unit: "nova-live-migration/0".into(),
+        task: None,
+        log: &log,
+    };
+    let params = Params::from_action(Kind::Evacuate, &BTreeMap::new()).unwrap();
+    let out = drain::run(&env, &params).await.expect("drain::run");
+    // Clean up before asserting: the servers go, the service comes back.
+    for s in c
+        .servers_on_host("node4")
+        .await
+        .unwrap()
+        .into_iter()
+        .chain(c.servers_on_host("node1").await.unwrap())
+    {
+        if s.name.starts_with("short-") {
+            let _ = c
+                .raw(reqwest::Method::DELETE, &format!("/servers/{}", s.id), None)
+                .await;
+        }
+    }
+    if let Some(s) = c.compute_service("node1").await.unwrap() {
+        c.enable_service(&s).await.unwrap();
+    }
+    assert_eq!(out.failure, None, "report: {:?}", out.report);
+    assert_eq!(out.report.counts.migrated, 2, "{:?}", out.report);
+    for i in &out.report.instances {
+        assert_eq!(i.destination.as_deref(), Some("node4"), "{i:?}");
+    }
+}
