@@ -271,6 +271,51 @@ async fn migrate_vm_to_a_target_host_moves_only_that_instance() {
 }
 
 #[tokio::test]
+async fn include_stopped_cold_migrates_and_confirms_a_stopped_instance() {
+    let rig = rig(servers(1), &[]).await;
+    let stopped = rig
+        .fake
+        .state()
+        .add_server("stopped-0", "node1.maas", "stopped");
+    // Without include-stopped it is skipped with the reason.
+    let dry = rig.run(Kind::Evacuate, &[("dry-run", json!(true))]).await;
+    let d = dry
+        .report
+        .instances
+        .iter()
+        .find(|i| i.id == stopped)
+        .unwrap();
+    assert_eq!(d.result, ResultKind::Skipped);
+    assert!(
+        d.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("include-stopped=true"),
+        "{d:?}"
+    );
+    let out = rig
+        .run(Kind::Evacuate, &[("include-stopped", json!(true))])
+        .await;
+    assert_eq!(out.failure, None, "report: {:?}", out.report);
+    assert_eq!(out.report.counts.migrated, 1, "{:?}", out.report);
+    assert_eq!(out.report.counts.cold_migrated, 1, "{:?}", out.report);
+    let s = rig.fake.state();
+    let f = s.server(&stopped).unwrap();
+    assert_ne!(f.host, rig.host);
+    // Confirmed, and stopped again as before the move.
+    assert_eq!(
+        (f.status.as_str(), f.vm_state.as_str()),
+        ("SHUTOFF", "stopped")
+    );
+    assert_eq!(s.count("POST", "migrate"), 1, "{:#?}", s.call_lines());
+    assert_eq!(s.count("POST", "confirmResize"), 1, "{:#?}", s.call_lines());
+    let cold = s.migrations.iter().find(|m| !m.live).unwrap();
+    assert_eq!(cold.status, MStatus::Confirmed);
+    drop(s);
+    rig.assert_no_unknown_calls();
+}
+
+#[tokio::test]
 async fn a_conflict_is_retried_and_a_stalled_migration_is_aborted() {
     let rig = rig(
         servers(3),
