@@ -204,6 +204,15 @@ async fn evacuate_moves_every_instance_and_disables_the_service() {
     assert!(!j.in_flight() && !j.aborted, "{}", j.progress());
     assert_eq!(j.progress(), "5/5 done, 0 in flight");
     assert_eq!(j.disabled_reason.as_deref(), Some(reason.as_str()));
+    // No secret in the journal, the report or the action log.
+    let journal = std::fs::read_to_string(rig.paths.state_dir.join("journal.json")).unwrap();
+    let text = format!("{journal}{r:?}{:?}", rig.log.lock().unwrap());
+    for secret in [fake_nova::PASSWORD, fake_nova::TOKEN] {
+        assert!(
+            !text.contains(secret),
+            "a secret leaked into the journal, report or log"
+        );
+    }
 }
 
 #[tokio::test]
