@@ -25,13 +25,16 @@ use crate::fake_nova::{self, Fake, MStatus, Options};
 fn systemctl_says_active() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let dir = std::env::temp_dir().join(format!("nlm-it-fake-bin-{}", std::process::id()));
+        // One directory for every run (not one per process left behind);
+        // written through a rename so concurrent runs never see half a file.
+        let dir = std::env::temp_dir().join("nlm-it-fake-bin");
         std::fs::create_dir_all(&dir).expect("stand-in dir");
-        let path = dir.join("systemctl");
-        std::fs::write(&path, "#!/bin/sh\necho active\n").expect("stand-in");
+        let tmp = dir.join(format!(".systemctl.{}", std::process::id()));
+        std::fs::write(&tmp, "#!/bin/sh\necho active\n").expect("stand-in");
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
             .expect("chmod stand-in");
+        std::fs::rename(&tmp, dir.join("systemctl")).expect("stand-in in place");
         let old = std::env::var("PATH").unwrap_or_default();
         // SAFETY: std's environment accesses hold its lock; nothing in this
         // process reads PATH through libc getenv concurrently (the clients
