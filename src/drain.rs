@@ -22,8 +22,7 @@ use crate::openstack::{self, BlockMigration, LiveMigrate, MigrationFilter, OpenS
 use crate::paths::Paths;
 use crate::plan::{
     self, Command, Drain, MigrationId, MigrationStatus, MigrationView, Millis, Observation, Plan,
-    Policy, PreflightInput, PreflightParams, Report, ServerView, ServiceReport, StartResult,
-    VmState,
+    Policy, PreflightParams, Report, ServerView, ServiceReport, StartResult, VmState,
 };
 use crate::time::{iso, now_ms, parse_iso};
 
@@ -391,141 +390,9 @@ fn migration_view(m: &openstack::Migration) -> Option<MigrationView> {
     ))
 }
 
-/// Gathers pre-flight's input: the service, local units, servers with
-/// their Placement allocations, candidate hosts with capacity, groups.
-pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, DrainError> {
-    let compute = os.compute();
-    let service = compute.compute_service(host).await?;
-    let mut local_units = BTreeMap::new();
-    for unit in ["nova-compute", "libvirtd"] {
-        let active = match host::unit_active(unit) {
-            Ok((active, state)) => {
-                if !active {
-                    tracing::warn!("local unit {unit} is {state}");
-                }
-                active
-            }
-            Err(e) => {
-                tracing::warn!("cannot check {unit}: {e}");
-                false
-            }
-        };
-        local_units.insert(unit.to_string(), active);
-    }
-    let servers = compute.servers_on_host(host).await?;
-    let placement = os.placement().await?;
-    // The source provider: named after the hypervisor of this host's servers
-    // (or the host name itself when it has none).
-    let node = servers
-        .iter()
-        .find_map(|s| s.hypervisor_hostname.clone())
-        .unwrap_or_else(|| host.to_string());
-    let allocations = match placement.resource_provider_by_name(&node).await? {
-        Some(rp) => placement.allocations(&rp.uuid).await?,
-        None => BTreeMap::new(),
-    };
-    let infos: Vec<plan::ServerInfo> = servers
-        .iter()
-        .map(|s| plan::ServerInfo {
-            id: s.id.clone(),
-            name: s.name.clone(),
-            status: s.status.clone(),
-            vm_state: s.vm_state.clone().unwrap_or_default(),
-            task_state: s.task_state.clone(),
-            image_backed: !s.is_volume_backed(),
-            volumes_attached: s.volumes_attached.len(),
-            flavor: plan::Flavor {
-                vcpus: s.flavor.vcpus,
-                ram_mb: s.flavor.ram,
-                disk_gb: s.flavor.disk,
-                ephemeral_gb: s.flavor.ephemeral,
-                swap_mb: s.flavor.swap,
-            },
-            allocation: allocations.get(&s.id).cloned(),
-        })
-        .collect();
-    let mut hosts = Vec::new();
-    for svc in compute.services(None, Some("nova-compute")).await? {
-        if svc.host == host {
-            continue;
-        }
-        // The provider is named after the hypervisor (hypervisor_hostname),
-        // taken here to equal the service host, as it does where nova-compute
-        // uses the FQDN for both (Charmed OpenStack). A host whose provider
-        // is not found has no capacity in the plan, which errs on the safe side.
-        let (inventories, usages) = match placement.resource_provider_by_name(&svc.host).await? {
-            Some(rp) => {
-                let inv = placement.inventories(&rp.uuid).await?;
-                let usages = placement.usages(&rp.uuid).await?;
-                let inv = inv
-                    .into_iter()
-                    .map(|(k, i)| {
-                        (
-                            k,
-                            plan::Inventory {
-                                total: i.total,
-                                reserved: i.reserved,
-                                min_unit: i.min_unit,
-                                max_unit: i.max_unit,
-                                step_size: i.step_size,
-                                allocation_ratio: i.allocation_ratio,
-                            },
-                        )
-                    })
-                    .collect();
-                (inv, usages)
-            }
-            None => (BTreeMap::new(), BTreeMap::new()),
-        };
-        hosts.push(plan::HostCandidate {
-            enabled: !svc.is_disabled(),
-            up: svc.is_up(),
-            host: svc.host,
-            inventories,
-            usages,
-        });
-    }
-    let ids: BTreeSet<&str> = servers.iter().map(|s| s.id.as_str()).collect();
-    let mut groups = Vec::new();
-    let mut member_hosts = BTreeMap::new();
-    for g in compute.server_groups().await? {
-        if !g.members.iter().any(|m| ids.contains(m.as_str())) {
-            continue;
-        }
-        for m in g.members.iter().filter(|m| !ids.contains(m.as_str())) {
-            if member_hosts.contains_key(m) {
-                continue;
-            }
-            match compute.server(m).await {
-                Ok(s) => {
-                    member_hosts.insert(m.clone(), s.host.unwrap_or_default());
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        groups.push(plan::ServerGroup {
-            policy: g.policy().unwrap_or_default().to_string(),
-            max_server_per_host: g.rules.max_server_per_host.map(u64::from),
-            id: g.id,
-            name: g.name,
-            members: g.members,
-        });
-    }
-    Ok(PreflightInput {
-        host: host.to_string(),
-        service: service.map(|s| plan::ServiceView {
-            status: s.status.clone(),
-            state: s.state.clone(),
-            disabled_reason: s.disabled_reason.clone(),
-        }),
-        local_units,
-        servers: infos,
-        hosts,
-        groups,
-        member_hosts,
-    })
-}
+/// Pre-flight's facts (moved to [`crate::gather`]; re-exported while
+/// callers move).
+pub use crate::gather::gather;
 
 fn policy(env: &Env<'_>, params_max: Option<u32>) -> Policy {
     let c = env.config;

@@ -62,9 +62,9 @@ use std::sync::Arc;
 
 pub use compute::{
     Accepted, AttachedVolume, BlockMigration, Compute, Fault, Flavor, FlavorRef, Hypervisor,
-    InstanceAction, InstanceActionEvent, LiveMigrate, MAX_MICROVERSION, MIN_MICROVERSION,
-    Microversion, Migration, MigrationFilter, PAGE_SIZE, Server, ServerFlavor, ServerGroup,
-    ServerGroupRules, ServerMigration, Service, ServiceId, VersionInfo,
+    HypervisorService, InstanceAction, InstanceActionEvent, LiveMigrate, MAX_MICROVERSION,
+    MIN_MICROVERSION, Microversion, Migration, MigrationFilter, PAGE_SIZE, Server, ServerFlavor,
+    ServerGroup, ServerGroupRules, ServerMigration, Service, ServiceId, VersionInfo,
 };
 pub use error::{Error, Result, TransportKind};
 pub use http::{RequestStats, RetryPolicy, Session, SessionOptions, StatsSnapshot};

@@ -412,74 +412,136 @@ fn fmt_amount(x: f64) -> String {
     }
 }
 
-/// Pre-flight: classify, check, plan capacity. Pure.
+/// Pre-flight: the checks of SPEC §4, in its order, then the capacity
+/// plan. Pure. (Credentials and Keystone are checked before: the caller's
+/// client could not gather this input otherwise.)
 pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
-    let mut blocking = Vec::new();
-    let mut overridable = Vec::new();
-    let host = &input.host;
+    let mut f = Findings::default();
+    let target = params.target_host.as_ref();
+    check_service(input, &mut f);
+    check_local_units(input, &mut f);
+    let servers = select_instances(input, params, &mut f);
+    check_exclude(input, params, &mut f);
+    let target_ok = check_target_host(input, target, &mut f);
+    let mut entries = classify_all(&servers, params, target);
+    if params.only.is_some() {
+        check_chosen_is_movable(&entries, &mut f);
+    }
+    plan_capacity(input, target, target_ok, &mut entries, &mut f);
+    match target {
+        None => warn_unplaceable_affinity(input, &entries, &mut f),
+        Some(t) if target_ok => check_target_affinity(input, t, &entries, &mut f),
+        Some(_) => {}
+    }
+    Plan {
+        host: input.host.clone(),
+        target_host: target.cloned(),
+        force: params.force,
+        entries,
+        blocking: f.blocking,
+        overridable: f.overridable,
+        warnings: f.warnings,
+    }
+}
 
-    // This node's service.
+/// What the checks found, in the order they ran.
+#[derive(Default)]
+struct Findings {
+    blocking: Vec<Failure>,
+    overridable: Vec<Failure>,
+    warnings: Vec<String>,
+}
+
+impl Findings {
+    fn block(&mut self, kind: FailureKind, message: String) {
+        self.blocking.push(Failure { kind, message });
+    }
+    fn overridable(&mut self, kind: FailureKind, message: String) {
+        self.overridable.push(Failure { kind, message });
+    }
+}
+
+/// The nova-compute service for this host exists and is up.
+fn check_service(input: &PreflightInput, f: &mut Findings) {
+    let host = &input.host;
     match &input.service {
-        None => blocking.push(Failure {
-            kind: FailureKind::Service,
-            message: format!(
+        None => f.block(
+            FailureKind::Service,
+            format!(
                 "no nova-compute service is registered for host {host}; check the nova-host config option (it must equal [DEFAULT] host of nova.conf) and `openstack compute service list --service nova-compute`"
             ),
-        }),
-        Some(s) if s.state != "up" => blocking.push(Failure {
-            kind: FailureKind::Service,
-            message: format!(
+        ),
+        Some(s) if s.state != "up" => f.block(
+            FailureKind::Service,
+            format!(
                 "the nova-compute service of {host} is {} (live migration needs the source running); start nova-compute on this node and run again",
                 s.state
             ),
-        }),
+        ),
         Some(_) => {}
     }
+}
+
+/// The local `nova-compute` and `libvirtd` services are active.
+fn check_local_units(input: &PreflightInput, f: &mut Findings) {
     for (unit, active) in &input.local_units {
         if !active {
-            blocking.push(Failure {
-                kind: FailureKind::LocalUnit,
-                message: format!(
+            f.block(
+                FailureKind::LocalUnit,
+                format!(
                     "local service {unit} is not active (live migration needs it); `systemctl start {unit}` and run again"
                 ),
-            });
+            );
         }
     }
+}
 
-    // migrate-vm: restrict to one instance.
-    let mut servers: Vec<&ServerInfo> = input.servers.iter().collect();
-    if let Some(vm) = &params.only {
-        let by_id: Vec<&ServerInfo> = servers.iter().copied().filter(|s| &s.id == vm).collect();
-        let chosen = if by_id.is_empty() {
-            servers.iter().copied().filter(|s| &s.name == vm).collect()
-        } else {
-            by_id
-        };
-        match chosen.len() {
-            0 => blocking.push(Failure {
-                kind: FailureKind::Instance,
-                message: format!(
-                    "no instance named or with id {vm} on {host}; `openstack server list --all-projects --host {host}` lists them"
-                ),
-            }),
-            1 => {}
-            _ => blocking.push(Failure {
-                kind: FailureKind::Instance,
-                message: format!(
-                    "the name {vm} is ambiguous on {host}: {}; pass the id instead",
-                    chosen
-                        .iter()
-                        .map(|s| s.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }),
-        }
-        servers = if chosen.len() == 1 { chosen } else { vec![] };
+/// The instances to plan: all of this host's, or for `migrate-vm` the one
+/// named (by id first, then by name; none when missing or ambiguous).
+fn select_instances<'a>(
+    input: &'a PreflightInput,
+    params: &PreflightParams,
+    f: &mut Findings,
+) -> Vec<&'a ServerInfo> {
+    let servers: Vec<&ServerInfo> = input.servers.iter().collect();
+    let Some(vm) = &params.only else {
+        return servers;
+    };
+    let host = &input.host;
+    let by_id: Vec<&ServerInfo> = servers.iter().copied().filter(|s| &s.id == vm).collect();
+    let chosen: Vec<&ServerInfo> = if by_id.is_empty() {
+        servers.iter().copied().filter(|s| &s.name == vm).collect()
+    } else {
+        by_id
+    };
+    match chosen.len() {
+        0 => f.block(
+            FailureKind::Instance,
+            format!(
+                "no instance named or with id {vm} on {host}; `openstack server list --all-projects --host {host}` lists them"
+            ),
+        ),
+        1 => return chosen,
+        _ => f.block(
+            FailureKind::Instance,
+            format!(
+                "the name {vm} is ambiguous on {host}: {}; pass the id instead",
+                chosen
+                    .iter()
+                    .map(|s| s.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
     }
+    vec![]
+}
 
-    // `exclude`: a name or id that matches nothing is most likely a typo,
-    // and going on would move the instance the operator meant to leave.
+/// `exclude` names only instances of this host: one that matches nothing is
+/// most likely a typo, and going on would move the instance the operator
+/// meant to leave.
+fn check_exclude(input: &PreflightInput, params: &PreflightParams, f: &mut Findings) {
+    let host = &input.host;
     let unknown: Vec<&str> = params
         .exclude
         .iter()
@@ -487,55 +549,62 @@ pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
         .filter(|x| !input.servers.iter().any(|s| s.id == *x || s.name == *x))
         .collect();
     if !unknown.is_empty() {
-        blocking.push(Failure {
-            kind: FailureKind::Instance,
-            message: format!(
+        f.block(
+            FailureKind::Instance,
+            format!(
                 "exclude names {} that {} not on {host}; check the names or ids (`openstack server list --all-projects --host {host}`) and run again",
                 unknown.join(", "),
                 if unknown.len() == 1 { "is" } else { "are" }
             ),
-        });
+        );
     }
+}
 
-    // Target host.
-    let target = params.target_host.as_ref();
-    let mut target_ok = true;
-    if let Some(t) = target {
-        let found = input.hosts.iter().find(|h| &h.host == t);
-        let msg = if t == host {
-            Some(format!(
-                "target-host {t} is this node; name another compute host or leave target-host empty"
-            ))
-        } else {
-            match found {
-                None => Some(format!(
-                    "target-host {t} is not a known compute host; check `openstack compute service list --service nova-compute`"
-                )),
-                Some(h) if !h.enabled => Some(format!(
-                    "target-host {t} is disabled; enable it (`openstack compute service set --enable {t} nova-compute`) or choose another"
-                )),
-                Some(h) if !h.up => Some(format!(
-                    "target-host {t} is down; choose another host or fix its nova-compute"
-                )),
-                Some(_) => None,
-            }
-        };
-        if let Some(message) = msg {
-            target_ok = false;
-            blocking.push(Failure {
-                kind: FailureKind::TargetHost,
-                message,
-            });
+/// `target-host` exists, is enabled and up, and is not this host. Returns
+/// whether the target (if any) is usable.
+fn check_target_host(input: &PreflightInput, target: Option<&String>, f: &mut Findings) -> bool {
+    let Some(t) = target else {
+        return true;
+    };
+    let message = if t == &input.host {
+        Some(format!(
+            "target-host {t} is this node; name another compute host or leave target-host empty"
+        ))
+    } else {
+        match input.hosts.iter().find(|h| &h.host == t) {
+            None => Some(format!(
+                "target-host {t} is not a known compute host; check `openstack compute service list --service nova-compute`"
+            )),
+            Some(h) if !h.enabled => Some(format!(
+                "target-host {t} is disabled; enable it (`openstack compute service set --enable {t} nova-compute`) or choose another"
+            )),
+            Some(h) if !h.up => Some(format!(
+                "target-host {t} is down; choose another host or fix its nova-compute"
+            )),
+            Some(_) => None,
         }
+    };
+    match message {
+        Some(m) => {
+            f.block(FailureKind::TargetHost, m);
+            false
+        }
+        None => true,
     }
+}
 
-    // Classification.
-    let mut entries: Vec<PlanEntry> = servers
+/// Each instance classified (live / cold / skipped with the reason), with
+/// its demand; not yet placed.
+fn classify_all(
+    servers: &[&ServerInfo],
+    params: &PreflightParams,
+    target: Option<&String>,
+) -> Vec<PlanEntry> {
+    servers
         .iter()
         .map(|s| {
             let action = classify(s, params);
             let demand = demand_of(s);
-            let moves = !matches!(action, Action::Skip { .. });
             PlanEntry {
                 id: s.id.clone(),
                 name: s.name.clone(),
@@ -543,40 +612,92 @@ pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
                 vcpus: cpu(&demand),
                 ram_mb: demand.get(MEMORY_MB).copied().unwrap_or(0),
                 disk_gb: demand.get(DISK_GB).copied().unwrap_or(0),
-                destination: if !moves {
-                    "none".into()
-                } else {
-                    target.cloned().unwrap_or_else(|| "scheduler".into())
-                },
+                destination: destination(&action, target),
                 fits: false,
                 estimated_host: None,
                 demand,
                 action,
             }
         })
-        .collect();
+        .collect()
+}
 
-    // migrate-vm: the one instance asked for must be movable.
-    if params.only.is_some() {
-        for e in &entries {
-            if let Action::Skip { reason } = &e.action {
-                blocking.push(Failure {
-                    kind: FailureKind::Instance,
-                    message: format!("{} ({}) cannot be moved: {reason}", e.name, e.id),
-                });
-            }
+/// The one place that sets [`PlanEntry::destination`]: `target-host`, else
+/// the scheduler's choice (`"scheduler"`); `"none"` for a skipped instance.
+fn destination(action: &Action, target: Option<&String>) -> String {
+    match action {
+        Action::Skip { .. } => "none".into(),
+        Action::Live | Action::Cold => target.cloned().unwrap_or_else(|| "scheduler".into()),
+    }
+}
+
+/// `migrate-vm`: the one instance asked for must be movable.
+fn check_chosen_is_movable(entries: &[PlanEntry], f: &mut Findings) {
+    for e in entries {
+        if let Action::Skip { reason } = &e.action {
+            f.block(
+                FailureKind::Instance,
+                format!("{} ({}) cannot be moved: {reason}", e.name, e.id),
+            );
         }
     }
+}
 
-    // Capacity: largest first, first fit, cumulative.
+/// Capacity for all moving instances on the other enabled, up hosts (or on
+/// `target-host` only): largest first, first fit, cumulative. Marks each
+/// entry's `fits` and `estimated_host`; a shortfall is an overridable
+/// failure (not reported when the target itself is unusable).
+fn plan_capacity(
+    input: &PreflightInput,
+    target: Option<&String>,
+    target_ok: bool,
+    entries: &mut [PlanEntry],
+    f: &mut Findings,
+) {
+    let mut cands = candidates(input, target);
+    let mut shortfalls = Vec::new();
+    for i in largest_first(entries) {
+        let d = &entries[i].demand;
+        if let Some(c) = cands.iter_mut().find(|c| c.problems(d).is_empty()) {
+            c.take(d);
+            entries[i].fits = true;
+            entries[i].estimated_host = Some(c.host.clone());
+        } else {
+            shortfalls.push(shortfall(&entries[i], &cands));
+        }
+    }
+    if !shortfalls.is_empty() && target_ok {
+        let whereto = match target {
+            Some(t) => format!("on target-host {t}"),
+            None => "on the other enabled, up compute hosts".into(),
+        };
+        f.overridable(
+            FailureKind::Capacity,
+            format!(
+                "not enough capacity {whereto} for {} instance(s): {}; free capacity, exclude instances, or run with force=true to try anyway",
+                shortfalls.len(),
+                shortfalls.join("; ")
+            ),
+        );
+    }
+}
+
+/// The candidate hosts' free capacity, in name order.
+fn candidates(input: &PreflightInput, target: Option<&String>) -> Vec<Free> {
     let mut cands: Vec<Free> = input
         .hosts
         .iter()
-        .filter(|h| &h.host != host && h.enabled && h.up)
+        .filter(|h| h.host != input.host && h.enabled && h.up)
         .filter(|h| target.is_none_or(|t| &h.host == t))
         .map(Free::new)
         .collect();
     cands.sort_by(|a, b| a.host.cmp(&b.host));
+    cands
+}
+
+/// Indices of the moving entries, largest first (MEMORY_MB, then CPU, then
+/// DISK_GB; then name and id for determinism).
+fn largest_first(entries: &[PlanEntry]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..entries.len()).filter(|&i| entries[i].moves()).collect();
     order.sort_by(|&a, &b| {
         let (x, y) = (&entries[a], &entries[b]);
@@ -585,171 +706,150 @@ pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
             .then_with(|| x.name.cmp(&y.name))
             .then_with(|| x.id.cmp(&y.id))
     });
-    let mut shortfalls = Vec::new();
-    for &i in &order {
-        let d = entries[i].demand.clone();
-        if let Some(c) = cands.iter_mut().find(|c| c.problems(&d).is_empty()) {
-            c.take(&d);
-            entries[i].fits = true;
-            entries[i].estimated_host = Some(c.host.clone());
+    order
+}
+
+/// Why `e` fits nowhere, by how much: per class, against the best
+/// candidate for that class.
+fn shortfall(e: &PlanEntry, cands: &[Free]) -> String {
+    let d = &e.demand;
+    let mut parts = Vec::new();
+    for (rc, amt) in d {
+        let per: Vec<Problem> = cands
+            .iter()
+            .filter_map(|c| c.problems(&BTreeMap::from([(rc.clone(), *amt)])).remove(rc))
+            .collect();
+        if per.len() < cands.len() {
+            continue; // some host has room for this class alone
+        }
+        let short = per
+            .iter()
+            .filter_map(|p| match p {
+                Problem::Short(x) => Some(*x),
+                _ => None,
+            })
+            .fold(f64::INFINITY, f64::min);
+        if short.is_finite() {
+            parts.push(format!("{rc} short by {}", fmt_amount(short)));
+        } else if let Some(Problem::Unit(u)) = per.iter().find(|p| matches!(p, Problem::Unit(_))) {
+            parts.push(format!("{rc} {amt} {u}"));
+        } else {
+            parts.push(format!("{rc} {amt}: no candidate has {rc} inventory"));
+        }
+    }
+    if cands.is_empty() {
+        parts = vec!["no enabled, up candidate host".into()];
+    } else if parts.is_empty() {
+        parts.push("no single host has room for all of it at once".into());
+    }
+    let want = d
+        .iter()
+        .map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("{} ({}) needs {want}: {}", e.name, e.id, parts.join(", "))
+}
+
+/// Without `target-host` the scheduler enforces the groups; warn about the
+/// one it cannot satisfy: a hard affinity group entirely on this node.
+fn warn_unplaceable_affinity(input: &PreflightInput, entries: &[PlanEntry], f: &mut Findings) {
+    let host = &input.host;
+    for g in input.groups.iter().filter(|g| g.policy == "affinity") {
+        let moving: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.moves() && g.members.contains(&e.id))
+            .map(|e| e.name.as_str())
+            .collect();
+        let elsewhere = g
+            .members
+            .iter()
+            .any(|m| input.member_hosts.get(m).is_some_and(|h| h != host));
+        if !moving.is_empty() && !elsewhere {
+            f.warnings.push(format!(
+                "affinity group {} ({}) has all its members on {host}: the scheduler can only place {} on a host already holding members, so Nova will likely answer NoValidHost; set target-host to move them together",
+                g.name,
+                g.id,
+                moving.join(", ")
+            ));
+        }
+    }
+}
+
+/// `target-host` breaks no hard (anti-)affinity group of the moving
+/// instances (overridable).
+fn check_target_affinity(input: &PreflightInput, t: &str, entries: &[PlanEntry], f: &mut Findings) {
+    let moving: BTreeSet<&str> = entries
+        .iter()
+        .filter(|e| e.moves())
+        .map(|e| e.id.as_str())
+        .collect();
+    for g in &input.groups {
+        let mine: Vec<&PlanEntry> = entries
+            .iter()
+            .filter(|e| e.moves() && g.members.contains(&e.id))
+            .collect();
+        if mine.is_empty() {
             continue;
         }
-        // By how much: per class, against the best candidate for that class.
-        let mut parts = Vec::new();
-        for (rc, amt) in &d {
-            let per: Vec<Problem> = cands
-                .iter()
-                .filter_map(|c| c.problems(&BTreeMap::from([(rc.clone(), *amt)])).remove(rc))
-                .collect();
-            if per.len() < cands.len() {
-                continue; // some host has room for this class alone
-            }
-            let short = per
-                .iter()
-                .filter_map(|p| match p {
-                    Problem::Short(x) => Some(*x),
-                    _ => None,
-                })
-                .fold(f64::INFINITY, f64::min);
-            if short.is_finite() {
-                parts.push(format!("{rc} short by {}", fmt_amount(short)));
-            } else if let Some(Problem::Unit(u)) =
-                per.iter().find(|p| matches!(p, Problem::Unit(_)))
-            {
-                parts.push(format!("{rc} {amt} {u}"));
-            } else {
-                parts.push(format!("{rc} {amt}: no candidate has {rc} inventory"));
-            }
-        }
-        if cands.is_empty() {
-            parts = vec!["no enabled, up candidate host".into()];
-        } else if parts.is_empty() {
-            parts.push("no single host has room for all of it at once".into());
-        }
-        let want = d
-            .iter()
-            .map(|(k, v)| format!("{k}:{v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        shortfalls.push(format!(
-            "{} ({}) needs {want}: {}",
-            entries[i].name,
-            entries[i].id,
-            parts.join(", ")
-        ));
-    }
-    if !shortfalls.is_empty() && target_ok {
-        let whereto = match target {
-            Some(t) => format!("on target-host {t}"),
-            None => "on the other enabled, up compute hosts".into(),
+        let failure = match g.policy.as_str() {
+            "anti-affinity" => anti_affinity_on_target(input, g, t, &mine),
+            "affinity" => affinity_on_target(input, g, t, &moving),
+            _ => None,
         };
-        overridable.push(Failure {
-            kind: FailureKind::Capacity,
-            message: format!(
-                "not enough capacity {whereto} for {} instance(s): {}; free capacity, exclude instances, or run with force=true to try anyway",
-                shortfalls.len(),
-                shortfalls.join("; ")
-            ),
-        });
-    }
-
-    // Without target-host the scheduler enforces the groups; warn about the
-    // one it cannot satisfy: a hard affinity group entirely on this node.
-    let mut warnings = Vec::new();
-    if target.is_none() {
-        for g in input.groups.iter().filter(|g| g.policy == "affinity") {
-            let moving: Vec<&str> = entries
-                .iter()
-                .filter(|e| e.moves() && g.members.contains(&e.id))
-                .map(|e| e.name.as_str())
-                .collect();
-            let elsewhere = g
-                .members
-                .iter()
-                .any(|m| input.member_hosts.get(m).is_some_and(|h| h != host));
-            if !moving.is_empty() && !elsewhere {
-                warnings.push(format!(
-                    "affinity group {} ({}) has all its members on {host}: the scheduler can only place {} on a host already holding members, so Nova will likely answer NoValidHost; set target-host to move them together",
-                    g.name,
-                    g.id,
-                    moving.join(", ")
-                ));
-            }
+        if let Some(message) = failure {
+            f.overridable(FailureKind::Affinity, message);
         }
     }
+}
 
-    // Hard (anti-)affinity on target-host.
-    if let (Some(t), true) = (target, target_ok) {
-        let moving: BTreeSet<&str> = entries
-            .iter()
-            .filter(|e| e.moves())
-            .map(|e| e.id.as_str())
-            .collect();
-        for g in &input.groups {
-            let mine: Vec<&PlanEntry> = entries
-                .iter()
-                .filter(|e| e.moves() && g.members.contains(&e.id))
-                .collect();
-            if mine.is_empty() {
-                continue;
-            }
-            match g.policy.as_str() {
-                "anti-affinity" => {
-                    let max = g.max_server_per_host.unwrap_or(1).max(1);
-                    let already = g
-                        .members
-                        .iter()
-                        .filter(|m| input.member_hosts.get(*m) == Some(t))
-                        .count() as u64;
-                    let total = already + mine.len() as u64;
-                    if total > max {
-                        overridable.push(Failure {
-                            kind: FailureKind::Affinity,
-                            message: format!(
-                                "anti-affinity group {} ({}) allows {max} member(s) per host; target-host {t} would hold {total} ({already} already there, {} moving: {}); choose another target-host, exclude members, or run with force=true",
-                                g.name,
-                                g.id,
-                                mine.len(),
-                                mine.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
-                            ),
-                        });
-                    }
-                }
-                "affinity" => {
-                    let left: Vec<&str> = g
-                        .members
-                        .iter()
-                        .filter(|m| {
-                            !moving.contains(m.as_str()) && input.member_hosts.get(*m) != Some(t)
-                        })
-                        .map(|m| m.as_str())
-                        .collect();
-                    if !left.is_empty() {
-                        overridable.push(Failure {
-                            kind: FailureKind::Affinity,
-                            message: format!(
-                                "affinity group {} ({}) requires its members on one host; {} would stay away from target-host {t}; move the group together, or run with force=true",
-                                g.name,
-                                g.id,
-                                left.join(", ")
-                            ),
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
+/// An anti-affinity group would hold more than `max_server_per_host` on `t`.
+fn anti_affinity_on_target(
+    input: &PreflightInput,
+    g: &ServerGroup,
+    t: &str,
+    mine: &[&PlanEntry],
+) -> Option<String> {
+    let max = g.max_server_per_host.unwrap_or(1).max(1);
+    let already = g
+        .members
+        .iter()
+        .filter(|m| input.member_hosts.get(*m).is_some_and(|h| h == t))
+        .count() as u64;
+    let total = already + mine.len() as u64;
+    (total > max).then(|| {
+        format!(
+            "anti-affinity group {} ({}) allows {max} member(s) per host; target-host {t} would hold {total} ({already} already there, {} moving: {}); choose another target-host, exclude members, or run with force=true",
+            g.name,
+            g.id,
+            mine.len(),
+            mine.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
 
-    Plan {
-        host: host.clone(),
-        target_host: target.cloned(),
-        force: params.force,
-        entries,
-        blocking,
-        overridable,
-        warnings,
-    }
+/// An affinity group would have members left away from `t`.
+fn affinity_on_target(
+    input: &PreflightInput,
+    g: &ServerGroup,
+    t: &str,
+    moving: &BTreeSet<&str>,
+) -> Option<String> {
+    let left: Vec<&str> = g
+        .members
+        .iter()
+        .filter(|m| {
+            !moving.contains(m.as_str()) && input.member_hosts.get(*m).is_none_or(|h| h != t)
+        })
+        .map(|m| m.as_str())
+        .collect();
+    (!left.is_empty()).then(|| {
+        format!(
+            "affinity group {} ({}) requires its members on one host; {} would stay away from target-host {t}; move the group together, or run with force=true",
+            g.name,
+            g.id,
+            left.join(", ")
+        )
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@
 //!                     N instances whose migrations take SECONDS in the fake
 //!                     driver; plus API calls per poll tick and per-migration
 //!                     overhead against Nova's own migration times.
+//!   bench preflight [N] [ROUNDS]
+//!                     on the local cloud: the time of a dry-run evacuate
+//!                     (pre-flight: gather + plan) with N instances (20).
 //!   bench scale [N]   a drain of N instances (default 500) through the
 //!                     production orchestrator against an in-process fake
 //!                     of Keystone, Nova and Placement: peak RSS, API calls
@@ -20,6 +23,9 @@
 
 #[path = "../harness/sim.rs"]
 mod sim;
+
+#[path = "../harness/fake_nova.rs"]
+mod fake_nova;
 
 mod drain;
 mod scale;
@@ -35,10 +41,14 @@ fn main() -> ExitCode {
             let num = |i: usize, d: u64| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(d);
             drain::main(num(1, 20) as usize, num(2, 2) as usize, num(3, 0))
         }
+        Some("preflight") => {
+            let num = |i: usize, d: usize| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(d);
+            drain::preflight_main(num(1, 20), num(2, 5))
+        }
         Some("scale-fake") => scale::serve(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(500)),
         Some("scale") => scale::main(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(500)),
         _ => Err(
-            "usage: bench hooks [N] | bench drain [N] [ROUNDS] [SECONDS] | bench scale [N]"
+            "usage: bench hooks [N] | bench drain [N] [ROUNDS] [SECONDS] | bench preflight [N] [ROUNDS] | bench scale [N]"
                 .to_string(),
         ),
     };

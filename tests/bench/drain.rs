@@ -409,3 +409,105 @@ async fn evacuate(
         total_calls: calls.total,
     })
 }
+
+/// `bench preflight N ROUNDS`: the time of pre-flight (a dry-run
+/// `evacuate`: gather + plan, nothing changed) with N instances on the
+/// source of the local cloud, ROUNDS times; prints each and the median.
+pub fn preflight_main(n: usize, rounds: usize) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(preflight(n, rounds.max(1)))
+}
+
+async fn preflight(n: usize, rounds: usize) -> Result<(), String> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cloud_dir().join("tests.lock"))
+        .map_err(|e| e.to_string())?;
+    if std::env::var_os("NLM_CLOUD_LOCK_HELD").is_none() {
+        lock.lock().map_err(|e| e.to_string())?;
+    }
+    let admin_cfg = AuthConfig::from_os_vars(&adminrc()?).map_err(|e| e.to_string())?;
+    let admin = OpenStack::connect(admin_cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let bag: BTreeMap<String, String> = serde_json::from_str(
+        &std::fs::read_to_string(cloud_dir().join("relation.json")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let ours_cfg = AuthConfig::from_relation(&bag, Interface::Internal, None, None)
+        .map_err(|e| e.to_string())?;
+    let ours = OpenStack::connect(ours_cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let c = admin.compute();
+    cleanup(&admin).await?;
+    let flavor = c
+        .flavors()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|f| f.name == "m1.tiny")
+        .ok_or("no flavor m1.tiny")?
+        .id;
+    for i in 0..n {
+        let body = json!({"server": {"name": format!("bench-{i:03}"), "imageRef": IMAGE_ID,
+            "flavorRef": flavor, "networks": "none", "host": HOSTS[0]}});
+        c.raw(reqwest::Method::POST, "/servers", Some(body))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    wait_all_on(&admin, HOSTS[0], n, Duration::from_secs(180)).await?;
+    let state = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let paths = Paths::from_env(|k| match k {
+        "NLM_STATE_DIR" => Some(state.path().join("state").display().to_string()),
+        "NLM_NOVA_CONF" => Some(state.path().join("nova.conf").display().to_string()),
+        "NLM_NOVA_COMPUTE_LOG" => Some(state.path().join("none.log").display().to_string()),
+        _ => None,
+    });
+    let config =
+        Config::from_values(&BTreeMap::<String, Value>::new()).map_err(|e| e.to_string())?;
+    let log = |_: &str| {};
+    let env = drain::Env {
+        os: &ours,
+        config: &config,
+        paths: &paths,
+        host: HOSTS[0].to_string(),
+        unit: "nova-live-migration/0".into(),
+        task: Some("bench".into()),
+        log: &log,
+        status: &|_: &str| {},
+    };
+    let params = Params::from_action(
+        Kind::Evacuate,
+        &BTreeMap::from([("dry-run".to_string(), Value::Bool(true))]),
+    )?;
+    let mut times = Vec::new();
+    for r in 0..rounds {
+        let before = ours.request_stats();
+        let t = Instant::now();
+        let outcome = drain::run(&env, &params).await.map_err(|e| e.to_string())?;
+        let s = t.elapsed().as_secs_f64();
+        let calls = ours.request_stats().since(&before).total;
+        let planned = outcome.report.instances.len();
+        if planned < n {
+            return Err(format!("the dry-run planned {planned} of {n} instances"));
+        }
+        eprintln!("round {}: pre-flight {s:.3} s, {calls} API calls", r + 1);
+        times.push((s, calls));
+    }
+    cleanup(&admin).await?;
+    times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (median, calls) = times[times.len() / 2];
+    println!(
+        "pre-flight (dry-run evacuate) with {n} instances on {}: median {median:.3} s over {rounds} rounds (min {:.3}, max {:.3}), {calls} API calls",
+        HOSTS[0],
+        times[0].0,
+        times[times.len() - 1].0
+    );
+    Ok(())
+}

@@ -27,6 +27,8 @@ KS = "http://127.0.0.1:%s/v3" % E["NLM_CLOUD_KEYSTONE_PORT"]
 NOVA = "http://127.0.0.1:%s/v2.1" % E["NLM_CLOUD_NOVA_PORT"]
 ADMIN_PW = E.get("NLM_CLOUD_ADMIN_PASSWORD", "admin")
 HOSTS = E.get("NLM_CLOUD_HOSTS", "node1.maas node4.maas").split()
+# Hypervisor name = service host + this (".maas" with NLM_CLOUD_SHORT_HOSTS).
+NODE_SUFFIX = E.get("NLM_CLOUD_NODE_SUFFIX", "")
 MV = {"OpenStack-API-Version": "compute 2.96", "X-OpenStack-Nova-API-Version": "2.96"}
 
 S = requests.Session()
@@ -184,7 +186,7 @@ def computes_ready(n, since):
     ok = {s["host"] for s in svcs if s["state"] == "up" and parse_ts(s["updated_at"]) >= since - 1}
     hyps = n.get("/os-hypervisors")["hypervisors"]
     hv = {h["hypervisor_hostname"] for h in hyps if h.get("state") == "up"}
-    missing = [h for h in HOSTS if h not in ok or h not in hv]
+    missing = [h for h in HOSTS if h not in ok or h + NODE_SUFFIX not in hv]
     return missing
 
 

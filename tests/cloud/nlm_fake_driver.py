@@ -25,6 +25,10 @@ libvirt driver's, as seen through the API:
   processed bytes keep growing like re-sent dirty pages) until the
   migration is force-completed or aborted.
 
+Env ``NLM_FAKE_NODENAME`` (set by ``cloud up`` with ``NLM_CLOUD_SHORT_HOSTS``)
+names the node (hypervisor_hostname, Placement provider) apart from the
+service host, as on clouds deployed without ``use_fqdn_hint``.
+
 State is kept per instance UUID, so concurrent migrations from one host are
 independent.
 """
@@ -111,6 +115,16 @@ class NlmFakeDriver(fake.FakeDriverWithoutFakeNodes):
         instance.save()
 
     # ------------------------------------------------------------ host
+    def init_host(self, host):
+        super().init_host(host)
+        nodename = os.environ.get("NLM_FAKE_NODENAME", "")
+        if nodename:
+            # FakeDriver names its one node after the service host; the
+            # compute node record, os-hypervisors and the Placement provider
+            # take this name instead.
+            self._set_nodes([nodename])
+            self.host_status_base["hypervisor_hostname"] = nodename
+
     def get_host_uptime(self):
         return " %s up 1 day,  0:00,  0 users,  load average: 0.00, 0.00, 0.00" % time.strftime("%H:%M:%S")
 

@@ -1,5 +1,8 @@
 //! Integration tests (one crate, modules per area).
 
+#[path = "../harness/fake_nova.rs"]
+mod fake_nova;
+
 mod bad_input;
 mod certs;
 mod charm_files;
@@ -8,6 +11,7 @@ mod cloud_smoke;
 mod control_cloud;
 mod drain_bad_input;
 mod drain_cloud;
+mod drain_fake;
 mod hooks;
 mod juju;
 mod openstack_cloud;

@@ -2,7 +2,10 @@
 //! (`tests/cloud/cloud up`, see tests/cloud/README.md).
 //!
 //! - [`CloudEnv::detect`] finds the cloud (OS_* from the environment, else
-//!   `$NLM_CLOUD_DIR/adminrc`) or says once that the cloud tests are skipped.
+//!   `$NLM_CLOUD_DIR/adminrc`) or says once that the cloud tests are skipped,
+//!   and prints one [`SKIP_MARKER`] line per skipped test (`tests/run`
+//!   counts them). With `NLM_REQUIRE_CLOUD=1` (set by `tests/run` unless
+//!   `NLM_NO_CLOUD` is) a missing cloud fails the test instead.
 //! - [`CloudEnv::lock`] serialises cloud tests across threads and processes.
 //! - The fixtures (`boot_on`, `server`, `delete_all_servers`, …) speak raw
 //!   HTTP with an admin token. They set up and inspect the cloud; the
@@ -29,6 +32,38 @@ pub const SOURCE: &str = "node1.maas";
 pub const DEST: &str = "node4.maas";
 
 const SKIP_LINE: &str = "skipping: local cloud not up (run tests/cloud/cloud up)";
+/// The start of the one line a skipped test prints (with its name); `tests/run`
+/// counts these lines in its log.
+pub const SKIP_MARKER: &str = "NLM-SKIPPED-TEST:";
+
+/// Set (non-empty, not `0`) when a missing cloud must fail the test (CI).
+fn cloud_required() -> bool {
+    std::env::var("NLM_REQUIRE_CLOUD").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A cloud test that cannot run here: fails it (with `why` and what to
+/// do) under `NLM_REQUIRE_CLOUD`, else prints its skip marker. For skips
+/// other than "no cloud" (e.g. a cloud without the short-token Keystone).
+pub fn skip_or_fail(why: &str, fix: &str) {
+    if cloud_required() {
+        panic!("{why} (NLM_REQUIRE_CLOUD is set, so this test fails instead of skipping): {fix}");
+    }
+    note_skipped(why);
+}
+
+/// Prints the skip marker of the running test straight to fd 2 (libtest
+/// captures `eprintln!` but not `io::stderr()`), so `tests/run` sees it
+/// whatever the capture setting.
+pub fn note_skipped(why: &str) {
+    let name = std::thread::current()
+        .name()
+        .filter(|n| *n != "main")
+        .map(str::to_string)
+        .unwrap_or_else(|| "(unnamed test)".to_string());
+    // One write, so lines of parallel tests do not interleave.
+    let line = format!("{SKIP_MARKER} {name}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
 
 static PROCESS_LOCK: Mutex<()> = Mutex::new(());
 static SKIP_ONCE: Once = Once::new();
@@ -149,6 +184,10 @@ fn probe(url: &str) -> bool {
 
 impl CloudEnv {
     /// The local cloud, or `None` (after one line on stderr) when it is not up.
+    ///
+    /// # Panics
+    /// When the cloud is not up and `NLM_REQUIRE_CLOUD` is set: in CI a
+    /// test that needs the cloud fails rather than passing without running.
     pub fn detect() -> Option<CloudEnv> {
         let dir = cloud_dir();
         let os: BTreeMap<String, String> =
@@ -163,6 +202,17 @@ impl CloudEnv {
             };
         let up = os.get("OS_AUTH_URL").is_some_and(|u| probe(u));
         if !up {
+            if cloud_required() {
+                panic!(
+                    "the local cloud is not up at {} (NLM_REQUIRE_CLOUD is set, so this test \
+                     fails instead of skipping): start it with tests/cloud/cloud up, or set \
+                     NLM_NO_CLOUD=1 to run the suite without it",
+                    os.get("OS_AUTH_URL")
+                        .cloned()
+                        .unwrap_or_else(|| format!("{} (no adminrc)", dir.display()))
+                );
+            }
+            note_skipped("local cloud not up");
             // straight to fd 2: libtest captures eprintln! but not io::stderr()
             SKIP_ONCE.call_once(|| {
                 let _ = writeln!(std::io::stderr(), "{SKIP_LINE}");

@@ -1,0 +1,423 @@
+//! Pre-flight's facts, gathered concurrently: this node's service and
+//! servers, the local units, the Placement allocations of this node's
+//! provider, every other compute host with its capacity, and the server
+//! groups of this node's servers with where their other members run.
+//!
+//! The calls that do not depend on one another go out together, so
+//! pre-flight takes about the time of its longest chain
+//! (`os-hypervisors` or `os-services` → resource provider → inventories),
+//! not the sum of all calls.
+//!
+//! Names: Placement names a compute node's provider after its
+//! `hypervisor_hostname`, while `os-services`, `servers?host=` and
+//! `os-migrateLive` speak of the service host. On clouds deployed without
+//! `use_fqdn_hint` the two differ (service `node1`, hypervisor
+//! `node1.maas`), so both are mapped through one
+//! `GET /os-hypervisors/detail` listing ([`NodeNames`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::Poll;
+
+use crate::host;
+use crate::openstack::{self, Compute, Hypervisor, OpenStack, Placement};
+use crate::plan::{self, PreflightInput};
+
+/// Requests of one fan-out (candidate hosts, group members) in flight at
+/// once: enough to hide the latency on a large cloud without a burst of
+/// hundreds of requests at the API.
+const FAN_OUT: usize = 8;
+
+/// Units of this node pre-flight requires active.
+const LOCAL_UNITS: [&str; 2] = ["nova-compute", "libvirtd"];
+
+/// Service host → the `hypervisor_hostname`s (Placement provider names) of
+/// its compute nodes, from `GET /os-hypervisors/detail`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeNames {
+    by_host: BTreeMap<String, Vec<String>>,
+}
+
+impl NodeNames {
+    /// From the hypervisor listing; hypervisors without a service host are
+    /// left out (they then resolve to their own name).
+    pub fn from_hypervisors(list: &[Hypervisor]) -> NodeNames {
+        let mut by_host: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for h in list {
+            if let Some(host) = h.service.as_ref().and_then(|s| s.host.clone())
+                && !h.hypervisor_hostname.is_empty()
+            {
+                by_host
+                    .entry(host)
+                    .or_default()
+                    .push(h.hypervisor_hostname.clone());
+            }
+        }
+        for names in by_host.values_mut() {
+            names.sort();
+            names.dedup();
+        }
+        NodeNames { by_host }
+    }
+
+    /// The provider names of `host`'s compute nodes: the mapped ones, else
+    /// the host name itself (where nova-compute uses one name for both).
+    pub fn nodes_of(&self, host: &str) -> Vec<String> {
+        match self.by_host.get(host) {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ => vec![host.to_string()],
+        }
+    }
+
+    /// Whether the listing named `host` at all.
+    pub fn knows(&self, host: &str) -> bool {
+        self.by_host.contains_key(host)
+    }
+}
+
+/// Gathers pre-flight's input (see the module documentation).
+pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openstack::Error> {
+    let compute = os.compute();
+    // Stage 1: everything that needs nothing but the host name.
+    let (service, servers, services, names, groups, placement, local_units) = tokio::join!(
+        compute.compute_service(host),
+        compute.servers_on_host(host),
+        compute.services(None, Some("nova-compute")),
+        node_names(compute),
+        compute.server_groups(),
+        os.placement(),
+        local_units(),
+    );
+    let (service, servers, services, groups, placement) =
+        (service?, servers?, services?, groups?, placement?);
+    let names = names?;
+    // Stage 2: what needs stage 1's answers, again all at once.
+    let source_nodes = source_nodes(&names, host, &servers);
+    let candidates: Vec<_> = services.into_iter().filter(|s| s.host != host).collect();
+    let ids: BTreeSet<&str> = servers.iter().map(|s| s.id.as_str()).collect();
+    let groups: Vec<_> = groups
+        .into_iter()
+        .filter(|g| g.members.iter().any(|m| ids.contains(m.as_str())))
+        .collect();
+    let others: BTreeSet<String> = groups
+        .iter()
+        .flat_map(|g| g.members.iter())
+        .filter(|m| !ids.contains(m.as_str()))
+        .cloned()
+        .collect();
+    let (allocations, capacities, member_hosts) = tokio::join!(
+        source_allocations(&placement, &source_nodes),
+        join_bounded(
+            candidates
+                .iter()
+                .map(|svc| capacity(&placement, names.nodes_of(&svc.host)))
+                .collect(),
+            FAN_OUT,
+        ),
+        member_hosts(compute, others),
+    );
+    let allocations = allocations?;
+    let mut hosts = Vec::with_capacity(candidates.len());
+    for (svc, cap) in candidates.into_iter().zip(capacities) {
+        let (inventories, usages) = cap?;
+        hosts.push(plan::HostCandidate {
+            enabled: !svc.is_disabled(),
+            up: svc.is_up(),
+            host: svc.host,
+            inventories,
+            usages,
+        });
+    }
+    Ok(PreflightInput {
+        host: host.to_string(),
+        service: service.map(|s| plan::ServiceView {
+            status: s.status.clone(),
+            state: s.state.clone(),
+            disabled_reason: s.disabled_reason.clone(),
+        }),
+        local_units,
+        servers: servers
+            .iter()
+            .map(|s| server_info(s, &allocations))
+            .collect(),
+        hosts,
+        groups: groups
+            .into_iter()
+            .map(|g| plan::ServerGroup {
+                policy: g.policy().unwrap_or_default().to_string(),
+                max_server_per_host: g.rules.max_server_per_host.map(u64::from),
+                id: g.id,
+                name: g.name,
+                members: g.members,
+            })
+            .collect(),
+        member_hosts: member_hosts?,
+    })
+}
+
+/// The hypervisor listing as [`NodeNames`]. A user the policy refuses the
+/// listing (403) or a Nova without it (404) gets the names assumed equal,
+/// with a warning: a candidate whose provider is then not found has no
+/// capacity in the plan, which errs on the safe side.
+async fn node_names(compute: &Compute) -> Result<NodeNames, openstack::Error> {
+    match compute.hypervisors_detail().await {
+        Ok(list) => Ok(NodeNames::from_hypervisors(&list)),
+        Err(e) if e.is_not_found() || e.status().is_some_and(|s| s.as_u16() == 403) => {
+            tracing::warn!(
+                "cannot list hypervisors ({e}); taking each compute host's Placement provider to be named after its service host"
+            );
+            Ok(NodeNames::default())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// This node's provider names: from the hypervisor listing, else the
+/// hypervisor of its servers, else the host name.
+fn source_nodes(names: &NodeNames, host: &str, servers: &[openstack::Server]) -> Vec<String> {
+    if names.knows(host) {
+        return names.nodes_of(host);
+    }
+    let mut from_servers: Vec<String> = servers
+        .iter()
+        .filter_map(|s| s.hypervisor_hostname.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if from_servers.is_empty() {
+        from_servers.push(host.to_string());
+    }
+    from_servers
+}
+
+async fn local_units() -> BTreeMap<String, bool> {
+    // systemctl is a blocking child process: off the runtime's thread, so
+    // the API calls proceed meanwhile.
+    let checked = tokio::task::spawn_blocking(|| {
+        LOCAL_UNITS
+            .iter()
+            .map(|u| (u.to_string(), host::unit_active(u)))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_else(|e| {
+        LOCAL_UNITS
+            .iter()
+            .map(|u| (u.to_string(), Err(format!("the check did not finish: {e}"))))
+            .collect()
+    });
+    checked
+        .into_iter()
+        .map(|(unit, r)| {
+            let active = match r {
+                Ok((active, state)) => {
+                    if !active {
+                        tracing::warn!("local unit {unit} is {state}");
+                    }
+                    active
+                }
+                Err(e) => {
+                    tracing::warn!("cannot check {unit}: {e}");
+                    false
+                }
+            };
+            (unit, active)
+        })
+        .collect()
+}
+
+/// The allocations (consumer → resources) on this node's providers.
+async fn source_allocations(
+    placement: &Placement,
+    nodes: &[String],
+) -> Result<BTreeMap<String, openstack::Resources>, openstack::Error> {
+    let mut out = BTreeMap::new();
+    for node in nodes {
+        if let Some(rp) = placement.resource_provider_by_name(node).await? {
+            out.extend(placement.allocations(&rp.uuid).await?);
+        }
+    }
+    Ok(out)
+}
+
+type Capacity = (BTreeMap<String, plan::Inventory>, BTreeMap<String, u64>);
+
+/// Inventories and usages of a candidate's provider: the first of its
+/// nodes that Placement knows (a libvirt host has one). None found: no
+/// capacity, which errs on the safe side.
+async fn capacity(placement: &Placement, nodes: Vec<String>) -> Result<Capacity, openstack::Error> {
+    for node in nodes {
+        let Some(rp) = placement.resource_provider_by_name(&node).await? else {
+            continue;
+        };
+        let (inv, usages) =
+            tokio::join!(placement.inventories(&rp.uuid), placement.usages(&rp.uuid));
+        let inv = inv?
+            .into_iter()
+            .map(|(k, i)| {
+                (
+                    k,
+                    plan::Inventory {
+                        total: i.total,
+                        reserved: i.reserved,
+                        min_unit: i.min_unit,
+                        max_unit: i.max_unit,
+                        step_size: i.step_size,
+                        allocation_ratio: i.allocation_ratio,
+                    },
+                )
+            })
+            .collect();
+        return Ok((inv, usages?));
+    }
+    Ok((BTreeMap::new(), BTreeMap::new()))
+}
+
+/// The service host of each group member not on this node (a member that
+/// no longer exists is left out).
+async fn member_hosts(
+    compute: &Compute,
+    members: BTreeSet<String>,
+) -> Result<BTreeMap<String, String>, openstack::Error> {
+    let members: Vec<String> = members.into_iter().collect();
+    let reads = join_bounded(members.iter().map(|m| compute.server(m)).collect(), FAN_OUT).await;
+    let mut out = BTreeMap::new();
+    for (m, r) in members.into_iter().zip(reads) {
+        match r {
+            Ok(s) => {
+                out.insert(m, s.host.unwrap_or_default());
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+fn server_info(
+    s: &openstack::Server,
+    allocations: &BTreeMap<String, openstack::Resources>,
+) -> plan::ServerInfo {
+    plan::ServerInfo {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        status: s.status.clone(),
+        vm_state: s.vm_state.clone().unwrap_or_default(),
+        task_state: s.task_state.clone(),
+        image_backed: !s.is_volume_backed(),
+        volumes_attached: s.volumes_attached.len(),
+        flavor: plan::Flavor {
+            vcpus: s.flavor.vcpus,
+            ram_mb: s.flavor.ram,
+            disk_gb: s.flavor.disk,
+            ephemeral_gb: s.flavor.ephemeral,
+            swap_mb: s.flavor.swap,
+        },
+        allocation: allocations.get(&s.id).cloned(),
+    }
+}
+
+/// Runs `futs` concurrently on this task, at most `limit` at a time (in
+/// order: one starts as an earlier one ends), and returns their outputs in
+/// the order given. A small `join_all` without the `futures` crate.
+async fn join_bounded<F: Future>(futs: Vec<F>, limit: usize) -> Vec<F::Output> {
+    let limit = limit.max(1);
+    let mut futs: Vec<Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        let mut active = 0;
+        for (i, f) in futs.iter_mut().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            if active == limit {
+                break;
+            }
+            match f.as_mut().poll(cx) {
+                Poll::Ready(v) => out[i] = Some(v),
+                Poll::Pending => active += 1,
+            }
+        }
+        if out.iter().all(Option::is_some) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openstack::HypervisorService;
+
+    fn hv(name: &str, host: Option<&str>) -> Hypervisor {
+        Hypervisor {
+            id: format!("uuid-{name}"),
+            hypervisor_hostname: name.to_string(),
+            service: host.map(|h| HypervisorService {
+                host: Some(h.to_string()),
+            }),
+            ..Hypervisor::default()
+        }
+    }
+
+    #[test]
+    fn short_service_hosts_map_to_their_fqdn_providers() {
+        let names = NodeNames::from_hypervisors(&[
+            hv("node1.maas", Some("node1")),
+            hv("node4.maas", Some("node4")),
+            hv("node5.maas", Some("node5.maas")),
+            hv("orphan.maas", None),
+        ]);
+        assert_eq!(names.nodes_of("node1"), vec!["node1.maas"]);
+        assert_eq!(names.nodes_of("node4"), vec!["node4.maas"]);
+        assert_eq!(names.nodes_of("node5.maas"), vec!["node5.maas"]);
+        // Unknown to the listing: its own name.
+        assert!(!names.knows("node9"));
+        assert_eq!(names.nodes_of("node9"), vec!["node9"]);
+        assert_eq!(NodeNames::default().nodes_of("x"), vec!["x"]);
+    }
+
+    #[test]
+    fn the_source_falls_back_to_its_servers_hypervisor_then_its_name() {
+        let names = NodeNames::from_hypervisors(&[hv("node1.maas", Some("node1"))]);
+        assert_eq!(source_nodes(&names, "node1", &[]), vec!["node1.maas"]);
+        let s = openstack::Server {
+            hypervisor_hostname: Some("n2.example".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            source_nodes(&NodeNames::default(), "n2", &[s]),
+            vec!["n2.example"]
+        );
+        assert_eq!(source_nodes(&NodeNames::default(), "n3", &[]), vec!["n3"]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn join_bounded_keeps_order_and_the_limit() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let now = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let futs = (0..20)
+            .map(|i| {
+                let (now, peak) = (&now, &peak);
+                async move {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(n, Ordering::SeqCst);
+                    for _ in 0..(i % 3 + 1) {
+                        tokio::task::yield_now().await;
+                    }
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    i
+                }
+            })
+            .collect();
+        let out = join_bounded(futs, 4).await;
+        assert_eq!(out, (0..20).collect::<Vec<_>>());
+        assert_eq!(peak.load(Ordering::SeqCst), 4);
+    }
+}
