@@ -101,6 +101,22 @@ pub enum Error {
     Auth(String),
 }
 
+/// Statuses that refuse a request for now without carrying it out: 429 Too
+/// Many Requests, 503 Service Unavailable (e.g. a load balancer with no API
+/// worker up). The one list, with [`GATEWAY_STATUSES`], of what is worth
+/// sending again later.
+const REFUSED_FOR_NOW: [u16; 2] = [429, 503];
+/// Gateway statuses: a proxy's upstream failed or was too slow, and may or
+/// may not have carried the request out (502, 504).
+const GATEWAY_STATUSES: [u16; 2] = [502, 504];
+
+/// A status worth trying again after a wait: 429, 502, 503, 504 (the
+/// request path retries GETs on these).
+pub(crate) fn is_transient_status(status: StatusCode) -> bool {
+    let s = status.as_u16();
+    REFUSED_FOR_NOW.contains(&s) || GATEWAY_STATUSES.contains(&s)
+}
+
 fn status_text(status: StatusCode) -> String {
     match status.canonical_reason() {
         Some(r) => format!("{} {r}", status.as_u16()),
@@ -183,9 +199,15 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport { .. } => true,
-            Error::Http { status, .. } => matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            Error::Http { status, .. } => is_transient_status(*status),
             _ => false,
         }
+    }
+
+    /// The service refused the request for now without carrying it out
+    /// (429, 503): not the instance's end; send it again later.
+    pub fn is_transient_refusal(&self) -> bool {
+        matches!(self, Error::Http { status, .. } if REFUSED_FOR_NOW.contains(&status.as_u16()))
     }
 
     /// The TLS handshake failed on the server's certificate (not trusted,
@@ -218,7 +240,9 @@ impl Error {
     pub fn is_ambiguous(&self) -> bool {
         match self {
             Error::Transport { kind, .. } => *kind != TransportKind::Connect,
-            Error::Http { status, .. } => matches!(status.as_u16(), 500 | 502 | 504),
+            Error::Http { status, .. } => {
+                status.as_u16() == 500 || GATEWAY_STATUSES.contains(&status.as_u16())
+            }
             _ => false,
         }
     }
@@ -321,5 +345,34 @@ mod tests {
             "POST /servers/abc/action → 409 Conflict: Cannot 'os-migrateLive' instance abc while it is in task_state migrating (req-1)"
         );
         assert!(e.is_conflict() && !e.is_retryable() && !e.is_ambiguous());
+    }
+
+    #[test]
+    fn one_list_of_transient_statuses() {
+        let http = |code: u16| Error::Http {
+            method: "POST".into(),
+            path: "/servers/x/action".into(),
+            status: StatusCode::from_u16(code).unwrap(),
+            message: String::new(),
+            request_id: None,
+        };
+        for code in 100..=599u16 {
+            let e = http(code);
+            assert_eq!(
+                e.is_retryable(),
+                matches!(code, 429 | 502 | 503 | 504),
+                "{code}"
+            );
+            assert_eq!(
+                e.is_transient_refusal(),
+                matches!(code, 429 | 503),
+                "{code}"
+            );
+            assert_eq!(e.is_ambiguous(), matches!(code, 500 | 502 | 504), "{code}");
+            assert!(!e.never_reached(), "{code}");
+            // Refused-for-now and ambiguous never overlap: a 503 did not happen.
+            assert!(!(e.is_transient_refusal() && e.is_ambiguous()), "{code}");
+        }
+        assert!(!Error::Config("x".into()).is_transient_refusal());
     }
 }

@@ -10,6 +10,9 @@
 //! backoff, `Retry-After` honoured); POST/PUT/DELETE only after a connect
 //! error, or once after a 401 re-authentication. Tokens are renewed before
 //! they expire ([`SessionOptions::renew_before`], [`Session::ensure_fresh`]).
+//! Redirects are never followed (a 3xx is an [`Error::Http`] naming the
+//! Location's host): the password goes only to the auth URL and the token only
+//! to the catalog's endpoints (invariant I3).
 //!
 //! ```no_run
 //! # async fn demo(bag: std::collections::BTreeMap<String, String>) -> nlm::openstack::Result<()> {

@@ -16,4 +16,5 @@ mod policy_cloud;
 mod reliability;
 mod reliability_wire;
 mod secrets_scan;
+mod wire_edge;
 mod wire_proxy;
