@@ -253,6 +253,8 @@ impl Error {
 /// Keystone `{"error": {"message": …}}`, Placement `{"errors": [{"detail": …}]}`,
 /// else the (shortened) body text.
 pub(crate) fn parse_error_message(body: &[u8]) -> String {
+    const MAX: usize = 300;
+    let text = |m: &str| Some(clean(m)).filter(|m| !m.is_empty());
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         if let Some(errors) = v.get("errors").and_then(|e| e.as_array()) {
             let msgs: Vec<String> = errors
@@ -261,21 +263,21 @@ pub(crate) fn parse_error_message(body: &[u8]) -> String {
                     e.get("detail")
                         .or_else(|| e.get("title"))
                         .and_then(|d| d.as_str())
-                        .map(clean)
+                        .and_then(text)
                 })
                 .collect();
             if !msgs.is_empty() {
-                return msgs.join("; ");
+                return shorten(&msgs.join("; "), MAX);
             }
         }
         if let Some(obj) = v.as_object() {
             for inner in obj.values() {
-                if let Some(m) = inner.get("message").and_then(|m| m.as_str()) {
-                    return clean(m);
+                if let Some(m) = inner.get("message").and_then(|m| m.as_str()).and_then(text) {
+                    return shorten(&m, MAX);
                 }
             }
-            if let Some(m) = obj.get("message").and_then(|m| m.as_str()) {
-                return clean(m);
+            if let Some(m) = obj.get("message").and_then(|m| m.as_str()).and_then(text) {
+                return shorten(&m, MAX);
             }
         }
     }
@@ -283,7 +285,7 @@ pub(crate) fn parse_error_message(body: &[u8]) -> String {
     if text.is_empty() {
         "(empty body)".to_owned()
     } else {
-        shorten(&text, 300)
+        shorten(&text, MAX)
     }
 }
 
@@ -328,6 +330,16 @@ mod tests {
             "<html>Bad gateway</html>"
         );
         assert_eq!(parse_error_message(b""), "(empty body)");
+        // An empty message says what the body was; a huge one is shortened.
+        assert_eq!(
+            parse_error_message(br#"{"error": {"message": " "}}"#),
+            r#"{"error": {"message": " "}}"#
+        );
+        let huge = format!(
+            r#"{{"badRequest": {{"message": "{}"}}}}"#,
+            "m".repeat(10_000)
+        );
+        assert_eq!(parse_error_message(huge.as_bytes()).chars().count(), 301);
     }
 
     #[test]
@@ -374,5 +386,33 @@ mod tests {
             assert!(!(e.is_transient_refusal() && e.is_ambiguous()), "{code}");
         }
         assert!(!Error::Config("x".into()).is_transient_refusal());
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::openstack::arbitrary::body_with_keys;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any error body gives a message of bounded length.
+        #[test]
+        fn parse_error_message_of_any_body(
+            body in body_with_keys(&["errors", "detail", "title", "message", "conflictingRequest", "badRequest", "error", "code"]),
+        ) {
+            let m = parse_error_message(&body);
+            prop_assert!(!m.is_empty());
+            prop_assert!(m.chars().count() <= 301, "{} chars", m.chars().count());
+        }
+    }
+
+    #[test]
+    fn deep_bodies_are_text() {
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let m = parse_error_message(deep.as_bytes());
+        assert!(m.chars().count() <= 301, "{}", m.len());
     }
 }

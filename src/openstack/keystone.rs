@@ -653,3 +653,42 @@ mod tests {
         assert_eq!(b["auth"]["identity"]["password"]["user"]["password"], "pw");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::openstack::arbitrary::body_with_keys;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any token answer decodes or fails; a decoded one makes a token
+        /// or an error; the catalog lookup never panics.
+        #[test]
+        fn token_answers_never_panic(body in body_with_keys(&[
+            "token", "expires_at", "issued_at", "user", "project", "roles", "catalog",
+            "id", "name", "type", "endpoints", "interface", "region", "region_id", "url",
+        ])) {
+            if let Ok(b) = serde_json::from_slice::<TokenBody>(&body)
+                && let Ok(t) = Token::from_response(Secret::new("t"), b.token, Instant::now())
+            {
+                let _ = (t.remaining(), t.fraction_left());
+                let _ = t.endpoint("compute", Interface::Internal, None);
+                let _ = t.endpoint("compute", Interface::Public, Some("RegionOne"));
+            }
+        }
+
+        #[test]
+        fn iso8601_of_any_text(s in "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}.{0,12}", t in ".{0,40}") {
+            let _ = parse_iso8601(&s);
+            let _ = parse_iso8601(&t);
+        }
+
+        #[test]
+        fn ca_bundles_of_any_text(s in ".{0,200}", b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_ca_bundle(&s);
+            let _ = check_ca_bundle(&b);
+        }
+    }
+}

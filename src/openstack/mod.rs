@@ -54,6 +54,8 @@
 //! | [`Placement::resource_provider_by_name`] | `GET /resource_providers?name=` | placement 1.14 |
 //! | [`Placement::inventories`] / [`Placement::usages`] / [`Placement::allocations`] | `GET /resource_providers/{uuid}/inventories\|usages\|allocations` | placement 1.14 |
 
+#[cfg(test)]
+mod arbitrary;
 mod compute;
 mod error;
 mod http;
