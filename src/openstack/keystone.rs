@@ -298,17 +298,58 @@ pub fn decode_ca_bundle(value: &str) -> Result<Vec<u8>> {
     Ok(pem)
 }
 
-/// Fails unless the PEM bundle yields at least one certificate.
-pub(crate) fn check_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>> {
-    let certs = reqwest::Certificate::from_pem_bundle(pem)
-        .map_err(|e| Error::Config(format!("ssl-ca: not a PEM certificate bundle: {e}")))?;
-    if certs.is_empty() {
-        return Err(Error::Config(
-            "ssl-ca: the bundle contains no PEM certificate".to_owned(),
-        ));
+/// Checks a PEM bundle: every `CERTIFICATE` section decodes and is an
+/// X.509 certificate usable as a trust anchor, and there is at least one;
+/// returns how many. The error says which certificate is wrong (the caller
+/// names the option).
+pub fn check_ca_pem(pem: &[u8]) -> std::result::Result<usize, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let ders: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("the bundle is not valid PEM ({e})"))?;
+    if ders.is_empty() {
+        return Err("the bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned());
     }
-    Ok(certs)
+    let n = ders.len();
+    for (i, der) in ders.into_iter().enumerate() {
+        rustls::RootCertStore::empty().add(der).map_err(|e| {
+            format!(
+                "certificate {} of {n} is not an X.509 certificate ({e})",
+                i + 1
+            )
+        })?;
+    }
+    Ok(n)
 }
+
+/// Fails unless the PEM bundle is one or more X.509 certificates
+/// ([`check_ca_pem`]); the certificates for the HTTP client.
+pub(crate) fn check_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>> {
+    check_ca_pem(pem).map_err(|e| {
+        Error::Config(format!(
+            "ssl-ca: {e}; give the PEM of the CA certificate(s)"
+        ))
+    })?;
+    reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| Error::Config(format!("ssl-ca: not a PEM certificate bundle: {e}")))
+}
+
+/// A self-signed test CA certificate (no key kept), for the unit tests of
+/// the `ssl-ca` checks.
+#[cfg(test)]
+pub(crate) const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBjTCCATOgAwIBAgIURJQq5dKORVB1tB8KbWgRPFvWcLIwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQbmxtLXVuaXQtdGVzdC1jYTAgFw0yNjEyMDExNjI5MjZaGA8y
+MTI2MTEwNzE2MjkyNlowGzEZMBcGA1UEAwwQbmxtLXVuaXQtdGVzdC1jYTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABGF3asoqi5cLXE3eyF9FMRtQAUOcxV/2fiqt
+B+slHiZjN/t64ZCwvIFUdE5C3/7zVMrUjUGtTiOoL+t3tFaEdBmjUzBRMB0GA1Ud
+DgQWBBRvgfJjpV9Rrcbz1z6a0kk7gJcF/TAfBgNVHSMEGDAWgBRvgfJjpV9Rrcbz
+1z6a0kk7gJcF/TAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIHH4
+4XjjH6UjwV2uaAbNRcLK6hWiNFPw6hTU7DBhsd3WAiEA2hOXx8s60Znz2otqinnT
+KW9vM9dSUYau6kmfGSVbBg0=
+-----END CERTIFICATE-----
+";
 
 // ---------------------------------------------------------------------------
 // Token
@@ -639,6 +680,17 @@ mod tests {
     fn ca_bundle_decoding() {
         assert!(decode_ca_bundle("bm90IGEgY2VydA==").is_err());
         assert!(decode_ca_bundle("%%%").is_err());
+        assert_eq!(
+            decode_ca_bundle(TEST_CA_PEM).unwrap(),
+            TEST_CA_PEM.trim().as_bytes()
+        );
+        assert_eq!(check_ca_pem(TEST_CA_PEM.as_bytes()), Ok(1));
+        let fake = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let e = decode_ca_bundle(fake).unwrap_err().to_string();
+        assert!(
+            e.starts_with("ssl-ca: certificate 1 of 1 is not an X.509 certificate"),
+            "{e}"
+        );
     }
 
     #[test]
