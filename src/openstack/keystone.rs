@@ -112,6 +112,46 @@ pub fn parse_port(s: &str) -> Option<u16> {
     s.trim().parse::<u16>().ok().filter(|p| *p != 0)
 }
 
+/// The host of a URL from relation data: a DNS host name (labels of
+/// letters, digits, '-' and '_', not starting or ending with '-', the last
+/// not all digits), an IPv4 address, or an IPv6 address with or without
+/// brackets; never a port, a path or anything else. Returns the form to put
+/// in a URL (IPv6 bracketed). The one rule for the hooks' check of the data
+/// and for building the client from it.
+pub fn parse_host(s: &str) -> Option<String> {
+    let s = s.trim();
+    if let Some(inner) = s.strip_prefix('[') {
+        let inner = inner.strip_suffix(']')?;
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|_| format!("[{inner}]"));
+    }
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some(format!("[{s}]"));
+    }
+    if s.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Some(s.to_owned());
+    }
+    let name = s.strip_suffix('.').unwrap_or(s);
+    if name.is_empty() || name.len() > 253 {
+        return None;
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    // An all-digit last label is a mistyped IPv4 address, not a name.
+    let last_numeric = labels
+        .last()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    (labels.iter().all(|l| label_ok(l)) && !last_numeric).then(|| s.to_owned())
+}
+
 impl AuthConfig {
     /// Builds the configuration from the keystone charm's `identity-credentials`
     /// relation data (one unit's bag), plus the charm config `endpoint-interface`,
@@ -141,11 +181,12 @@ impl AuthConfig {
                 "identity-credentials auth_port '{port}' is not a port number"
             )));
         }
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.to_owned()
-        };
+        let host = parse_host(host).ok_or_else(|| {
+            Error::Config(format!(
+                "identity-credentials auth_host {} is not a host name, an IPv4 address or an IPv6 address (without a port)",
+                crate::text::quoted(host, 64)
+            ))
+        })?;
         let auth_url = format!("{protocol}://{host}:{port}/v3");
         let username = need("credentials_username")?.to_owned();
         let password = Secret::new(need("credentials_password")?);
@@ -644,6 +685,31 @@ mod tests {
         let e = AuthConfig::from_relation(&bag(), Interface::Public, None, Some(b"junk".to_vec()))
             .unwrap_err();
         assert!(e.to_string().contains("ssl-ca"), "{e}");
+    }
+
+    #[test]
+    fn relation_hosts_are_hosts_without_ports() {
+        let url = |h: &str| {
+            let mut b = bag();
+            b.insert("auth_host".into(), h.into());
+            AuthConfig::from_relation(&b, Interface::Internal, None, None).map(|c| c.auth_url)
+        };
+        assert_eq!(url("fd00::5").unwrap(), "https://[fd00::5]:35357/v3");
+        assert_eq!(url("[fd00::5]").unwrap(), "https://[fd00::5]:35357/v3");
+        assert_eq!(
+            url("keystone.maas").unwrap(),
+            "https://keystone.maas:35357/v3"
+        );
+        for bad in [
+            "10.0.0.5:5000",
+            "[fd00::5",
+            "fd00::5]",
+            "k/v3",
+            "[10.0.0.5]",
+        ] {
+            let e = url(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a host name"), "{bad}: {e}");
+        }
     }
 
     #[test]

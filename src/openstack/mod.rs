@@ -77,7 +77,7 @@ pub use http::{RequestStats, RetryPolicy, Session, SessionOptions, StatsSnapshot
 pub(crate) use keystone::TEST_CA_PEM;
 pub use keystone::{
     AuthConfig, CatalogEntry, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Endpoint, IdName,
-    Interface, NameOrId, Token, check_ca_pem, decode_ca_bundle, parse_port,
+    Interface, NameOrId, Token, check_ca_pem, decode_ca_bundle, parse_host, parse_port,
 };
 pub use placement::{
     Capacity, Inventory, PLACEMENT_MICROVERSION, Placement, ResourceProvider, Resources, fits_all,
