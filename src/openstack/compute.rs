@@ -1101,26 +1101,38 @@ impl Compute {
     // ----- groups, actions, hypervisors ----------------------------------
 
     /// Server groups of all projects (`GET /os-server-groups?all_projects=True`,
-    /// `limit`/`offset` pages).
+    /// `limit`/`offset` pages). Nova pages this list by offset only (no
+    /// marker, no links) and cuts each page at its `[api] max_limit`, which
+    /// may be below the `limit` asked: ask again from the next offset until
+    /// an empty page (or a page that adds no new group: a server ignoring
+    /// the offset).
     pub async fn server_groups(&self) -> Result<Vec<ServerGroup>> {
         #[derive(Deserialize, Default)]
         #[serde(default)]
         struct W {
             server_groups: Vec<ServerGroup>,
         }
-        let mut out = Vec::new();
+        let mut out: Vec<ServerGroup> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut offset = 0usize;
         loop {
             let c = self
                 .call(Method::GET, "/os-server-groups", "GET /os-server-groups")
                 .query("all_projects", "True")
                 .query("limit", self.page_size)
-                .query("offset", out.len());
+                .query("offset", offset);
             let page: W = self.get(c).await?;
             let n = page.server_groups.len();
-            out.extend(page.server_groups);
-            if n < self.page_size {
+            let before = out.len();
+            for g in page.server_groups {
+                if seen.insert(g.id.clone()) {
+                    out.push(g);
+                }
+            }
+            if n == 0 || out.len() == before {
                 return Ok(out);
             }
+            offset += n;
         }
     }
 

@@ -48,7 +48,7 @@
 //! | [`Compute::server_migrations`] / [`Compute::server_migration`] | `GET /servers/{id}/migrations[/{mid}]` | ≥ 2.23 (in-progress only) |
 //! | [`Compute::force_complete`] | `POST /servers/{id}/migrations/{mid}/action {"force_complete": null}` | ≥ 2.22 |
 //! | [`Compute::abort_migration`] | `DELETE /servers/{id}/migrations/{mid}` | running ≥ 2.24; queued/preparing ≥ 2.65 ([`Compute::can_abort_queued`]) |
-//! | [`Compute::server_groups`] | `GET /os-server-groups?all_projects=True&limit=&offset=` | `policy`/`rules` ≥ 2.64 |
+//! | [`Compute::server_groups`] | `GET /os-server-groups?all_projects=True&limit=&offset=` (until an empty page) | `policy`/`rules` ≥ 2.64 |
 //! | [`Compute::instance_actions`] / [`Compute::instance_action`] | `GET /servers/{id}/os-instance-actions[/{req}]` | event `details` ≥ 2.84 |
 //! | [`Compute::hypervisors`] | `GET /os-hypervisors[?hypervisor_hostname_pattern=]` (never `/detail`) | uuid ids ≥ 2.53 |
 //! | [`Placement::resource_provider_by_name`] | `GET /resource_providers?name=` | placement 1.14 |

@@ -412,3 +412,99 @@ async fn a_timeout_or_a_reset_after_sending_is_not_never_reached() {
     assert!(!e.never_reached(), "{e:?}");
     assert!(e.is_ambiguous(), "{e}");
 }
+
+// ------------------------------------------------------- server groups
+
+/// Nova's `GET /os-server-groups`: `limit`/`offset` (no marker, no links),
+/// each page cut at the server's `[api] max_limit`.
+struct GroupsCappedAt {
+    max_limit: usize,
+    groups: usize,
+    ignore_offset: bool,
+}
+
+impl wiremock::Respond for GroupsCappedAt {
+    fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
+        let q = |k: &str| {
+            req.url
+                .query_pairs()
+                .find(|(n, _)| n == k)
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+        };
+        let limit = q("limit").unwrap_or(self.max_limit).min(self.max_limit);
+        let offset = if self.ignore_offset {
+            0
+        } else {
+            q("offset").unwrap_or(0)
+        };
+        let page: Vec<_> = (offset..self.groups)
+            .take(limit)
+            .map(|i| json!({"id": format!("g{i}"), "name": format!("g{i}"), "policy": "anti-affinity", "members": []}))
+            .collect();
+        ResponseTemplate::new(200).set_body_json(json!({ "server_groups": page }))
+    }
+}
+
+async fn groups_listed(
+    max_limit: usize,
+    groups: usize,
+    ignore_offset: bool,
+) -> (usize, Vec<String>) {
+    let cloud = MockServer::start().await;
+    let compute = format!("{}/v2.1", cloud.uri());
+    Mock::given(method("POST"))
+        .and(path("/v3/auth/tokens"))
+        .respond_with(token_answer(&compute))
+        .mount(&cloud)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2.1/"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"version": {
+            "id": "v2.1", "status": "CURRENT", "version": "2.96", "min_version": "2.1"}})))
+        .mount(&cloud)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2.1/os-server-groups"))
+        .respond_with(GroupsCappedAt {
+            max_limit,
+            groups,
+            ignore_offset,
+        })
+        .mount(&cloud)
+        .await;
+    let os = OpenStack::connect_with(config("http", cloud.address().port()), options())
+        .await
+        .unwrap();
+    let got = os.compute().server_groups().await.unwrap();
+    let offsets: Vec<String> = cloud
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/v2.1/os-server-groups")
+        .map(|r| {
+            r.url
+                .query_pairs()
+                .find(|(k, _)| k == "offset")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    (got.len(), offsets)
+}
+
+#[tokio::test]
+async fn server_groups_are_all_listed_when_nova_max_limit_is_below_the_page_size() {
+    // [api] max_limit = 2 (the client asks for 1000 a page): every group.
+    let (n, offsets) = groups_listed(2, 5, false).await;
+    assert_eq!(n, 5, "offsets asked: {offsets:?}");
+    assert_eq!(offsets, ["0", "2", "4", "5"]);
+    // Exactly a multiple of the cap: ends at the empty page.
+    let (n, offsets) = groups_listed(3, 6, false).await;
+    assert_eq!((n, offsets.len()), (6, 3));
+    // None at all: one request.
+    assert_eq!(groups_listed(2, 0, false).await, (0, vec!["0".to_string()]));
+    // A server that ignores the offset: no endless loop, no duplicates.
+    let (n, offsets) = groups_listed(2, 5, true).await;
+    assert_eq!((n, offsets.len()), (2, 2));
+}
