@@ -216,7 +216,8 @@ impl Reader<'_> {
     }
 }
 
-/// Decodes `ssl-ca`: base64 of one or more PEM certificates.
+/// Decodes `ssl-ca`: base64 of one or more PEM certificates, each of which
+/// must parse as X.509.
 pub fn decode_ssl_ca(raw: &str) -> Result<Vec<u8>, String> {
     let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
     let pem = base64::engine::general_purpose::STANDARD
@@ -224,13 +225,11 @@ pub fn decode_ssl_ca(raw: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| {
             format!("is not valid base64 ({e}); set it to the output of `base64 -w0 ca.pem`")
         })?;
-    let text = String::from_utf8_lossy(&pem);
-    if !text.contains("-----BEGIN CERTIFICATE-----") {
-        return Err(
-            "decodes to no PEM certificate; it must be base64 of a PEM bundle (-----BEGIN CERTIFICATE-----)"
-                .to_string(),
-        );
-    }
+    crate::openstack::check_ca_pem(&pem).map_err(|e| {
+        format!(
+            "decodes to something unusable: {e}; it must be base64 of the PEM of the CA certificate(s): set it to the output of `base64 -w0 ca.pem`"
+        )
+    })?;
     Ok(pem)
 }
 
@@ -437,13 +436,46 @@ mod tests {
     }
 
     #[test]
-    fn ssl_ca_must_be_base64_pem() {
+    fn ssl_ca_must_be_base64_of_x509_certificates() {
         use base64::Engine as _;
-        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-        let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
-        let c = cfg(json!({"ssl-ca": b64})).unwrap();
-        assert_eq!(c.ssl_ca_pem.as_deref(), Some(pem.as_bytes()));
-        let not_pem = base64::engine::general_purpose::STANDARD.encode("hello");
-        assert!(cfg(json!({"ssl-ca": not_pem})).is_err());
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let good = crate::openstack::TEST_CA_PEM;
+        let c = cfg(json!({ "ssl-ca": b64(good) })).unwrap();
+        assert_eq!(c.ssl_ca_pem.as_deref(), Some(good.as_bytes()));
+        let two = format!("{good}{good}");
+        assert!(cfg(json!({ "ssl-ca": b64(&two) })).is_ok());
+        let not_pem = b64("hello");
+        assert_eq!(
+            cfg(json!({ "ssl-ca": not_pem })).unwrap_err().0[0].option,
+            "ssl-ca"
+        );
+        // PEM armour around something that is no certificate: refused.
+        let fake = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let garbage = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+        let broken = "-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n";
+        let unterminated = "-----BEGIN CERTIFICATE-----\nMIIB\n";
+        for (bundle, needle) in [
+            (
+                fake.to_string(),
+                "certificate 1 of 1 is not an X.509 certificate",
+            ),
+            (
+                garbage.to_string(),
+                "certificate 1 of 1 is not an X.509 certificate",
+            ),
+            (
+                format!("{good}{fake}"),
+                "certificate 2 of 2 is not an X.509 certificate",
+            ),
+            (broken.to_string(), "is not valid PEM"),
+            (unterminated.to_string(), "is not valid PEM"),
+        ] {
+            let e = cfg(json!({ "ssl-ca": b64(&bundle) })).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert_eq!(e.0[0].option, "ssl-ca", "{e}");
+            let text = e.to_string();
+            assert!(text.contains(needle), "{needle} not in {text}");
+            assert!(text.contains("base64 -w0"), "says what to do: {text}");
+        }
     }
 }

@@ -1089,7 +1089,7 @@ mod tests {
             let e = Op::from_action(action, &big).unwrap_err();
             assert_eq!(
                 e,
-                "vm is 1048576 bytes long, but an instance name or UUID is at most 255 characters"
+                "vm is 1048576 bytes long, but an instance name or UUID is at most 255 characters (1020 bytes)"
             );
         }
     }

@@ -80,23 +80,13 @@ pub fn validate(unit: &str, data: &BTreeMap<String, String>) -> Result<(), Strin
         ));
     }
     let host = get("auth_host");
-    if !valid_host(host) {
+    if crate::openstack::parse_host(host).is_none() {
         return Err(format!(
-            "{unit} publishes auth_host {}, not a host name or IP address; {FIX_KEYSTONE}",
+            "{unit} publishes auth_host {}, not a host name or IP address (a DNS name, an IPv4 address or an IPv6 address, bracketed or not, and no port); {FIX_KEYSTONE}",
             quoted(host, 64)
         ));
     }
     Ok(())
-}
-
-/// A DNS name, an IPv4 address or an IPv6 address (bracketed or not).
-fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 255
-        && !h.starts_with('-')
-        && h.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
-        })
 }
 
 /// A complete data bag. Debug never prints the password.
@@ -276,8 +266,42 @@ mod tests {
                 ),
             );
         }
-        for host in ["keystone/v3", "a b", "-x", "h?q=1"] {
-            bad("auth_host", host.into(), "not a host name or IP address");
+        for host in [
+            "keystone/v3",
+            "a b",
+            "-x",
+            "h?q=1",
+            "10.0.0.5:5000",
+            "keystone.maas:5000",
+            "[fd00::5",
+            "fd00::5]",
+            "[fd00::5]:5000",
+            "[10.0.0.5]",
+            "[]",
+            "10.0.0.256",
+            "1.2.3",
+            "a..b",
+            ".",
+            "x-.maas",
+            "fe80::1%eth0",
+            "user@keystone",
+        ] {
+            bad(
+                "auth_host",
+                host.into(),
+                "not a host name or IP address (a DNS name, an IPv4 address or an IPv6 address, bracketed or not, and no port)",
+            );
+        }
+        for host in [
+            "keystone",
+            "keystone.maas.",
+            "::1",
+            "[::ffff:10.0.0.5]",
+            "10.0.0.5",
+            "K-1.example",
+        ] {
+            d.insert("auth_host".into(), host.into());
+            assert_eq!(ok(&d), Ok(()), "{host}");
         }
         let big = "p".repeat(1 << 20);
         let e = bad(

@@ -65,19 +65,29 @@ fn opt_string(p: &BTreeMap<String, Value>, k: &str) -> Result<Option<String>, St
     }
 }
 
-/// Longest instance name, UUID or host name a parameter may carry (Nova
-/// caps server and host names at 255 characters).
+/// Longest instance name, UUID or host name a parameter may carry, in
+/// characters (Nova caps server and host names at 255 characters).
 pub const MAX_NAME_PARAM: usize = 255;
+/// The same limit in bytes (255 characters of at most 4 bytes each): checked
+/// first, so a huge value is refused without counting its characters, and
+/// every accepted name fits an argv string with room to spare.
+pub const MAX_NAME_PARAM_BYTES: usize = 4 * MAX_NAME_PARAM;
 /// Longest `exclude` list (about 880 UUIDs): a message that lists the
 /// entries not found must still fit in one argv string.
 pub const MAX_EXCLUDE_PARAM: usize = 32 * 1024;
 
-/// Refuses a name parameter longer than any name can be, without quoting it.
+/// Refuses a name parameter longer than any name can be, without quoting
+/// it: more than [`MAX_NAME_PARAM_BYTES`] bytes, or more than
+/// [`MAX_NAME_PARAM`] characters (the message says which).
 pub fn bounded_name(k: &str, v: Option<String>, what: &str) -> Result<Option<String>, String> {
     match v {
-        Some(s) if s.len() > MAX_NAME_PARAM => Err(format!(
-            "{k} is {} bytes long, but {what} is at most {MAX_NAME_PARAM} characters",
+        Some(s) if s.len() > MAX_NAME_PARAM_BYTES => Err(format!(
+            "{k} is {} bytes long, but {what} is at most {MAX_NAME_PARAM} characters ({MAX_NAME_PARAM_BYTES} bytes)",
             s.len()
+        )),
+        Some(s) if s.chars().count() > MAX_NAME_PARAM => Err(format!(
+            "{k} is {} characters long, but {what} is at most {MAX_NAME_PARAM} characters",
+            s.chars().count()
         )),
         other => Ok(other),
     }
@@ -1239,7 +1249,7 @@ mod tests {
                 Kind::Evacuate,
                 "exclude",
                 format!("a,{}", "w".repeat(300)),
-                "an exclude entry is 300 bytes long",
+                "an exclude entry is 300 characters long",
             ),
             (
                 Kind::Evacuate,
@@ -1255,6 +1265,42 @@ mod tests {
         // 255 is fine.
         let p = Params::from_action(Kind::MigrateVm, &params("vm", "v".repeat(255))).unwrap();
         assert_eq!(p.vm.map(|v| v.len()), Some(255));
+    }
+
+    #[test]
+    fn name_limits_count_characters() {
+        let vm = |v: String| -> Result<Params, String> {
+            let p: BTreeMap<String, Value> =
+                [("vm".to_string(), Value::from(v))].into_iter().collect();
+            Params::from_action(Kind::MigrateVm, &p)
+        };
+        // 90 CJK characters (270 bytes): a valid name.
+        let cjk = "界".repeat(90);
+        assert_eq!(vm(cjk.clone()).unwrap().vm, Some(cjk));
+        // 255 characters of 4 bytes each: still valid.
+        let wide = "😀".repeat(255);
+        assert_eq!(vm(wide.clone()).unwrap().vm, Some(wide));
+        // 256 characters: refused, counted in characters.
+        assert_eq!(
+            vm("界".repeat(256)).unwrap_err(),
+            "vm is 256 characters long, but an instance name or UUID is at most 255 characters"
+        );
+        // Over the byte cap: refused, counted in bytes, both limits named.
+        assert_eq!(
+            vm("v".repeat(1021)).unwrap_err(),
+            "vm is 1021 bytes long, but an instance name or UUID is at most 255 characters (1020 bytes)"
+        );
+        let e = Params::from_action(
+            Kind::Evacuate,
+            &[(
+                "exclude".to_string(),
+                Value::from(format!("a,{}", "界".repeat(100))),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .unwrap();
+        assert_eq!(e.exclude.len(), 2);
     }
 
     fn line(level: &str, ctx: bool, msg: &str) -> String {

@@ -13,7 +13,13 @@ fn main() -> ExitCode {
         Ok(ctx) => ExitCode::from(dispatch(&ctx, &paths)),
         Err(ContextError::NotJuju) => {
             nlm::juju::log::init(None, tracing_subscriber::filter::LevelFilter::INFO);
-            let args: Vec<String> = std::env::args().skip(1).collect();
+            let args = match utf8_args(std::env::args_os().skip(1)) {
+                Ok(args) => args,
+                Err(msg) => {
+                    eprintln!("nova-live-migration: {msg}");
+                    return ExitCode::from(2);
+                }
+            };
             let code = nlm::cli::main(
                 &args,
                 &paths,
@@ -27,6 +33,23 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The CLI's arguments as text; a non-UTF-8 one is refused (shown with
+/// the bytes that are not text escaped) rather than panicking in
+/// `std::env::args`.
+fn utf8_args(args: impl Iterator<Item = std::ffi::OsString>) -> Result<Vec<String>, String> {
+    args.enumerate()
+        .map(|(i, a)| {
+            a.into_string().map_err(|a| {
+                format!(
+                    "argument {} ({}) is not valid UTF-8; give names and options as UTF-8 text (see nova-live-migration --help)",
+                    i + 1,
+                    nlm::text::shown(&format!("{a:?}"), 80)
+                )
+            })
+        })
+        .collect()
 }
 
 /// Runs one hook or action; returns the process exit code.

@@ -1111,26 +1111,38 @@ impl Compute {
     // ----- groups, actions, hypervisors ----------------------------------
 
     /// Server groups of all projects (`GET /os-server-groups?all_projects=True`,
-    /// `limit`/`offset` pages).
+    /// `limit`/`offset` pages). Nova pages this list by offset only (no
+    /// marker, no links) and cuts each page at its `[api] max_limit`, which
+    /// may be below the `limit` asked: ask again from the next offset until
+    /// an empty page (or a page that adds no new group: a server ignoring
+    /// the offset).
     pub async fn server_groups(&self) -> Result<Vec<ServerGroup>> {
         #[derive(Deserialize, Default)]
         #[serde(default)]
         struct W {
             server_groups: Vec<ServerGroup>,
         }
-        let mut out = Vec::new();
+        let mut out: Vec<ServerGroup> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut offset = 0usize;
         loop {
             let c = self
                 .call(Method::GET, "/os-server-groups", "GET /os-server-groups")
                 .query("all_projects", "True")
                 .query("limit", self.page_size)
-                .query("offset", out.len());
+                .query("offset", offset);
             let page: W = self.get(c).await?;
             let n = page.server_groups.len();
-            out.extend(page.server_groups);
-            if n < self.page_size {
+            let before = out.len();
+            for g in page.server_groups {
+                if seen.insert(g.id.clone()) {
+                    out.push(g);
+                }
+            }
+            if n == 0 || out.len() == before {
                 return Ok(out);
             }
+            offset += n;
         }
     }
 
@@ -1283,4 +1295,256 @@ async fn root_versions(session: &Session, endpoint: &str) -> Result<VersionInfo>
         path: "/".into(),
         detail: "no 'version' and no v2.1 entry in 'versions'".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openstack::arbitrary::body_with_keys;
+    use proptest::prelude::*;
+
+    const SERVER_KEYS: &[&str] = &[
+        "server",
+        "servers",
+        "servers_links",
+        "rel",
+        "href",
+        "id",
+        "name",
+        "status",
+        "OS-EXT-STS:vm_state",
+        "OS-EXT-STS:task_state",
+        "OS-EXT-STS:power_state",
+        "OS-EXT-SRV-ATTR:host",
+        "OS-EXT-SRV-ATTR:hypervisor_hostname",
+        "OS-EXT-SRV-ATTR:instance_name",
+        "progress",
+        "locked",
+        "locked_reason",
+        "host_status",
+        "tenant_id",
+        "user_id",
+        "image",
+        "flavor",
+        "vcpus",
+        "ram",
+        "disk",
+        "ephemeral",
+        "swap",
+        "original_name",
+        "extra_specs",
+        "os-extended-volumes:volumes_attached",
+        "delete_on_termination",
+        "metadata",
+        "server_groups",
+        "fault",
+        "code",
+        "message",
+        "details",
+        "created",
+        "updated",
+    ];
+    const MIGRATION_KEYS: &[&str] = &[
+        "migrations",
+        "migration",
+        "migrations_links",
+        "rel",
+        "href",
+        "id",
+        "uuid",
+        "instance_uuid",
+        "server_uuid",
+        "status",
+        "migration_type",
+        "source_compute",
+        "source_node",
+        "dest_compute",
+        "dest_host",
+        "dest_node",
+        "memory_total_bytes",
+        "memory_processed_bytes",
+        "memory_remaining_bytes",
+        "disk_total_bytes",
+        "disk_processed_bytes",
+        "disk_remaining_bytes",
+        "created_at",
+        "updated_at",
+    ];
+    const SERVICE_KEYS: &[&str] = &[
+        "services",
+        "service",
+        "id",
+        "binary",
+        "host",
+        "zone",
+        "status",
+        "state",
+        "disabled_reason",
+        "updated_at",
+        "forced_down",
+        "hypervisors",
+        "hypervisors_links",
+        "hypervisor_hostname",
+        "rel",
+        "href",
+        "version",
+        "versions",
+        "min_version",
+        "server_groups",
+        "policy",
+        "policies",
+        "rules",
+        "max_server_per_host",
+        "members",
+        "project_id",
+        "user_id",
+        "instanceActions",
+        "instanceAction",
+        "action",
+        "request_id",
+        "events",
+        "event",
+        "result",
+        "traceback",
+        "start_time",
+        "finish_time",
+        "flavor",
+        "flavors",
+        "OS-FLV-EXT-DATA:ephemeral",
+        "swap",
+    ];
+
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct ServerPage {
+        servers: Vec<Server>,
+        servers_links: Vec<Link>,
+    }
+    #[derive(Deserialize)]
+    struct OneServer {
+        server: Server,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct MigrationPage {
+        migrations: Vec<Migration>,
+        migrations_links: Vec<Link>,
+    }
+    #[derive(Deserialize)]
+    struct ServerMigrations {
+        migrations: Vec<ServerMigration>,
+    }
+    #[derive(Deserialize)]
+    struct OneServerMigration {
+        migration: ServerMigration,
+    }
+    #[derive(Deserialize)]
+    struct Services {
+        services: Vec<Service>,
+    }
+    #[derive(Deserialize)]
+    struct OneService {
+        service: Service,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct HypervisorPage {
+        hypervisors: Vec<Hypervisor>,
+        hypervisors_links: Vec<Link>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Groups {
+        server_groups: Vec<ServerGroup>,
+    }
+    #[derive(Deserialize)]
+    struct Actions {
+        #[serde(rename = "instanceActions")]
+        actions: Vec<InstanceAction>,
+    }
+    #[derive(Deserialize)]
+    struct OneAction {
+        #[serde(rename = "instanceAction")]
+        action: InstanceAction,
+    }
+    #[derive(Deserialize)]
+    struct OneFlavor {
+        flavor: Flavor,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        /// No body can panic a decoder or what reads its result.
+        #[test]
+        fn server_decoders_never_panic(body in body_with_keys(SERVER_KEYS)) {
+            if let Ok(p) = serde_json::from_slice::<ServerPage>(&body) {
+                let _ = has_next(&p.servers_links);
+                for s in &p.servers {
+                    let _ = s.is_volume_backed();
+                }
+            }
+            if let Ok(s) = serde_json::from_slice::<OneServer>(&body) {
+                let _ = s.server.is_volume_backed();
+            }
+        }
+
+        #[test]
+        fn migration_decoders_never_panic(body in body_with_keys(MIGRATION_KEYS)) {
+            if let Ok(p) = serde_json::from_slice::<MigrationPage>(&body) {
+                let _ = has_next(&p.migrations_links);
+            }
+            if let Ok(m) = serde_json::from_slice::<ServerMigrations>(&body) {
+                for m in &m.migrations {
+                    if let Some(p) = m.memory_percent() {
+                        prop_assert!((0.0..=100.0).contains(&p), "{}", p);
+                    }
+                }
+            }
+            if let Ok(m) = serde_json::from_slice::<OneServerMigration>(&body) {
+                let _ = m.migration.memory_percent();
+            }
+        }
+
+        #[test]
+        fn service_hypervisor_and_other_decoders_never_panic(body in body_with_keys(SERVICE_KEYS)) {
+            if let Ok(s) = serde_json::from_slice::<Services>(&body) {
+                for s in &s.services {
+                    let _ = (s.is_disabled(), s.is_up(), s.id.to_string());
+                }
+            }
+            if let Ok(s) = serde_json::from_slice::<OneService>(&body) {
+                let _ = s.service.is_up();
+            }
+            if let Ok(p) = serde_json::from_slice::<HypervisorPage>(&body) {
+                let _ = has_next(&p.hypervisors_links);
+            }
+            if let Ok(v) = serde_json::from_slice::<VersionRoot>(&body)
+                && let Some(v) = v.version
+            {
+                let _ = (Microversion::parse(&v.version), Microversion::parse(&v.min_version));
+            }
+            if let Ok(g) = serde_json::from_slice::<Groups>(&body) {
+                for g in &g.server_groups {
+                    let _ = g.policy();
+                }
+            }
+            if let Ok(a) = serde_json::from_slice::<Actions>(&body) {
+                for a in &a.actions {
+                    let _ = a.fault_summary();
+                }
+            }
+            if let Ok(a) = serde_json::from_slice::<OneAction>(&body) {
+                let _ = a.action.fault_summary();
+            }
+            if let Ok(f) = serde_json::from_slice::<OneFlavor>(&body) {
+                let _ = f.flavor.swap;
+            }
+        }
+
+        #[test]
+        fn microversion_of_any_text(s in ".{0,20}") {
+            let _ = Microversion::parse(&s);
+        }
+    }
 }

@@ -101,6 +101,22 @@ pub enum Error {
     Auth(String),
 }
 
+/// Statuses that refuse a request for now without carrying it out: 429 Too
+/// Many Requests, 503 Service Unavailable (e.g. a load balancer with no API
+/// worker up). The one list, with [`GATEWAY_STATUSES`], of what is worth
+/// sending again later.
+const REFUSED_FOR_NOW: [u16; 2] = [429, 503];
+/// Gateway statuses: a proxy's upstream failed or was too slow, and may or
+/// may not have carried the request out (502, 504).
+const GATEWAY_STATUSES: [u16; 2] = [502, 504];
+
+/// A status worth trying again after a wait: 429, 502, 503, 504 (the
+/// request path retries GETs on these).
+pub(crate) fn is_transient_status(status: StatusCode) -> bool {
+    let s = status.as_u16();
+    REFUSED_FOR_NOW.contains(&s) || GATEWAY_STATUSES.contains(&s)
+}
+
 fn status_text(status: StatusCode) -> String {
     match status.canonical_reason() {
         Some(r) => format!("{} {r}", status.as_u16()),
@@ -183,9 +199,15 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport { .. } => true,
-            Error::Http { status, .. } => matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            Error::Http { status, .. } => is_transient_status(*status),
             _ => false,
         }
+    }
+
+    /// The service refused the request for now without carrying it out
+    /// (429, 503): not the instance's end; send it again later.
+    pub fn is_transient_refusal(&self) -> bool {
+        matches!(self, Error::Http { status, .. } if REFUSED_FOR_NOW.contains(&status.as_u16()))
     }
 
     /// The TLS handshake failed on the server's certificate (not trusted,
@@ -218,7 +240,9 @@ impl Error {
     pub fn is_ambiguous(&self) -> bool {
         match self {
             Error::Transport { kind, .. } => *kind != TransportKind::Connect,
-            Error::Http { status, .. } => matches!(status.as_u16(), 500 | 502 | 504),
+            Error::Http { status, .. } => {
+                status.as_u16() == 500 || GATEWAY_STATUSES.contains(&status.as_u16())
+            }
             _ => false,
         }
     }
@@ -229,6 +253,8 @@ impl Error {
 /// Keystone `{"error": {"message": …}}`, Placement `{"errors": [{"detail": …}]}`,
 /// else the (shortened) body text.
 pub(crate) fn parse_error_message(body: &[u8]) -> String {
+    const MAX: usize = 300;
+    let text = |m: &str| Some(clean(m)).filter(|m| !m.is_empty());
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         if let Some(errors) = v.get("errors").and_then(|e| e.as_array()) {
             let msgs: Vec<String> = errors
@@ -237,21 +263,21 @@ pub(crate) fn parse_error_message(body: &[u8]) -> String {
                     e.get("detail")
                         .or_else(|| e.get("title"))
                         .and_then(|d| d.as_str())
-                        .map(clean)
+                        .and_then(text)
                 })
                 .collect();
             if !msgs.is_empty() {
-                return msgs.join("; ");
+                return shorten(&msgs.join("; "), MAX);
             }
         }
         if let Some(obj) = v.as_object() {
             for inner in obj.values() {
-                if let Some(m) = inner.get("message").and_then(|m| m.as_str()) {
-                    return clean(m);
+                if let Some(m) = inner.get("message").and_then(|m| m.as_str()).and_then(text) {
+                    return shorten(&m, MAX);
                 }
             }
-            if let Some(m) = obj.get("message").and_then(|m| m.as_str()) {
-                return clean(m);
+            if let Some(m) = obj.get("message").and_then(|m| m.as_str()).and_then(text) {
+                return shorten(&m, MAX);
             }
         }
     }
@@ -259,7 +285,7 @@ pub(crate) fn parse_error_message(body: &[u8]) -> String {
     if text.is_empty() {
         "(empty body)".to_owned()
     } else {
-        shorten(&text, 300)
+        shorten(&text, MAX)
     }
 }
 
@@ -304,6 +330,16 @@ mod tests {
             "<html>Bad gateway</html>"
         );
         assert_eq!(parse_error_message(b""), "(empty body)");
+        // An empty message says what the body was; a huge one is shortened.
+        assert_eq!(
+            parse_error_message(br#"{"error": {"message": " "}}"#),
+            r#"{"error": {"message": " "}}"#
+        );
+        let huge = format!(
+            r#"{{"badRequest": {{"message": "{}"}}}}"#,
+            "m".repeat(10_000)
+        );
+        assert_eq!(parse_error_message(huge.as_bytes()).chars().count(), 301);
     }
 
     #[test]
@@ -321,5 +357,62 @@ mod tests {
             "POST /servers/abc/action → 409 Conflict: Cannot 'os-migrateLive' instance abc while it is in task_state migrating (req-1)"
         );
         assert!(e.is_conflict() && !e.is_retryable() && !e.is_ambiguous());
+    }
+
+    #[test]
+    fn one_list_of_transient_statuses() {
+        let http = |code: u16| Error::Http {
+            method: "POST".into(),
+            path: "/servers/x/action".into(),
+            status: StatusCode::from_u16(code).unwrap(),
+            message: String::new(),
+            request_id: None,
+        };
+        for code in 100..=599u16 {
+            let e = http(code);
+            assert_eq!(
+                e.is_retryable(),
+                matches!(code, 429 | 502 | 503 | 504),
+                "{code}"
+            );
+            assert_eq!(
+                e.is_transient_refusal(),
+                matches!(code, 429 | 503),
+                "{code}"
+            );
+            assert_eq!(e.is_ambiguous(), matches!(code, 500 | 502 | 504), "{code}");
+            assert!(!e.never_reached(), "{code}");
+            // Refused-for-now and ambiguous never overlap: a 503 did not happen.
+            assert!(!(e.is_transient_refusal() && e.is_ambiguous()), "{code}");
+        }
+        assert!(!Error::Config("x".into()).is_transient_refusal());
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::openstack::arbitrary::body_with_keys;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any error body gives a message of bounded length.
+        #[test]
+        fn parse_error_message_of_any_body(
+            body in body_with_keys(&["errors", "detail", "title", "message", "conflictingRequest", "badRequest", "error", "code"]),
+        ) {
+            let m = parse_error_message(&body);
+            prop_assert!(!m.is_empty());
+            prop_assert!(m.chars().count() <= 301, "{} chars", m.chars().count());
+        }
+    }
+
+    #[test]
+    fn deep_bodies_are_text() {
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let m = parse_error_message(deep.as_bytes());
+        assert!(m.chars().count() <= 301, "{}", m.len());
     }
 }

@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::error::{Error, Result, TransportKind, parse_error_message};
+use super::error::{Error, Result, TransportKind, is_transient_status, parse_error_message};
 use super::keystone::{AuthConfig, Token, TokenBody, check_ca_bundle};
 use super::secret::Secret;
 
@@ -265,6 +265,11 @@ impl Session {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
+            // Never follow a redirect: reqwest drops `Authorization` on a
+            // hop to another host but not `X-Auth-Token`, and a 307/308 of
+            // the token POST would resend the password. A 3xx is an error
+            // naming where it pointed (invariant I3).
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("nova-live-migration/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &config.ca_bundle_pem {
             builder = builder.tls_certs_merge(check_ca_bundle(pem)?);
@@ -465,11 +470,7 @@ impl Session {
                 Ok(resp) => {
                     let status = resp.status();
                     let headers = resp.headers().clone();
-                    let request_id = headers
-                        .get("x-openstack-request-id")
-                        .or_else(|| headers.get("x-compute-request-id"))
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
+                    let request_id = request_id(&headers);
                     match resp.bytes().await {
                         Ok(body) => Ok((status, headers, body.to_vec(), request_id)),
                         Err(e) => Err(e),
@@ -496,10 +497,17 @@ impl Session {
                             request_id,
                         });
                     }
-                    let retryable = matches!(status.as_u16(), 429 | 502 | 503 | 504);
-                    if safe && retryable && attempt < policy.max_attempts {
-                        let delay = retry_after(&headers)
-                            .map(|d| d.min(policy.max_retry_after))
+                    if status.is_redirection() {
+                        return Err(Error::Http {
+                            method: call.method.to_string(),
+                            path: call.path.clone(),
+                            status,
+                            message: redirect_message(&url, &headers, is_auth, &call.base),
+                            request_id,
+                        });
+                    }
+                    if safe && is_transient_status(status) && attempt < policy.max_attempts {
+                        let delay = retry_after(&headers, policy.max_retry_after, unix_now())
                             .unwrap_or_else(|| policy.backoff(attempt));
                         tracing::debug!(method = %call.method, path = %call.path, status = status.as_u16(), delay_ms = delay.as_millis() as u64, "retrying");
                         tokio::time::sleep(delay).await;
@@ -559,12 +567,101 @@ impl WithoutUrlQuery for reqwest::Error {
     }
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// `X-OpenStack-Request-ID` (or Nova's `X-Compute-Request-Id`) of an
+/// answer, when it is printable text of a sane length.
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-openstack-request-id")
+        .or_else(|| headers.get("x-compute-request-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .map(str::to_owned)
+}
+
+/// What to say about a 3xx answer: where it pointed (host and port of the
+/// `Location`, never its path or query) and what to fix.
+fn redirect_message(url: &str, headers: &HeaderMap, is_auth: bool, base: &str) -> String {
+    let whereto = headers
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|loc| reqwest::Url::parse(url).ok()?.join(loc.trim()).ok())
+        .and_then(|u| {
+            let host = u.host_str()?.to_owned();
+            Some(match u.port_or_known_default() {
+                Some(p) => format!("redirect to {host}:{p}"),
+                None => format!("redirect to {host}"),
+            })
+        })
+        .unwrap_or_else(|| "redirect without a Location".to_owned());
+    if is_auth {
+        format!(
+            "{whereto}, not followed: the password is sent only to the auth URL {base}; point the auth URL at the address Keystone answers on (keystone's published auth_protocol/auth_host/auth_port, or OS_AUTH_URL)"
+        )
+    } else {
+        format!(
+            "{whereto}, not followed: the token is sent only to the catalog's endpoints; correct the Keystone catalog endpoint {base} (openstack endpoint list) to the URL the service answers on"
+        )
+    }
+}
+
+/// Seconds since the Unix epoch on the wall clock (for `Retry-After` dates).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The wait a `Retry-After` asks for, at most `cap`: delay-seconds (a
+/// decimal fraction and exponent tolerated; huge or infinite → `cap`) or an
+/// HTTP-date (IMF-fixdate, relative to `now_unix`; past → zero). `None`
+/// when absent, negative, NaN or unreadable: the caller's backoff applies.
+pub(crate) fn retry_after(headers: &HeaderMap, cap: Duration, now_unix: f64) -> Option<Duration> {
     let v = headers.get("retry-after")?.to_str().ok()?.trim();
-    v.parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let secs = match v.parse::<f64>() {
+        Ok(s) if s.is_nan() || s < 0.0 => return None,
+        Ok(s) => s,
+        Err(_) => {
+            let at = parse_http_date(v)?;
+            (at - now_unix).max(0.0)
+        }
+    };
+    Some(
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(Duration::MAX)
+            .min(cap),
+    )
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (IMF-fixdate) → Unix seconds.
+fn parse_http_date(v: &str) -> Option<f64> {
+    let parts: Vec<&str> = v.split_ascii_whitespace().collect();
+    let [dow, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    if !dow.ends_with(',') || day.len() != 2 || year.len() != 4 || time.len() != 8 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = MONTHS.iter().position(|x| x == month)? + 1;
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let d: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    if !digits(year) || !digits(day) {
+        return None;
+    }
+    let hms: Vec<&str> = time.split(':').collect();
+    let [h, mi, s] = hms.as_slice() else {
+        return None;
+    };
+    let ok =
+        |x: &str, max: u32| x.len() == 2 && digits(x) && x.parse::<u32>().is_ok_and(|n| n <= max);
+    if !ok(h, 23) || !ok(mi, 59) || !ok(s, 60) {
+        return None;
+    }
+    super::keystone::parse_iso8601(&format!("{year}-{m:02}-{d:02}T{h}:{mi}:{s}Z"))
 }
 
 #[cfg(test)]
@@ -584,6 +681,136 @@ mod tests {
             assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
             let d5 = p.backoff(5);
             assert!(d5 >= Duration::from_millis(150) && d5 <= Duration::from_millis(300));
+        }
+    }
+
+    fn with_retry_after(v: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_bytes(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn retry_after_never_panics_and_is_capped() {
+        let cap = Duration::from_secs(30);
+        let now = 1_000_000_000.0; // 2001-09-09T01:46:40Z
+        let ra = |v: &str| retry_after(&with_retry_after(v.as_bytes()), cap, now);
+        assert_eq!(ra("2"), Some(Duration::from_secs(2)));
+        assert_eq!(ra(" 1.5 "), Some(Duration::from_millis(1500)));
+        assert_eq!(ra("0"), Some(Duration::ZERO));
+        // Huge, infinite: the cap (1e20 used to panic in from_secs_f64).
+        for v in [
+            "1e20",
+            "1e308",
+            "inf",
+            "+Infinity",
+            "18446744073709551616",
+            "99999999999999999999999999999999999999999999",
+            &"9".repeat(400),
+        ] {
+            assert_eq!(ra(v), Some(cap), "{v}");
+        }
+        // Negative, NaN, junk: no hint (the backoff applies).
+        for v in [
+            "-1", "-1e20", "-inf", "NaN", "nan", "", "soon", "1,5", "0x10",
+        ] {
+            assert_eq!(ra(v), None, "{v}");
+        }
+        // HTTP-dates: relative to now, a past one is zero, capped.
+        assert_eq!(
+            ra("Sun, 09 Sep 2001 01:46:50 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(ra("Sun, 09 Sep 2001 01:46:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(ra("Fri, 31 Dec 9999 23:59:59 GMT"), Some(cap));
+        assert_eq!(ra("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
+        for v in [
+            "Sun, 09 Sep 2001 01:46:50 UTC",
+            "Sun, 32 Sep 2001 01:46:50 GMT",
+            "Sun, 09 Foo 2001 01:46:50 GMT",
+            "Sun, 09 Sep 2001 24:46:50 GMT",
+            "Sunday, 09-Sep-01 01:46:50 GMT",
+            "Sun Sep  9 01:46:50 2001",
+            "Sun, 09 Sep 20x1 01:46:50 GMT",
+            "Sun, +9 Sep 2001 01:46:50 GMT",
+        ] {
+            assert_eq!(ra(v), None, "{v}");
+        }
+        // Not text: no hint.
+        assert_eq!(retry_after(&with_retry_after(b"\xff\xfe"), cap, now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), cap, now), None);
+    }
+
+    #[test]
+    fn request_ids_are_read_when_printable() {
+        let mut h = HeaderMap::new();
+        assert_eq!(request_id(&h), None);
+        h.insert("x-compute-request-id", HeaderValue::from_static("req-c"));
+        assert_eq!(request_id(&h).as_deref(), Some("req-c"));
+        h.insert("x-openstack-request-id", HeaderValue::from_static("req-o"));
+        assert_eq!(request_id(&h).as_deref(), Some("req-o"));
+        h.insert(
+            "x-openstack-request-id",
+            HeaderValue::from_bytes(b"req-\xff").unwrap(),
+        );
+        assert_eq!(request_id(&h), None);
+        let long = "r".repeat(1000);
+        h.insert(
+            "x-openstack-request-id",
+            HeaderValue::from_str(&long).unwrap(),
+        );
+        assert_eq!(request_id(&h), None);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn retry_after_of_any_header_value_is_capped_or_none(
+                v in proptest::collection::vec(any::<u8>(), 0..64),
+                text in "[-+0-9.eE naNifIF,:a-zA-Z]{0,40}",
+                cap_ms in 0u64..100_000,
+                now in any::<f64>(),
+            ) {
+                let cap = Duration::from_millis(cap_ms);
+                for bytes in [v.as_slice(), text.as_bytes()] {
+                    if let Ok(hv) = HeaderValue::from_bytes(bytes) {
+                        let mut h = HeaderMap::new();
+                        h.insert("retry-after", hv);
+                        if let Some(d) = retry_after(&h, cap, now) {
+                            prop_assert!(d <= cap);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn request_id_of_any_header_value(v in proptest::collection::vec(any::<u8>(), 0..300)) {
+                if let Ok(hv) = HeaderValue::from_bytes(&v) {
+                    let mut h = HeaderMap::new();
+                    h.insert("x-openstack-request-id", hv);
+                    if let Some(id) = request_id(&h) {
+                        prop_assert!(!id.is_empty() && id.len() <= 256);
+                    }
+                }
+            }
+
+            #[test]
+            fn redirect_message_of_any_location(
+                v in proptest::collection::vec(any::<u8>(), 0..200),
+                auth in any::<bool>(),
+            ) {
+                let mut h = HeaderMap::new();
+                if let Ok(hv) = HeaderValue::from_bytes(&v) {
+                    h.insert("location", hv);
+                }
+                let m = redirect_message("http://127.0.0.1:5000/v3/auth/tokens", &h, auth, "http://127.0.0.1:5000/v3");
+                prop_assert!(m.contains("not followed"));
+            }
         }
     }
 

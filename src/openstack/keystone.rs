@@ -112,6 +112,46 @@ pub fn parse_port(s: &str) -> Option<u16> {
     s.trim().parse::<u16>().ok().filter(|p| *p != 0)
 }
 
+/// The host of a URL from relation data: a DNS host name (labels of
+/// letters, digits, '-' and '_', not starting or ending with '-', the last
+/// not all digits), an IPv4 address, or an IPv6 address with or without
+/// brackets; never a port, a path or anything else. Returns the form to put
+/// in a URL (IPv6 bracketed). The one rule for the hooks' check of the data
+/// and for building the client from it.
+pub fn parse_host(s: &str) -> Option<String> {
+    let s = s.trim();
+    if let Some(inner) = s.strip_prefix('[') {
+        let inner = inner.strip_suffix(']')?;
+        return inner
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|_| format!("[{inner}]"));
+    }
+    if s.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Some(format!("[{s}]"));
+    }
+    if s.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Some(s.to_owned());
+    }
+    let name = s.strip_suffix('.').unwrap_or(s);
+    if name.is_empty() || name.len() > 253 {
+        return None;
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    // An all-digit last label is a mistyped IPv4 address, not a name.
+    let last_numeric = labels
+        .last()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    (labels.iter().all(|l| label_ok(l)) && !last_numeric).then(|| s.to_owned())
+}
+
 impl AuthConfig {
     /// Builds the configuration from the keystone charm's `identity-credentials`
     /// relation data (one unit's bag), plus the charm config `endpoint-interface`,
@@ -141,11 +181,12 @@ impl AuthConfig {
                 "identity-credentials auth_port '{port}' is not a port number"
             )));
         }
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.to_owned()
-        };
+        let host = parse_host(host).ok_or_else(|| {
+            Error::Config(format!(
+                "identity-credentials auth_host {} is not a host name, an IPv4 address or an IPv6 address (without a port)",
+                crate::text::quoted(host, 64)
+            ))
+        })?;
         let auth_url = format!("{protocol}://{host}:{port}/v3");
         let username = need("credentials_username")?.to_owned();
         let password = Secret::new(need("credentials_password")?);
@@ -298,17 +339,58 @@ pub fn decode_ca_bundle(value: &str) -> Result<Vec<u8>> {
     Ok(pem)
 }
 
-/// Fails unless the PEM bundle yields at least one certificate.
-pub(crate) fn check_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>> {
-    let certs = reqwest::Certificate::from_pem_bundle(pem)
-        .map_err(|e| Error::Config(format!("ssl-ca: not a PEM certificate bundle: {e}")))?;
-    if certs.is_empty() {
-        return Err(Error::Config(
-            "ssl-ca: the bundle contains no PEM certificate".to_owned(),
-        ));
+/// Checks a PEM bundle: every `CERTIFICATE` section decodes and is an
+/// X.509 certificate usable as a trust anchor, and there is at least one;
+/// returns how many. The error says which certificate is wrong (the caller
+/// names the option).
+pub fn check_ca_pem(pem: &[u8]) -> std::result::Result<usize, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let ders: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("the bundle is not valid PEM ({e})"))?;
+    if ders.is_empty() {
+        return Err("the bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned());
     }
-    Ok(certs)
+    let n = ders.len();
+    for (i, der) in ders.into_iter().enumerate() {
+        rustls::RootCertStore::empty().add(der).map_err(|e| {
+            format!(
+                "certificate {} of {n} is not an X.509 certificate ({e})",
+                i + 1
+            )
+        })?;
+    }
+    Ok(n)
 }
+
+/// Fails unless the PEM bundle is one or more X.509 certificates
+/// ([`check_ca_pem`]); the certificates for the HTTP client.
+pub(crate) fn check_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>> {
+    check_ca_pem(pem).map_err(|e| {
+        Error::Config(format!(
+            "ssl-ca: {e}; give the PEM of the CA certificate(s)"
+        ))
+    })?;
+    reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| Error::Config(format!("ssl-ca: not a PEM certificate bundle: {e}")))
+}
+
+/// A self-signed test CA certificate (no key kept), for the unit tests of
+/// the `ssl-ca` checks.
+#[cfg(test)]
+pub(crate) const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBjTCCATOgAwIBAgIURJQq5dKORVB1tB8KbWgRPFvWcLIwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQbmxtLXVuaXQtdGVzdC1jYTAgFw0yNjEyMDExNjI5MjZaGA8y
+MTI2MTEwNzE2MjkyNlowGzEZMBcGA1UEAwwQbmxtLXVuaXQtdGVzdC1jYTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABGF3asoqi5cLXE3eyF9FMRtQAUOcxV/2fiqt
+B+slHiZjN/t64ZCwvIFUdE5C3/7zVMrUjUGtTiOoL+t3tFaEdBmjUzBRMB0GA1Ud
+DgQWBBRvgfJjpV9Rrcbz1z6a0kk7gJcF/TAfBgNVHSMEGDAWgBRvgfJjpV9Rrcbz
+1z6a0kk7gJcF/TAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIHH4
+4XjjH6UjwV2uaAbNRcLK6hWiNFPw6hTU7DBhsd3WAiEA2hOXx8s60Znz2otqinnT
+KW9vM9dSUYau6kmfGSVbBg0=
+-----END CERTIFICATE-----
+";
 
 // ---------------------------------------------------------------------------
 // Token
@@ -606,6 +688,31 @@ mod tests {
     }
 
     #[test]
+    fn relation_hosts_are_hosts_without_ports() {
+        let url = |h: &str| {
+            let mut b = bag();
+            b.insert("auth_host".into(), h.into());
+            AuthConfig::from_relation(&b, Interface::Internal, None, None).map(|c| c.auth_url)
+        };
+        assert_eq!(url("fd00::5").unwrap(), "https://[fd00::5]:35357/v3");
+        assert_eq!(url("[fd00::5]").unwrap(), "https://[fd00::5]:35357/v3");
+        assert_eq!(
+            url("keystone.maas").unwrap(),
+            "https://keystone.maas:35357/v3"
+        );
+        for bad in [
+            "10.0.0.5:5000",
+            "[fd00::5",
+            "fd00::5]",
+            "k/v3",
+            "[10.0.0.5]",
+        ] {
+            let e = url(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a host name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn os_vars_mapping() {
         let vars: BTreeMap<String, String> = [
             ("OS_AUTH_URL", "http://127.0.0.1:5000/v3/"),
@@ -639,6 +746,17 @@ mod tests {
     fn ca_bundle_decoding() {
         assert!(decode_ca_bundle("bm90IGEgY2VydA==").is_err());
         assert!(decode_ca_bundle("%%%").is_err());
+        assert_eq!(
+            decode_ca_bundle(TEST_CA_PEM).unwrap(),
+            TEST_CA_PEM.trim().as_bytes()
+        );
+        assert_eq!(check_ca_pem(TEST_CA_PEM.as_bytes()), Ok(1));
+        let fake = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let e = decode_ca_bundle(fake).unwrap_err().to_string();
+        assert!(
+            e.starts_with("ssl-ca: certificate 1 of 1 is not an X.509 certificate"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -651,5 +769,44 @@ mod tests {
             "service_domain"
         );
         assert_eq!(b["auth"]["identity"]["password"]["user"]["password"], "pw");
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::openstack::arbitrary::body_with_keys;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any token answer decodes or fails; a decoded one makes a token
+        /// or an error; the catalog lookup never panics.
+        #[test]
+        fn token_answers_never_panic(body in body_with_keys(&[
+            "token", "expires_at", "issued_at", "user", "project", "roles", "catalog",
+            "id", "name", "type", "endpoints", "interface", "region", "region_id", "url",
+        ])) {
+            if let Ok(b) = serde_json::from_slice::<TokenBody>(&body)
+                && let Ok(t) = Token::from_response(Secret::new("t"), b.token, Instant::now())
+            {
+                let _ = (t.remaining(), t.fraction_left());
+                let _ = t.endpoint("compute", Interface::Internal, None);
+                let _ = t.endpoint("compute", Interface::Public, Some("RegionOne"));
+            }
+        }
+
+        #[test]
+        fn iso8601_of_any_text(s in "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}.{0,12}", t in ".{0,40}") {
+            let _ = parse_iso8601(&s);
+            let _ = parse_iso8601(&t);
+        }
+
+        #[test]
+        fn ca_bundles_of_any_text(s in ".{0,200}", b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_ca_bundle(&s);
+            let _ = check_ca_bundle(&b);
+        }
     }
 }

@@ -10,6 +10,9 @@
 //! backoff, `Retry-After` honoured); POST/PUT/DELETE only after a connect
 //! error, or once after a 401 re-authentication. Tokens are renewed before
 //! they expire ([`SessionOptions::renew_before`], [`Session::ensure_fresh`]).
+//! Redirects are never followed (a 3xx is an [`Error::Http`] naming the
+//! Location's host): the password goes only to the auth URL and the token only
+//! to the catalog's endpoints (invariant I3).
 //!
 //! ```no_run
 //! # async fn demo(bag: std::collections::BTreeMap<String, String>) -> nlm::openstack::Result<()> {
@@ -45,12 +48,14 @@
 //! | [`Compute::server_migrations`] / [`Compute::server_migration`] | `GET /servers/{id}/migrations[/{mid}]` | ≥ 2.23 (in-progress only) |
 //! | [`Compute::force_complete`] | `POST /servers/{id}/migrations/{mid}/action {"force_complete": null}` | ≥ 2.22 |
 //! | [`Compute::abort_migration`] | `DELETE /servers/{id}/migrations/{mid}` | running ≥ 2.24; queued/preparing ≥ 2.65 ([`Compute::can_abort_queued`]) |
-//! | [`Compute::server_groups`] | `GET /os-server-groups?all_projects=True&limit=&offset=` | `policy`/`rules` ≥ 2.64 |
+//! | [`Compute::server_groups`] | `GET /os-server-groups?all_projects=True&limit=&offset=` (until an empty page) | `policy`/`rules` ≥ 2.64 |
 //! | [`Compute::instance_actions`] / [`Compute::instance_action`] | `GET /servers/{id}/os-instance-actions[/{req}]` | event `details` ≥ 2.84 |
 //! | [`Compute::hypervisors`] | `GET /os-hypervisors[?hypervisor_hostname_pattern=]` (never `/detail`) | uuid ids ≥ 2.53 |
 //! | [`Placement::resource_provider_by_name`] | `GET /resource_providers?name=` | placement 1.14 |
 //! | [`Placement::inventories`] / [`Placement::usages`] / [`Placement::allocations`] | `GET /resource_providers/{uuid}/inventories\|usages\|allocations` | placement 1.14 |
 
+#[cfg(test)]
+mod arbitrary;
 mod compute;
 mod error;
 mod http;
@@ -68,9 +73,11 @@ pub use compute::{
 };
 pub use error::{Error, Result, TransportKind};
 pub use http::{RequestStats, RetryPolicy, Session, SessionOptions, StatsSnapshot};
+#[cfg(test)]
+pub(crate) use keystone::TEST_CA_PEM;
 pub use keystone::{
     AuthConfig, CatalogEntry, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Endpoint, IdName,
-    Interface, NameOrId, Token, decode_ca_bundle, parse_port,
+    Interface, NameOrId, Token, check_ca_pem, decode_ca_bundle, parse_host, parse_port,
 };
 pub use placement::{
     Capacity, Inventory, PLACEMENT_MICROVERSION, Placement, ResourceProvider, Resources, fits_all,

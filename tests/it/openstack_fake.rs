@@ -1161,6 +1161,13 @@ async fn server_groups_all_projects_offset_paging() {
         .expect(1)
         .mount(&f.server)
         .await;
+    Mock::given(method("GET"))
+        .and(path("/v2.1/os-server-groups"))
+        .and(query_param("offset", "3"))
+        .respond_with(ok(json!({"server_groups": []})))
+        .expect(1)
+        .mount(&f.server)
+        .await;
     let groups = c.server_groups().await.unwrap();
     assert_eq!(groups.len(), 3);
     assert_eq!(groups[0].policy(), Some("anti-affinity"));

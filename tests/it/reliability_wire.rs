@@ -6,6 +6,9 @@
 //!   after reaching the service) and some answers held past the client's
 //!   timeout, including the POSTs that start migrations; the evacuation
 //!   still completes, every instance migrates exactly once, none is lost.
+//! - A nova-api restart around a start (issue 12, I5): the proxy in front
+//!   of Nova refuses every connection for 10 s from the first
+//!   `os-migrateLive`; every instance still migrates, none fails.
 //! - TLS with a private CA: without `ssl-ca` the charm says what is wrong and
 //!   changes nothing; with it, `status`, `migrate-vm` and `evacuate` work
 //!   over https.
@@ -130,6 +133,7 @@ async fn evacuate_completes_through_faults_on_the_wire() {
         ],
         delay_rate: 0.02,
         delay: Duration::from_secs(API_TIMEOUT_S + 2),
+        refuse_for: Duration::ZERO,
         eligible: |route| route != MIGRATE_LIVE,
         targets: start_faults
             .iter()
@@ -208,6 +212,103 @@ async fn evacuate_completes_through_faults_on_the_wire() {
     assert!(random > 0, "{}", c.line());
     assert!(retries > 0, "{line}");
     assert!(took < Duration::from_secs(180), "{took:?}");
+    drop(proxies);
+    cloud.reset().await;
+}
+
+// ------------------------------------------------- refused connections
+
+/// How long the Nova proxy refuses connections.
+const REFUSE_FOR: Duration = Duration::from_secs(10);
+
+/// I5: a request that provably never reached Nova is retried within
+/// `retries`, not a failure. What is modelled is a nova-api restart: when
+/// the first `os-migrateLive` POST arrives at the proxy in front of Nova,
+/// that POST's connection is closed without forwarding or answering it, the
+/// proxy closes its listening socket and every connection it keeps open to
+/// the client, and for 10 s every new connection to it gets ECONNREFUSED
+/// (the client's retries of that POST, starts of other instances and polls
+/// all meet it); then it listens again on the same port. Keystone and
+/// Placement are untouched. Expected: every instance migrates exactly once,
+/// none fails, the start refused at the connection is retried within
+/// `retries` (default 1: at most 2 attempts).
+#[tokio::test]
+async fn evacuate_completes_while_nova_refuses_connections_around_a_start() {
+    let Some(cloud) = CloudEnv::detect() else {
+        return;
+    };
+    let cloud = &cloud;
+    let _lock = cloud.lock();
+    let _t = Timed::start("evacuate_completes_while_nova_refuses_connections_around_a_start");
+    cloud.reset().await;
+    let names: Vec<String> = (1..=4).map(|i| format!("refuse-{i}")).collect();
+    let specs: Vec<(&str, &[(&str, &str)])> = names.iter().map(|n| (n.as_str(), &[][..])).collect();
+    let ids = boot(cloud, &specs).await;
+    let plan = FaultPlan {
+        refuse_for: REFUSE_FOR,
+        targets: vec![Target {
+            route: MIGRATE_LIVE.into(),
+            nth: 1,
+            distinct: false,
+            fault: Fault::Refuse,
+        }],
+        ..FaultPlan::none()
+    };
+    let proxies = WireProxies::start(plan, None);
+    let mut node = node_via(cloud, &proxies, "http");
+    let t = Instant::now();
+    let st = node.run("evacuate", &[]);
+    let took = t.elapsed();
+    let c = proxies.counts();
+    print_counts("refuse", &c);
+    eprintln!("refuse: action log:\n{}", st.action_log.join("\n"));
+    eprintln!("refuse: failed: {:?}", st.action_failed);
+    let rep = report(&st);
+    let results: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let i = inst(&rep, id);
+            format!(
+                "{} {} attempts {} {}",
+                i["name"], i["result"], i["attempts"], i["reason"]
+            )
+        })
+        .collect();
+    eprintln!(
+        "refuse: figures: {} instances, {:.1} s, refusal windows {} of {} s, kept connections closed {}, accepted after {}, proxy requests {}, forwarded {}; {}",
+        ids.len(),
+        took.as_secs_f64(),
+        c.refusals,
+        REFUSE_FOR.as_secs(),
+        c.refused_closed,
+        c.accepted_after_refusal,
+        c.requests,
+        c.forwarded,
+        results.join("; ")
+    );
+    // The fault happened as modelled.
+    assert_eq!(c.fault(Fault::Refuse), 1, "{}", c.line());
+    assert_eq!(c.refusals, 1, "{}", c.line());
+    assert!(c.accepted_after_refusal > 0, "{}", c.line());
+    // Every instance migrated, exactly once; none failed.
+    assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
+    assert_eq!(st.exit_code, Some(0));
+    assert_eq!(count(&st, "failed"), 0, "{results:?}");
+    assert_eq!(count(&st, "migrated"), ids.len() as u32, "{results:?}");
+    for id in &ids {
+        let i = inst(&rep, id);
+        assert_eq!(i["result"], "migrated", "{i:#}");
+        assert_eq!(i["destination"], DEST, "{i:#}");
+        // Retried within `retries` (1): at most two attempts.
+        assert!(i["attempts"].as_u64().unwrap() <= 2, "{i:#}");
+        let lm = migration_records(cloud, id, "live-migration").await;
+        assert_eq!(lm.len(), 1, "exactly one live migration of {id}: {lm:?}");
+        assert_eq!(lm[0]["status"], "completed");
+    }
+    for (host, status, task) in where_are(cloud, &ids).await {
+        assert_eq!((host.as_str(), status.as_str()), (DEST, "ACTIVE"));
+        assert!(task.is_null());
+    }
     drop(proxies);
     cloud.reset().await;
 }

@@ -15,8 +15,10 @@
 //! - optionally terminates TLS with a given certificate and key;
 //! - injects faults ([`FaultPlan`]): an error status without forwarding
 //!   (502, 503), a connection reset before forwarding, a reset after
-//!   forwarding (the request took effect, the client sees a reset), or the
-//!   answer held past the client's timeout after forwarding;
+//!   forwarding (the request took effect, the client sees a reset), the
+//!   answer held past the client's timeout after forwarding, or refused
+//!   connections ([`Fault::Refuse`]: what a restart of the service looks
+//!   like from the client);
 //! - counts requests, forwards and injected faults per kind and per route
 //!   ([`Counts`]).
 //!
@@ -48,15 +50,22 @@ pub enum Fault {
     /// Forward, then hold the answer for [`FaultPlan::delay`] (past the
     /// client's timeout) before writing it.
     DelayAfter,
+    /// A service restart: close this request's connection without
+    /// forwarding or answering it, close this proxy's listening socket (every
+    /// new connection then gets ECONNREFUSED) and every connection it keeps
+    /// open, and listen again on the same port after
+    /// [`FaultPlan::refuse_for`].
+    Refuse,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::BadGateway,
         Fault::Unavailable,
         Fault::ResetBefore,
         Fault::ResetAfter,
         Fault::DelayAfter,
+        Fault::Refuse,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +75,7 @@ impl Fault {
             Fault::ResetBefore => "reset-before",
             Fault::ResetAfter => "reset-after",
             Fault::DelayAfter => "delay",
+            Fault::Refuse => "refuse",
         }
     }
 
@@ -100,6 +110,8 @@ pub struct FaultPlan {
     pub delay_rate: f64,
     /// How long a delayed answer is held.
     pub delay: Duration,
+    /// How long a [`Fault::Refuse`] keeps the proxy's port closed.
+    pub refuse_for: Duration,
     /// Which route labels random faults apply to.
     pub eligible: fn(&str) -> bool,
     /// Faults for given occurrences of given routes (take precedence).
@@ -115,6 +127,7 @@ impl FaultPlan {
             kinds: Vec::new(),
             delay_rate: 0.0,
             delay: Duration::ZERO,
+            refuse_for: Duration::ZERO,
             eligible: |_| false,
             targets: Vec::new(),
         }
@@ -175,6 +188,12 @@ pub struct Counts {
     pub tls_handshake_failures: u64,
     /// JSON answers whose upstream URLs were rewritten.
     pub rewritten: u64,
+    /// Windows during which a proxy refused connections ([`Fault::Refuse`]).
+    pub refusals: u64,
+    /// Kept client connections closed when a refusal window began.
+    pub refused_closed: u64,
+    /// Connections accepted after a refusal window ended.
+    pub accepted_after_refusal: u64,
 }
 
 impl Counts {
@@ -208,12 +227,15 @@ impl Counts {
             .map(|k| format!("{} ×{}", k.name(), self.fault(*k)))
             .collect();
         format!(
-            "requests {}, forwarded {}, faults {} ({}), TLS handshake failures {}",
+            "requests {}, forwarded {}, faults {} ({}), TLS handshake failures {}, refusal windows {} (kept connections closed {}, accepted after {})",
             self.requests,
             self.forwarded,
             self.faults_total(),
             kinds.join(", "),
-            self.tls_handshake_failures
+            self.tls_handshake_failures,
+            self.refusals,
+            self.refused_closed,
+            self.accepted_after_refusal
         )
     }
 
@@ -402,23 +424,86 @@ impl Conn for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
+/// One proxy's way to stop listening for a while ([`Fault::Refuse`]).
+struct Gate {
+    /// Asks the accept loop to close the port for this long; answered
+    /// once the port is closed.
+    refuse: tokio::sync::mpsc::UnboundedSender<(Duration, tokio::sync::oneshot::Sender<()>)>,
+    /// Changes when every kept connection must be closed.
+    epoch: tokio::sync::watch::Receiver<u64>,
+}
+
+enum Accepted {
+    Conn(TcpStream),
+    Error,
+    Refuse(Duration, tokio::sync::oneshot::Sender<()>),
+}
+
 async fn accept_loop(
     listener: TcpListener,
     upstream: &'static str,
     shared: Arc<Shared>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    let port = listener.local_addr().expect("listener address").port();
+    let (refuse_tx, mut refuse_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (epoch_tx, epoch_rx) = tokio::sync::watch::channel(0u64);
+    let gate = Arc::new(Gate {
+        refuse: refuse_tx,
+        epoch: epoch_rx,
+    });
+    let mut listener = Some(listener);
+    let mut after_refusal = false;
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
+        let l = listener.as_ref().expect("listening");
+        let event = tokio::select! {
+            r = l.accept() => match r {
+                Ok((tcp, _)) => Accepted::Conn(tcp),
+                Err(_) => Accepted::Error,
+            },
+            Some((d, ack)) = refuse_rx.recv() => Accepted::Refuse(d, ack),
         };
+        let tcp = match event {
+            Accepted::Conn(tcp) => tcp,
+            Accepted::Error => continue,
+            Accepted::Refuse(d, ack) => {
+                // Close the port (connect() now gets ECONNREFUSED) and every
+                // connection kept open, like a service that stops.
+                drop(listener.take());
+                epoch_tx.send_modify(|e| *e += 1);
+                shared.counts.lock().unwrap().refusals += 1;
+                let _ = ack.send(());
+                tokio::time::sleep(d).await;
+                while refuse_rx.try_recv().is_ok() {}
+                let mut tries = 0;
+                listener = loop {
+                    match TcpListener::bind(("127.0.0.1", port)).await {
+                        Ok(l) => break Some(l),
+                        Err(e) => {
+                            tries += 1;
+                            assert!(
+                                tries < 200,
+                                "wire proxy: cannot listen on {port} again: {e}"
+                            );
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                };
+                after_refusal = true;
+                continue;
+            }
+        };
+        if after_refusal {
+            shared.counts.lock().unwrap().accepted_after_refusal += 1;
+        }
         let shared = shared.clone();
         let acceptor = acceptor.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
             match acceptor {
-                None => serve(tcp, upstream, &shared).await,
+                None => serve(tcp, upstream, &shared, &gate).await,
                 Some(a) => match a.accept(tcp).await {
-                    Ok(tls) => serve(tls, upstream, &shared).await,
+                    Ok(tls) => serve(tls, upstream, &shared, &gate).await,
                     Err(_) => shared.counts.lock().unwrap().tls_handshake_failures += 1,
                 },
             }
@@ -539,9 +624,22 @@ fn reset<C: Conn>(conn: C) {
     drop(conn);
 }
 
-async fn serve<C: Conn>(mut conn: C, upstream: &str, shared: &Shared) {
+async fn serve<C: Conn>(mut conn: C, upstream: &str, shared: &Shared, gate: &Gate) {
     let mut buf = Vec::new();
-    while let Some(req) = read_request(&mut conn, &mut buf).await {
+    let mut epoch = gate.epoch.clone();
+    epoch.mark_unchanged();
+    loop {
+        let req = tokio::select! {
+            r = read_request(&mut conn, &mut buf) => r,
+            // A refusal window began: this kept connection is closed.
+            _ = epoch.changed() => {
+                shared.counts.lock().unwrap().refused_closed += 1;
+                return;
+            }
+        };
+        let Some(req) = req else {
+            return;
+        };
         let route = route_label(&req.method, &req.target, &req.body);
         let (nth, new_path) = {
             let mut seen = shared.seen.lock().unwrap();
@@ -589,6 +687,16 @@ async fn serve<C: Conn>(mut conn: C, upstream: &str, shared: &Shared) {
                 continue;
             }
             Some(Fault::ResetBefore) => return reset(conn),
+            Some(Fault::Refuse) => {
+                // The port is closed before this connection is, so the
+                // client's next connect() is refused.
+                let (ack, closed) = tokio::sync::oneshot::channel();
+                if gate.refuse.send((shared.plan.refuse_for, ack)).is_ok() {
+                    let _ = closed.await;
+                }
+                drop(conn);
+                return;
+            }
             _ => {}
         }
         let answer = forward(&req, upstream, shared).await;
@@ -710,6 +818,7 @@ mod tests {
             kinds: vec![Fault::BadGateway, Fault::Unavailable, Fault::ResetBefore],
             delay_rate: 0.02,
             delay: Duration::from_secs(1),
+            refuse_for: Duration::ZERO,
             eligible: |r| r.starts_with("GET "),
             targets: vec![
                 Target {
@@ -737,5 +846,91 @@ mod tests {
         // Only the first request to the second distinct path.
         assert_eq!(plan.decide("POST /y", 2, None), None);
         assert_eq!(plan.decide("POST /y", 3, Some(2)), Some(Fault::Unavailable));
+    }
+
+    /// The refusal window: the request's connection is closed unanswered,
+    /// connect() is refused at once, kept connections are closed, and the
+    /// same port listens again after `refuse_for` (no upstream needed: the
+    /// requests used are never forwarded).
+    #[tokio::test]
+    async fn refuse_closes_the_port_for_a_while_then_listens_again() {
+        use std::io::{Read, Write};
+        let plan = FaultPlan {
+            refuse_for: Duration::from_millis(1500),
+            targets: vec![
+                Target {
+                    route: "GET /restart".into(),
+                    nth: 1,
+                    distinct: false,
+                    fault: Fault::Refuse,
+                },
+                Target {
+                    route: "GET /hello".into(),
+                    nth: 1,
+                    distinct: false,
+                    fault: Fault::Unavailable,
+                },
+            ],
+            ..FaultPlan::none()
+        };
+        let proxies = WireProxies::start(plan, None);
+        let addr = ("127.0.0.1", proxies.keystone_port);
+        let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        // A kept-alive connection, answered once (503, not forwarded).
+        let mut kept = std::net::TcpStream::connect(addr).unwrap();
+        kept.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        kept.write_all(request("/hello").as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("injected 503") {
+            let n = kept.read(&mut chunk).unwrap();
+            assert!(n > 0, "{:?}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(request("/restart").as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let n = c.read_to_end(&mut buf).unwrap_or(0);
+        assert_eq!(
+            n,
+            0,
+            "closed without an answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        let began = std::time::Instant::now();
+        let e = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        // The kept connection was closed too.
+        let mut one = [0u8; 1];
+        assert_eq!(kept.read(&mut one).unwrap_or(0), 0);
+        // Listening again on the same port after the window.
+        let back = loop {
+            match std::net::TcpStream::connect(addr) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+                    assert!(
+                        began.elapsed() < Duration::from_secs(20),
+                        "never listened again"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        assert!(
+            began.elapsed() >= Duration::from_millis(1400),
+            "{:?}",
+            began.elapsed()
+        );
+        drop(back);
+        let c = proxies.counts();
+        assert_eq!(
+            (c.refusals, c.fault(Fault::Refuse), c.forwarded),
+            (1, 1, 0),
+            "{}",
+            c.line()
+        );
+        assert_eq!(c.refused_closed, 1, "{}", c.line());
     }
 }
