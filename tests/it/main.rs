@@ -13,6 +13,7 @@ mod juju;
 mod openstack_cloud;
 mod openstack_fake;
 mod policy_cloud;
+mod qemu_cloud;
 mod reliability;
 mod reliability_wire;
 mod secrets_scan;
