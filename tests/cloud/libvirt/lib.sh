@@ -25,6 +25,9 @@ LV_SOURCES=/etc/apt/sources.list.d/nlm-bookworm-backports.sources
 LV_BANDWIDTH=${NLM_LIBVIRT_BANDWIDTH:-20}            # MiB/s: non-convergence is deterministic
 LV_MONITOR_INTERVAL=${NLM_LIBVIRT_MONITOR_INTERVAL:-1}  # s: progress fields refresh this often
 LV_POST_COPY=${NLM_LIBVIRT_POST_COPY:-false}
+# qemu (TCG) unless NLM_LIBVIRT_KVM=probe and the guest boots under KVM:
+# a /dev/kvm that exists may still hang Linux (nested PVM here)
+LV_KVM=${NLM_LIBVIRT_KVM:-off}
 
 lv_addr() { case $1 in node1.maas) echo 127.0.0.2 ;; node4.maas) echo 127.0.0.3 ;; *) die "no address for $1" ;; esac; }
 lv_index() { case $1 in node1.maas) echo 1 ;; node4.maas) echo 4 ;; esac; }
@@ -95,6 +98,20 @@ lv_check_namespaces() {
         die "cannot create mount+UTS namespaces (unshare -m -u): the libvirt computes need them (root, no seccomp block)"
 }
 
+lv_virt_type() {
+    [ "$LV_KVM" = probe ] || { echo qemu; return; }
+    [ -e /dev/kvm ] || { say "no /dev/kvm: TCG" >&2; echo qemu; return; }
+    local g=$MC/guest
+    timeout 20 qemu-system-x86_64 -accel kvm -m 128 -display none -no-reboot -monitor none \
+        -serial "file:$MC/kvm-probe.log" -kernel "$g/vmlinuz" -initrd "$g/initrd.img" \
+        -append "console=ttyS0 quiet" >/dev/null 2>&1 || true
+    if grep -q 'nlm-heartbeat' "$MC/kvm-probe.log" 2>/dev/null; then
+        say "the guest boots under KVM: virt_type kvm" >&2; echo kvm
+    else
+        say "the guest does not boot under KVM in 20 s ($MC/kvm-probe.log): TCG" >&2; echo qemu
+    fi
+}
+
 # ---------------------------------------------------------------- configs
 LV_IMG_KERNEL=a1a1a1a1-0000-4000-8000-000000000001
 LV_IMG_RAMDISK=a1a1a1a1-0000-4000-8000-000000000002
@@ -103,6 +120,8 @@ lv_write_configs() {
     [ -f "$MC/guest/guest.json" ] || die "no guest in $MC/guest: run '$0 install' (NLM_CLOUD_VIRT=libvirt)"
     "$VENV/bin/python" -c 'import libvirt' 2>/dev/null || die "libvirt-python missing: run '$0 install'"
     lv_check_namespaces
+    local virt_type
+    virt_type=$(lv_virt_type)
     mkdir -p /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /var/lib/nova
     # the images the Glance stand-in serves with their real bytes
     cat >"$MC/guest/images.json" <<JSON
@@ -114,7 +133,9 @@ lv_write_configs() {
  {"id": "a1a1a1a1-0000-4000-8000-000000000011", "name": "nlm-guest-dirty-8-200", "file": "root.raw", "disk_format": "raw", "container_format": "bare",
   "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet dirty=8 dirtyms=200", "nlm_guest": "dirty-8-200"}},
  {"id": "a1a1a1a1-0000-4000-8000-000000000012", "name": "nlm-guest-dirty-2-200", "file": "root.raw", "disk_format": "raw", "container_format": "bare",
-  "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet dirty=2 dirtyms=200", "nlm_guest": "dirty-2-200"}}
+  "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet dirty=2 dirtyms=200", "nlm_guest": "dirty-2-200"}},
+ {"id": "a1a1a1a1-0000-4000-8000-000000000013", "name": "nlm-guest-dirty-4-200", "file": "root.raw", "disk_format": "raw", "container_format": "bare",
+  "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet dirty=4 dirtyms=200", "nlm_guest": "dirty-4-200"}}
 ]
 JSON
     export NLM_STUB_IMAGES=$MC/guest/images.json
@@ -161,7 +182,7 @@ compute_driver = libvirt.LibvirtDriver
 my_ip = $a
 instances_path = /var/lib/nova/instances
 [libvirt]
-virt_type = qemu
+virt_type = $virt_type
 connection_uri = qemu:///system
 cpu_mode = custom
 cpu_models = qemu64

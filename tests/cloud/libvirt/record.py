@@ -5,27 +5,38 @@ Run with the cloud venv's python, the cloud up in libvirt mode:
   NLM_CLOUD_VIRT=libvirt tests/cloud/cloud up
   $NLM_CLOUD_DIR/venv/bin/python tests/cloud/libvirt/record.py OUT_DIR [CASE...]
 
-Cases (default: all): idle, dirty-8-200, dirty-2-200. For each it boots
-one m1.small server of the image ``nlm-guest-<case>`` on node1.maas, waits
+Cases (default: idle dirty-2-200 dirty-4-200 dirty-8-200 dirty-8-200:abort):
+an image ``nlm-guest-<name>`` (idle, or dirty-MIB-MS: MIB MiB of random
+data rewritten every MS ms), with ``:abort`` to abort instead of
+force-completing. For each it boots
+one m1.small server of that image on node1.maas, waits
 for the guest's first heartbeat, live-migrates it to node4.maas with
 ``block_migration: "auto"`` and polls ``GET /servers/{id}/migrations/{mid}``
 every second (the computes' ``live_migration_monitor_interval`` is 1 s).
 A migration still running after --watch seconds (default 30) is
-force-completed. Writes OUT_DIR/<case>.json:
+force-completed (``POST .../action {"force_complete": null}``) or, for an
+``:abort`` case, aborted (``DELETE /servers/{id}/migrations/{mid}``); after
+that the record and the server are watched for 10 s more (``after``: every
+change of the record's status and the server's vm_state, with its time: an
+abort ends "cancelled", then often "error", sometimes with the instance in
+ERROR). Writes OUT_DIR/<case>.json (``:`` becomes ``-``):
 
   {"case", "image", "bandwidth_mib_s", "poll_s", "started_at",
    "samples": [{"t": seconds since the POST, "status",
                 "memory_total_bytes", "memory_processed_bytes",
                 "memory_remaining_bytes", "disk_total_bytes",
                 "disk_processed_bytes", "disk_remaining_bytes"}...],
-   "force_complete_at": t or null, "final": {"status", "host", "t"},
-   "boot_id_kept": true|false}
+   "action": "force_complete"|"abort"|null, "action_at": t or null,
+   "after": [{"t", "migration_status", "vm_state"}...],
+   "final": {"status", "host", "vm_state", "t"}, "boot_id_kept": true|false}
 
 Only the first 'running' sample onward is kept, and every sample of a
 settled migration past the last running one is dropped except the first.
-The server is deleted at the end. Prints one line per case.
+The server is deleted at the end. Prints one line per case. Holds
+``$NLM_CLOUD_DIR/tests.lock`` (the tests' lock) while it runs.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -105,8 +116,9 @@ def wait(pred, timeout, what):
 
 
 def record(nova, case, watch):
-    image = "nlm-guest-" + case
-    body = {"server": {"name": "rec-" + case, "imageRef": nova.image_id(image),
+    name, _, mode = case.partition(":")
+    image = "nlm-guest-" + name
+    body = {"server": {"name": "rec-" + case.replace(":", "-"), "imageRef": nova.image_id(image),
                        "flavorRef": nova.flavor_id("m1.small"), "networks": "none",
                        "host": "node1.maas"}}
     sid = nova.req("POST", "/servers", json=body)["server"]["id"]
@@ -143,22 +155,41 @@ def record(nova, case, watch):
                 # the record left the in-progress list: settled
                 break
             if fc_at is None and m is not None and m["status"] == "running" and t >= watch:
-                nova.req("POST", "/servers/%s/migrations/%s/action" % (sid, mid),
-                         json={"force_complete": None})
+                if mode == "abort":
+                    nova.req("DELETE", "/servers/%s/migrations/%s" % (sid, mid))
+                else:
+                    nova.req("POST", "/servers/%s/migrations/%s/action" % (sid, mid),
+                             json={"force_complete": None})
                 fc_at = t
             time.sleep(max(0.0, 1.0 - (time.monotonic() - t0 - t)))
-        s = wait(lambda: (lambda s: s["OS-EXT-STS:task_state"] is None and s)(
-            nova.req("GET", "/servers/" + sid)["server"]), 60, "settled")
-        final_m = [m for m in nova.req("GET", "/os-migrations?instance_uuid=%s" % sid)["migrations"]
-                   if m["migration_type"] == "live-migration"][0]
+        def state():
+            s = nova.req("GET", "/servers/" + sid)["server"]
+            m = [m for m in nova.req("GET", "/os-migrations?instance_uuid=%s" % sid)["migrations"]
+                 if m["migration_type"] == "live-migration"][0]
+            return s, m
+        changes, t_end = [], time.monotonic() + 10
+        while True:
+            s, final_m = state()
+            now = {"t": round(time.monotonic() - t0, 1), "migration_status": final_m["status"],
+                   "vm_state": s["OS-EXT-STS:vm_state"]}
+            if not changes or (changes[-1]["migration_status"], changes[-1]["vm_state"]) != (
+                    now["migration_status"], now["vm_state"]):
+                changes.append(now)
+            if time.monotonic() > t_end and s["OS-EXT-STS:task_state"] is None:
+                break
+            time.sleep(0.5)
+        time.sleep(2)
         after = boot_ids(nova.console(sid))
         out = {"case": case, "image": image, "bandwidth_mib_s": 20, "poll_s": 1,
                "monitor_interval_s": 1, "started_at": started,
                "samples": [x for x in samples if x["status"] in ("running", "preparing", "queued",
                                                                    "accepted")],
-               "force_complete_at": fc_at,
+               "action": None if fc_at is None else
+               ("abort" if mode == "abort" else "force_complete"),
+               "action_at": fc_at, "after": changes,
                "final": {"status": final_m["status"], "host": s["OS-EXT-SRV-ATTR:host"],
-                         "t": round(time.monotonic() - t0, 1)},
+                         "vm_state": s["OS-EXT-STS:vm_state"],
+                         "t": changes[-1]["t"]},
                "boot_id_kept": after == ids}
         return out
     finally:
@@ -176,17 +207,22 @@ def main():
         del args[i:i + 2]
     if not args:
         sys.exit(__doc__)
-    out_dir, cases = args[0], args[1:] or ["idle", "dirty-8-200", "dirty-2-200"]
+    out_dir = args[0]
+    cases = args[1:] or ["idle", "dirty-2-200", "dirty-4-200", "dirty-8-200", "dirty-8-200:abort"]
     os.makedirs(out_dir, exist_ok=True)
+    # the Rust tests' cloud lock (CloudEnv::lock): never beside a test
+    lock = open(os.path.join(MC, "tests.lock"), "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     nova = Nova()
     for case in cases:
         rec = record(nova, case, watch)
-        with open(os.path.join(out_dir, case + ".json"), "w") as f:
+        with open(os.path.join(out_dir, case.replace(":", "-") + ".json"), "w") as f:
             json.dump(rec, f, indent=1)
             f.write("\n")
-        print("%s: %d samples, final %s on %s at %.1f s, force-complete at %s, boot id kept %s" % (
-            case, len(rec["samples"]), rec["final"]["status"], rec["final"]["host"],
-            rec["final"]["t"], rec["force_complete_at"], rec["boot_id_kept"]), flush=True)
+        print("%s: %d samples, %s at %s, final %s on %s (vm_state %s) at %.1f s, boot id kept %s" % (
+            case, len(rec["samples"]), rec["action"], rec["action_at"], rec["final"]["status"],
+            rec["final"]["host"], rec["final"]["vm_state"], rec["final"]["t"],
+            rec["boot_id_kept"]), flush=True)
 
 
 if __name__ == "__main__":
