@@ -236,6 +236,8 @@ async fn qemu_dirtying_guest_is_force_completed_after_its_stall() {
 
     let mut node = Node::new(cloud)
         .config("stall-timeout", json!(10))
+        // a backstop: the decision must still name the stall (below)
+        .config("migration-timeout", json!(150))
         .config("timeout-action", json!("force-complete"))
         .config("poll-interval", json!(1.0));
     let st = node.run("evacuate", &[]);
@@ -247,7 +249,11 @@ async fn qemu_dirtying_guest_is_force_completed_after_its_stall() {
     assert_eq!(i["result"], "migrated", "{i:#}");
     let why = decisions(i);
     assert!(why.contains("force-complete"), "{why}");
-    assert!(why.contains("stall"), "{why}");
+    // The stall rule fired (not the migration-timeout backstop). On the
+    // real series it fires 10–35 s after the start: remaining memory
+    // oscillates, so "no new minimum for 10 s" comes when a pass happens
+    // not to beat the best one (tests/fixtures/qemu/README.md).
+    assert!(why.contains("stalled"), "{why}");
     let lm = migration_records(cloud, id, "live-migration").await;
     assert_eq!(lm.len(), 1, "{lm:?}");
     assert_eq!(lm[0]["status"], "completed");
@@ -275,6 +281,7 @@ async fn qemu_abort_of_a_dirtying_guest_leaves_it_running_on_node1() {
 
     let mut node = Node::new(cloud)
         .config("stall-timeout", json!(10))
+        .config("migration-timeout", json!(150))
         .config("timeout-action", json!("abort"))
         .config("retries", json!(0))
         .config("poll-interval", json!(1.0));
@@ -286,7 +293,7 @@ async fn qemu_abort_of_a_dirtying_guest_leaves_it_running_on_node1() {
     assert_eq!(i["result"], "aborted", "{i:#}");
     assert!(st.action_failed.is_some(), "an aborted evacuation fails");
     let why = format!("{} | {}", i["error"], decisions(i));
-    assert!(why.contains("stall"), "{why}");
+    assert!(why.contains("stalled"), "{why}");
 
     // The guest kept running on node1 under the same boot id.
     assert_alive_on(cloud, id, SOURCE, boot, n0).await;
