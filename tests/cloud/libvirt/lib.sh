@@ -135,7 +135,9 @@ lv_write_configs() {
  {"id": "a1a1a1a1-0000-4000-8000-000000000012", "name": "nlm-guest-dirty-2-200", "file": "root.raw", "disk_format": "raw", "container_format": "bare",
   "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet dirty=2 dirtyms=200", "nlm_guest": "dirty-2-200"}},
  {"id": "a1a1a1a1-0000-4000-8000-000000000013", "name": "nlm-guest-dirty-4-200", "file": "root.raw", "disk_format": "raw", "container_format": "bare",
-  "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet dirty=4 dirtyms=200", "nlm_guest": "dirty-4-200"}}
+  "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet dirty=4 dirtyms=200", "nlm_guest": "dirty-4-200"}},
+ {"id": "a1a1a1a1-0000-4000-8000-000000000014", "name": "nlm-guest-dirty-16-200", "file": "root.raw", "disk_format": "raw", "container_format": "bare",
+  "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet dirty=16 dirtyms=200", "nlm_guest": "dirty-16-200"}}
 ]
 JSON
     export NLM_STUB_IMAGES=$MC/guest/images.json

@@ -5,7 +5,8 @@ Run with the cloud venv's python, the cloud up in libvirt mode:
   NLM_CLOUD_VIRT=libvirt tests/cloud/cloud up
   $NLM_CLOUD_DIR/venv/bin/python tests/cloud/libvirt/record.py OUT_DIR [CASE...]
 
-Cases (default: idle dirty-2-200 dirty-4-200 dirty-8-200 dirty-8-200:abort):
+Cases (default: idle dirty-2-200 dirty-4-200 dirty-8-200 dirty-16-200
+dirty-8-200:abort):
 an image ``nlm-guest-<name>`` (idle, or dirty-MIB-MS: MIB MiB of random
 data rewritten every MS ms), with ``:abort`` to abort instead of
 force-completing. For each it boots
@@ -208,7 +209,8 @@ def main():
     if not args:
         sys.exit(__doc__)
     out_dir = args[0]
-    cases = args[1:] or ["idle", "dirty-2-200", "dirty-4-200", "dirty-8-200", "dirty-8-200:abort"]
+    cases = args[1:] or ["idle", "dirty-2-200", "dirty-4-200", "dirty-8-200", "dirty-16-200",
+                         "dirty-8-200:abort"]
     os.makedirs(out_dir, exist_ok=True)
     # the Rust tests' cloud lock (CloudEnv::lock): never beside a test
     lock = open(os.path.join(MC, "tests.lock"), "a")
