@@ -892,7 +892,7 @@ fn start_result(instance: &str, e: openstack::Error) -> StartResult {
     // was refused for now (429/503: e.g. a load balancer with no API worker
     // up): Nova's state tells; if no migration shows up, the attempt fails
     // after the idle grace and is retried per `retries`.
-    if e.is_ambiguous() || matches!(e.status().map(|s| s.as_u16()), Some(429 | 503)) {
+    if e.is_ambiguous() || e.is_transient_refusal() {
         tracing::warn!("start of {instance} ambiguous ({e}); checking Nova's state");
         return StartResult::Accepted;
     }

@@ -3,10 +3,23 @@
 Serves only the calls Nova makes with ``"networks": "none"`` servers; every
 other request is answered 404 and logged with the word UNHANDLED.
 
+With ``NLM_STUB_IMAGES`` naming a JSON list of images (the libvirt mode of
+tests/cloud/cloud writes ``$NLM_CLOUD_DIR/guest/images.json``), Glance also
+serves those images' real bytes (``GET /v2/images/<id>/file``) with their
+size, md5 ``checksum`` and sha512 ``os_hash_value``; each entry is
+``{"id", "name", "file", "disk_format", "container_format", "properties"}``
+(``file`` relative to the list's directory, ``properties`` strings such as
+``kernel_id``, ``ramdisk_id``, ``os_command_line``). The schema marks those
+properties ``"is_base": false`` (Nova keeps only non-base properties of an
+image: a base ``kernel_id`` would be dropped and the guest would boot from an
+empty disk).
+
 Usage: stubs.py GLANCE_PORT NEUTRON_PORT
 """
 
+import hashlib
 import json
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +27,42 @@ from urllib.parse import parse_qs, urlsplit
 
 IMAGE_ID = "3b6a1c2e-9d4f-4e8a-8c1b-6f0d2a7e5c01"
 IMAGE_NAME = "nlm-test-image"
+
+
+# id -> (record without base-dependent links, path of the bytes)
+REAL = {}
+# properties the real images carry (non-base: see the module doc)
+EXTRA_PROPS = ("kernel_id", "ramdisk_id", "os_command_line", "nlm_guest")
+
+
+def load_real_images(listing):
+    """Reads the image list, hashes every file (md5 and sha512)."""
+    root = os.path.dirname(os.path.abspath(listing))
+    with open(listing) as f:
+        entries = json.load(f)
+    for e in entries:
+        path = os.path.join(root, e["file"])
+        md5, sha = hashlib.md5(), hashlib.sha512()
+        size = 0
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                md5.update(chunk)
+                sha.update(chunk)
+                size += len(chunk)
+        rec = {
+            "id": e["id"], "name": e["name"], "status": "active", "visibility": "public",
+            "protected": False, "os_hidden": False,
+            "container_format": e["container_format"], "disk_format": e["disk_format"],
+            "size": size, "virtual_size": size, "min_disk": 0, "min_ram": 0,
+            "checksum": md5.hexdigest(), "os_hash_algo": "sha512", "os_hash_value": sha.hexdigest(),
+            "owner": None, "tags": [],
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "self": "/v2/images/" + e["id"], "file": "/v2/images/%s/file" % e["id"],
+            "schema": "/v2/schemas/image",
+        }
+        for k, v in (e.get("properties") or {}).items():
+            rec[k] = str(v)
+        REAL[e["id"]] = (rec, path)
 
 
 def image(base):
@@ -59,6 +108,8 @@ def image_schema():
     props["os_hidden"] = {"type": "boolean"}
     props["tags"] = {"type": "array", "items": {"type": "string"}}
     props["locations"] = {"type": "array"}
+    for k in EXTRA_PROPS:
+        props[k] = {"type": "string", "is_base": False}
     return {
         "name": "image",
         "properties": props,
@@ -123,11 +174,31 @@ class Glance(Handler):
         if path == "/v2/schemas/image":
             return self.reply(200, image_schema())
         if path == "/v2/images":
-            return self.reply(200, {"images": [image(base)], "schema": "/v2/schemas/images",
+            images = [image(base)] + [dict(rec) for rec, _ in REAL.values()]
+            return self.reply(200, {"images": images, "schema": "/v2/schemas/images",
                                     "first": "/v2/images"})
         if path == "/v2/images/" + IMAGE_ID:
             return self.reply(200, image(base))
+        parts = path.split("/")
+        if len(parts) >= 4 and parts[1:3] == ["v2", "images"] and parts[3] in REAL:
+            rec, file = REAL[parts[3]]
+            if len(parts) == 4:
+                return self.reply(200, dict(rec))
+            if len(parts) == 5 and parts[4] == "file":
+                return self.send_file(rec, file)
         return self.unhandled()
+
+    def send_file(self, rec, file):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(rec["size"]))
+        self.send_header("Content-MD5", rec["checksum"])
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 16), b""):
+                self.wfile.write(chunk)
 
 
 class Neutron(Handler):
@@ -157,12 +228,15 @@ class Neutron(Handler):
 
 def main():
     glance_port, neutron_port = int(sys.argv[1]), int(sys.argv[2])
+    if os.environ.get("NLM_STUB_IMAGES"):
+        load_real_images(os.environ["NLM_STUB_IMAGES"])
     servers = [ThreadingHTTPServer(("127.0.0.1", glance_port), Glance),
                ThreadingHTTPServer(("127.0.0.1", neutron_port), Neutron)]
     for s in servers:
         s.daemon_threads = True
     threading.Thread(target=servers[0].serve_forever, daemon=True).start()
-    print("stubs: glance on %d, neutron on %d, image %s" % (glance_port, neutron_port, IMAGE_ID), flush=True)
+    print("stubs: glance on %d, neutron on %d, images %s" % (
+        glance_port, neutron_port, " ".join([IMAGE_ID] + sorted(REAL))), flush=True)
     servers[1].serve_forever()
 
 

@@ -18,6 +18,7 @@ mod no_panic;
 mod openstack_cloud;
 mod openstack_fake;
 mod policy_cloud;
+mod qemu_cloud;
 mod reliability;
 mod reliability_wire;
 mod secrets_scan;

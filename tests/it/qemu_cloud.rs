@@ -1,0 +1,343 @@
+//! Real live migration: `evacuate` through the Juju harness against the
+//! local cloud in libvirt mode (`NLM_CLOUD_VIRT=libvirt tests/cloud/cloud
+//! up`): node1.maas and node4.maas on Nova's libvirt driver with QEMU (TCG),
+//! tiny busybox guests that print a heartbeat with their boot id on the
+//! serial console, some rewriting random memory so that pre-copy does not
+//! converge (tests/cloud/libvirt/README.md).
+//!
+//! Every outcome is read back from Nova and from the guests themselves: the
+//! host, the migration record, and the console's heartbeats (same boot id
+//! and a counter still advancing = the guest was moved alive, not
+//! restarted).
+//!
+//! These tests run only against that cloud: `$NLM_CLOUD_DIR/virt` says
+//! `libvirt`. Against the fake-driver cloud (the default) they skip with one
+//! line; with `NLM_QEMU_REQUIRED` set (the libvirt tier of `tests/run`) a
+//! missing libvirt cloud fails them instead.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::cloud::{CloudEnv, DEST, SOURCE, host_of, wait_until};
+use crate::drain_cloud::{Node, Timed, count, inst, migration_records, report};
+
+/// Images of the Glance stand-in in libvirt mode (tests/cloud/libvirt/lib.sh).
+const IMG_IDLE: &str = "a1a1a1a1-0000-4000-8000-000000000010";
+/// Rewrites 8 MiB of random data every 200 ms (40 MiB/s against the
+/// computes' 20 MiB/s migration bandwidth: never converges).
+const IMG_DIRTY: &str = "a1a1a1a1-0000-4000-8000-000000000011";
+
+const T: Duration = Duration::from_secs(180);
+
+/// The local cloud when it runs libvirt computes, else `None` after one
+/// line (or a panic when `NLM_QEMU_REQUIRED` is set).
+fn libvirt_cloud() -> Option<CloudEnv> {
+    let required = std::env::var_os("NLM_QEMU_REQUIRED").is_some_and(|v| !v.is_empty());
+    let how = "NLM_CLOUD_VIRT=libvirt tests/cloud/cloud up, then NLM_CLOUD_DIR=/var/tmp/nlm-cloud-libvirt";
+    let Some(cloud) = CloudEnv::detect() else {
+        assert!(!required, "NLM_QEMU_REQUIRED: no cloud up ({how})");
+        return None;
+    };
+    let virt = std::fs::read_to_string(cloud.dir().join("virt")).unwrap_or_default();
+    if virt.trim() != "libvirt" {
+        assert!(
+            !required,
+            "NLM_QEMU_REQUIRED: the cloud at {} is not the libvirt one ({how})",
+            cloud.dir().display()
+        );
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping the qemu tests: the cloud is not in libvirt mode ({how})"
+            );
+        });
+        return None;
+    }
+    Some(cloud)
+}
+
+/// The last heartbeat on the server's console: (boot id, counter).
+async fn heartbeat(cloud: &CloudEnv, id: &str) -> Option<(String, u64)> {
+    let (s, v) = cloud
+        .nova(
+            Method::POST,
+            &format!("/servers/{id}/action"),
+            Some(json!({"os-getConsoleOutput": {"length": 20}})),
+        )
+        .await;
+    if s != 200 {
+        return None;
+    }
+    let text = v["output"].as_str()?;
+    text.lines().rev().find_map(|l| {
+        let rest = l.split("nlm-heartbeat boot=").nth(1)?;
+        let mut it = rest.split_whitespace();
+        let boot = it.next()?.to_string();
+        let n = it.next()?.strip_prefix("n=")?.parse().ok()?;
+        Some((boot, n))
+    })
+}
+
+/// Boots m1.small servers of `image` on node1 and waits for each guest's
+/// first heartbeat; returns (id, boot id) in order.
+async fn boot_guests(cloud: &CloudEnv, image: &str, names: &[&str]) -> Vec<(String, String)> {
+    let flavor = cloud.flavor_id("m1.small").await;
+    let mut ids = Vec::new();
+    for name in names {
+        let body = json!({"server": {"name": name, "imageRef": image, "flavorRef": flavor,
+            "networks": "none", "host": SOURCE}});
+        let v = cloud
+            .call(Method::POST, "/servers", Some(body), &[202])
+            .await;
+        ids.push(v["server"]["id"].as_str().unwrap().to_string());
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let id2 = id.clone();
+        wait_until(
+            || {
+                let id = id2.clone();
+                async move {
+                    let s = cloud.server(&id).await;
+                    assert_ne!(s["status"], "ERROR", "boot of {id}: {s}");
+                    (s["status"] == "ACTIVE").then_some(())
+                }
+            },
+            T,
+        )
+        .await;
+        let (boot, _) = wait_until(|| heartbeat(cloud, &id), T).await;
+        out.push((id, boot));
+    }
+    out
+}
+
+/// The guest runs on `host` under the same boot id, its heartbeat counter
+/// moving past `after` (it was moved alive, not restarted).
+async fn assert_alive_on(cloud: &CloudEnv, id: &str, host: &str, boot: &str, after: u64) {
+    let s = cloud.server(id).await;
+    assert_eq!(host_of(&s), host, "{s:#}");
+    let (b, n) = wait_until(
+        || async { heartbeat(cloud, id).await.filter(|(_, n)| *n > after + 1) },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(b, boot, "{id}: the guest restarted (boot id changed)");
+    eprintln!("{id}: alive on {host}, boot {b}, heartbeat {n}");
+}
+
+/// The instance directory of `id` on `host` (each node has its own
+/// `/var/lib/nova`, bind-mounted from `$NLM_CLOUD_DIR/nodes/<host>/nova`).
+fn instance_dir(cloud: &CloudEnv, host: &str, id: &str) -> std::path::PathBuf {
+    cloud
+        .dir()
+        .join("nodes")
+        .join(host)
+        .join("nova/instances")
+        .join(id)
+}
+
+fn decisions(i: &Value) -> String {
+    i["decisions"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .unwrap_or_default()
+}
+
+/// Progress lines of the action log that name `name`.
+fn progress_lines<'a>(st: &'a crate::juju::State, name: &str) -> Vec<&'a str> {
+    st.action_log
+        .iter()
+        .filter(|l| l.contains(name) && l.contains(" running "))
+        .map(String::as_str)
+        .collect()
+}
+
+// --------------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn qemu_evacuate_idle_guests_by_block_migration() {
+    let Some(cloud) = libvirt_cloud() else {
+        return;
+    };
+    let cloud = &cloud;
+    let _lock = cloud.lock();
+    let _t = Timed::start("qemu_evacuate_idle_guests_by_block_migration");
+    cloud.reset().await;
+    let guests = boot_guests(cloud, IMG_IDLE, &["qemu-idle-1", "qemu-idle-2"]).await;
+    let mut before = Vec::new();
+    for (id, _) in &guests {
+        assert!(instance_dir(cloud, SOURCE, id).join("disk").exists());
+        before.push(heartbeat(cloud, id).await.unwrap().1);
+    }
+
+    let mut node = Node::new(cloud);
+    let t = Instant::now();
+    let st = node.run("evacuate", &[]);
+    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
+    assert_eq!(count(&st, "migrated"), 2);
+    eprintln!(
+        "evacuate of 2 idle guests: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let rep = report(&st);
+    for ((id, boot), n) in guests.iter().zip(before) {
+        let i = inst(&rep, id);
+        assert_eq!(i["result"], "migrated", "{i}");
+        assert_eq!(i["destination"], DEST);
+        assert_eq!(i["block_migration"], "auto");
+        let lm = migration_records(cloud, id, "live-migration").await;
+        assert_eq!(lm.len(), 1, "{lm:?}");
+        assert_eq!(lm[0]["status"], "completed");
+        assert_alive_on(cloud, id, DEST, boot, n).await;
+        // Separate instance dirs: the disk was copied (block migration)
+        // to node4's own directory, and node1's copy is gone.
+        assert!(instance_dir(cloud, DEST, id).join("disk").exists());
+        wait_until(
+            || async { (!instance_dir(cloud, SOURCE, id).exists()).then_some(()) },
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    // Progress lines come from libvirt's counters (128 MiB guests).
+    assert!(
+        st.action_log
+            .iter()
+            .any(|l| l.contains(" running ") && l.contains("MiB")),
+        "{:#?}",
+        st.action_log
+    );
+    cloud.reset().await;
+}
+
+#[tokio::test]
+async fn qemu_dirtying_guest_is_force_completed_after_its_stall() {
+    let Some(cloud) = libvirt_cloud() else {
+        return;
+    };
+    let cloud = &cloud;
+    let _lock = cloud.lock();
+    let _t = Timed::start("qemu_dirtying_guest_is_force_completed_after_its_stall");
+    cloud.reset().await;
+    let guests = boot_guests(cloud, IMG_DIRTY, &["qemu-dirty-fc"]).await;
+    let (id, boot) = &guests[0];
+    let n0 = heartbeat(cloud, id).await.unwrap().1;
+
+    let mut node = Node::new(cloud)
+        .config("stall-timeout", json!(10))
+        // a backstop: the decision must still name the stall (below)
+        .config("migration-timeout", json!(150))
+        .config("timeout-action", json!("force-complete"))
+        .config("poll-interval", json!(1.0));
+    let st = node.run("evacuate", &[]);
+    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    let rep = report(&st);
+    let i = inst(&rep, id);
+    eprintln!("report entry: {i}");
+    assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
+    assert_eq!(i["result"], "migrated", "{i:#}");
+    let why = decisions(i);
+    assert!(why.contains("force-complete"), "{why}");
+    // The stall rule fired (not the migration-timeout backstop). On the
+    // real series it fires 10–35 s after the start: remaining memory
+    // oscillates, so "no new minimum for 10 s" comes when a pass happens
+    // not to beat the best one (tests/fixtures/qemu/README.md).
+    assert!(why.contains("stalled"), "{why}");
+    let lm = migration_records(cloud, id, "live-migration").await;
+    assert_eq!(lm.len(), 1, "{lm:?}");
+    assert_eq!(lm[0]["status"], "completed");
+    assert_alive_on(cloud, id, DEST, boot, n0).await;
+    // Today's progress lines for a non-converging guest (issue 16: a line
+    // about every poll, the percentage cycling): recorded, not endorsed.
+    let lines = progress_lines(&st, "qemu-dirty-fc");
+    eprintln!("{} progress lines for the dirtying guest", lines.len());
+    assert!(!lines.is_empty(), "{:#?}", st.action_log);
+    cloud.reset().await;
+}
+
+#[tokio::test]
+async fn qemu_abort_of_a_dirtying_guest_leaves_it_running_on_node1() {
+    let Some(cloud) = libvirt_cloud() else {
+        return;
+    };
+    let cloud = &cloud;
+    let _lock = cloud.lock();
+    let _t = Timed::start("qemu_abort_of_a_dirtying_guest_leaves_it_running_on_node1");
+    cloud.reset().await;
+    let guests = boot_guests(cloud, IMG_DIRTY, &["qemu-dirty-abort"]).await;
+    let (id, boot) = &guests[0];
+    let n0 = heartbeat(cloud, id).await.unwrap().1;
+
+    let mut node = Node::new(cloud)
+        .config("stall-timeout", json!(10))
+        .config("migration-timeout", json!(150))
+        .config("timeout-action", json!("abort"))
+        .config("retries", json!(0))
+        .config("poll-interval", json!(1.0));
+    let st = node.run("evacuate", &[]);
+    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    let rep = report(&st);
+    let i = inst(&rep, id);
+    eprintln!("report entry: {i}");
+    assert_eq!(i["result"], "aborted", "{i:#}");
+    assert!(st.action_failed.is_some(), "an aborted evacuation fails");
+    let why = format!("{} | {}", i["error"], decisions(i));
+    assert!(why.contains("stalled"), "{why}");
+
+    // The guest kept running on node1 under the same boot id.
+    assert_alive_on(cloud, id, SOURCE, boot, n0).await;
+
+    // What Nova makes of it: "cancelled", possibly flipped to "error" a
+    // moment later, and sometimes the instance in ERROR although its guest
+    // runs (tests/cloud/libvirt/README.md). Watch it settle for a few
+    // seconds and record it; the charm's report says "aborted" either way.
+    let t = Instant::now();
+    let mut seen: Vec<(String, String)> = Vec::new();
+    while t.elapsed() < Duration::from_secs(8) {
+        let lm = migration_records(cloud, id, "live-migration").await;
+        let s = cloud.server(id).await;
+        let now = (
+            lm.first().map_or("-".into(), |m| {
+                m["status"].as_str().unwrap_or("?").to_string()
+            }),
+            s["OS-EXT-STS:vm_state"].as_str().unwrap_or("?").to_string(),
+        );
+        if seen.last() != Some(&now) {
+            eprintln!(
+                "{:.1} s after the action: migration {}, vm_state {}",
+                t.elapsed().as_secs_f64(),
+                now.0,
+                now.1
+            );
+            seen.push(now);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, vm_state) = seen.last().unwrap().clone();
+    assert!(
+        status == "cancelled" || status == "error",
+        "an aborted migration ends cancelled or error: {seen:?}"
+    );
+    assert!(vm_state == "active" || vm_state == "error", "{seen:?}");
+    if vm_state == "error" {
+        // Issue 16: the charm does not report an instance Nova left in ERROR
+        // with its guest running. Recorded here; the report says only:
+        eprintln!(
+            "NOTE: Nova left {id} in vm_state ERROR on {SOURCE} with its guest running; \
+             the charm reported: {}",
+            i["error"]
+        );
+    }
+    cloud.reset().await;
+}
