@@ -64,11 +64,21 @@ pub fn run(unit: &Unit, name: &str) -> Result<(), ToolError> {
         Ok(rt) => rt,
         Err(e) => return fail(unit, name, &format!("cannot start the async runtime: {e}")),
     };
-    match name {
-        "evacuate" => rt.block_on(run_drain(unit, &ready, Kind::Evacuate, &params)),
-        "migrate-vm" => rt.block_on(run_drain(unit, &ready, Kind::MigrateVm, &params)),
-        other => rt.block_on(crate::control::run(unit, &ready, other, &params)),
+    let kind = match name {
+        "evacuate" => Kind::Evacuate,
+        "migrate-vm" => Kind::MigrateVm,
+        other => return rt.block_on(crate::control::run(unit, &ready, other, &params)),
+    };
+    let done = rt.block_on(run_drain(unit, &ready, kind, &params));
+    drop(rt);
+    // The drain kept the status while it ran (update-status waits behind
+    // the action); once it is over, a true one: what update-status says.
+    if params.get("dry-run") != Some(&Value::Bool(true))
+        && let Err(e) = unit.update_status()
+    {
+        tracing::warn!("status after {name}: {e}");
     }
+    done
 }
 
 /// Sets `summary`, `report` (compact JSON), `counts.*` and `instances.*`.
@@ -198,15 +208,7 @@ async fn run_drain(
         log: &log,
         status: &status,
     };
-    let result = drain::run(&env, &params).await;
-    // A true status once the run is over (done, failed, aborted): what
-    // update-status would say now.
-    if !params.dry_run
-        && let Err(e) = unit.update_status()
-    {
-        tracing::warn!("status after {action}: {e}");
-    }
-    match result {
+    match drain::run(&env, &params).await {
         Ok(outcome) => {
             set_report(unit, &outcome.report, true)?;
             if let Some(msg) = outcome.failure {
