@@ -1,14 +1,29 @@
-//! Wall-clock helpers at the edge: `now`, ISO 8601 in and out. The pure
-//! core never calls these; the orchestrator passes times into it.
+//! Clock helpers at the edge: `now`, ISO 8601 in and out. The pure core
+//! never calls these; the orchestrator passes times into it.
+
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::plan::Millis;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+/// The wall clock, read once per process.
+fn wall_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch, on a monotonic clock: the wall clock
+/// as it was when the process first asked, plus the monotonic time since.
+/// So the durations the core measures (stall, timeouts, back-offs, grace
+/// periods) never jump with an NTP step or a changed clock; times journaled
+/// by an earlier process (a resumed run) stay comparable, to the precision
+/// of the two processes' wall clocks.
+pub fn now_ms() -> Millis {
+    static ANCHOR: OnceLock<(Millis, Instant)> = OnceLock::new();
+    let (wall, mono) = ANCHOR.get_or_init(|| (wall_ms(), Instant::now()));
+    wall + mono.elapsed().as_millis() as Millis
 }
 
 // Days from 1970-01-01 to y-m-d (proleptic Gregorian), Howard Hinnant's algorithm.
@@ -92,6 +107,14 @@ pub fn parse_iso(s: &str) -> Option<Millis> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn now_is_monotonic_and_anchored_to_the_wall() {
+        let a = now_ms();
+        let b = now_ms();
+        assert!(b >= a);
+        assert!(wall_ms().abs_diff(b) < 5_000);
+    }
 
     #[test]
     fn round_trip_and_formats() {

@@ -1514,9 +1514,17 @@ fn evaluate(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
     let mig = r.track.migration.clone();
     if let Some(s) = r.track.server.clone() {
         let moved = s.host != source && !s.host.is_empty();
-        // Success, verified by the server itself.
-        if r.kind == MoveKind::Live && moved && s.idle() && s.vm_state.is_live() {
+        // Success, verified by the server itself: elsewhere and idle after
+        // our accepted start (its owner may have stopped it there since).
+        if r.kind == MoveKind::Live && moved && s.idle() && s.vm_state != VmState::Error {
             r.destination = Some(s.host.clone());
+            if !s.vm_state.is_live() {
+                r.decisions.push(format!(
+                    "now {} on {} (changed by someone else after the move)",
+                    s.vm_state.as_str(),
+                    s.host
+                ));
+            }
             finish(r, Outcome::Migrated, now, None, total, out);
             return;
         }
@@ -2062,6 +2070,28 @@ pub(crate) mod tests {
             view: v,
         }
     }
+    /// Found while writing the other-actors run: stopped by its owner right after it
+    /// arrived, the instance was never taken as migrated (a hang).
+    #[test]
+    fn stopped_by_its_owner_on_arrival_is_still_migrated() {
+        let mut d = drain(1, Policy::default());
+        running(&mut d);
+        d.step(
+            1000,
+            &[
+                migration("i0", mv(5, "completed", 4 * G, 0)),
+                server("i0", sv("node4", "SHUTOFF", "stopped", None)),
+            ],
+        );
+        let r = d.get("i0").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Migrated));
+        assert!(
+            r.decisions
+                .iter()
+                .any(|x| x.contains("now stopped on node4"))
+        );
+    }
+
     /// A fresh read of a pending instance: still here, idle, running.
     pub(crate) fn here(id: &str) -> Observation {
         server(id, sv("node1", "ACTIVE", "active", None))

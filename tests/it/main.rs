@@ -17,6 +17,7 @@ mod juju;
 mod no_panic;
 mod openstack_cloud;
 mod openstack_fake;
+mod other_actors;
 mod policy_cloud;
 mod qemu_cloud;
 mod reliability;
