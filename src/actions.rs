@@ -6,9 +6,12 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::charm::{Ready, Unit};
+use crate::charm::Unit;
+use crate::control::{self, Op};
 use crate::drain::{self, Kind};
 use crate::juju::{ActionResults, ToolError};
+use crate::ready::Ready;
+use crate::state::RunLock;
 
 /// Every action `actions.yaml` declares.
 pub const ACTIONS: [&str; 6] = [
@@ -67,7 +70,7 @@ pub fn run(unit: &Unit, name: &str) -> Result<(), ToolError> {
     match name {
         "evacuate" => rt.block_on(run_drain(unit, &ready, Kind::Evacuate, &params)),
         "migrate-vm" => rt.block_on(run_drain(unit, &ready, Kind::MigrateVm, &params)),
-        other => rt.block_on(crate::control::run(unit, &ready, other, &params)),
+        other => rt.block_on(run_control(unit, &ready, other, &params)),
     }
 }
 
@@ -123,6 +126,59 @@ pub fn compact_report(report: &crate::plan::Report) -> String {
     s
 }
 
+/// Runs one control action: the operation, then its results for Juju.
+async fn run_control(
+    unit: &Unit<'_>,
+    ready: &Ready,
+    name: &str,
+    params: &BTreeMap<String, Value>,
+) -> Result<(), ToolError> {
+    let op = match control_op(name, params) {
+        Ok(op) => op,
+        Err(e) => return fail(unit, name, &e),
+    };
+    let done = control::execute(ready, unit.paths, &op).await;
+    let mut results = ActionResults::new();
+    results.set("summary", done.summary.as_str())?;
+    results.set("report", done.report.to_string())?;
+    for (k, v) in &done.flat {
+        results.set(k, v.as_str())?;
+    }
+    unit.tools.action_set(&results)?;
+    if let Some(msg) = &done.failure {
+        unit.tools.action_fail(msg)?;
+    }
+    Ok(())
+}
+
+/// A control action's parameters as the operation to run.
+fn control_op(name: &str, p: &BTreeMap<String, Value>) -> Result<Op, String> {
+    let vm = match p.get("vm") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Some(other) => return Err(format!("parameter vm must be a string, got {other}")),
+    };
+    let vm = crate::drain::bounded_name("vm", vm, "an instance name or UUID")?;
+    let force = match p.get("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(format!(
+                "parameter force must be true or false, got {other}"
+            ));
+        }
+    };
+    Ok(match name {
+        "abort" => Op::Abort { vm },
+        "force-complete" => Op::ForceComplete {
+            vm: vm.ok_or("force-complete needs vm=<name or UUID>")?,
+        },
+        "enable" => Op::Enable { force },
+        "status" => Op::Status,
+        other => return Err(format!("{other} is not a control action")),
+    })
+}
+
 async fn run_drain(
     unit: &Unit<'_>,
     ready: &Ready,
@@ -140,10 +196,7 @@ async fn run_drain(
     let _lock = if params.dry_run {
         None
     } else {
-        match crate::control::RunLock::acquire(
-            &unit.paths.state_dir,
-            std::time::Duration::from_secs(1),
-        ) {
+        match RunLock::acquire(&unit.paths.state_dir, std::time::Duration::from_secs(1)) {
             Ok(Some(lock)) => Some(lock),
             Ok(None) => {
                 return fail(
@@ -210,6 +263,25 @@ async fn run_drain(
                     "{msg}; migrations already started go on in Nova: run {action} again to adopt them, or abort"
                 ),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_vm_is_refused_without_being_quoted() {
+        let big: BTreeMap<String, Value> = [("vm".to_string(), Value::from("v".repeat(1 << 20)))]
+            .into_iter()
+            .collect();
+        for action in ["abort", "force-complete"] {
+            let e = control_op(action, &big).unwrap_err();
+            assert_eq!(
+                e,
+                "vm is 1048576 bytes long, but an instance name or UUID is at most 255 characters"
+            );
         }
     }
 }

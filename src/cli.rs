@@ -2,7 +2,7 @@
 //! charm's dispatch binary, run by root on the host (no Juju environment).
 //!
 //! It coordinates with a running action only through files in the state
-//! dir (see `control`): with an evacuation running (its process holds the
+//! dir (see `state`): with an evacuation running (its process holds the
 //! run lock) `abort` writes the abort request the evacuation polls; with
 //! none running it talks to Nova itself, with the credentials the hooks keep
 //! in a root-only file.
@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::control::{self, Done, Op};
 use crate::paths::Paths;
+use crate::state;
 
 pub const USAGE: &str = "\
 nova-live-migration: drain this OpenStack compute node by live migration.
@@ -80,9 +81,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 fn abort(paths: &Paths, vm: Option<String>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    if control::drain_running(&paths.state_dir) {
+    if state::drain_running(&paths.state_dir) {
         // No Nova call: the running evacuation does the aborting.
-        let config = control::load_cli_credentials(paths).ok().map(|r| r.config);
+        let config = state::load_cli_credentials(&paths.state_dir)
+            .ok()
+            .map(|r| r.config);
         let done = control::request_abort_of_running(
             paths,
             vm.as_deref(),
@@ -90,7 +93,7 @@ fn abort(paths: &Paths, vm: Option<String>, out: &mut dyn Write, err: &mut dyn W
         );
         return print_done(&done, false, out, err);
     }
-    let ready = match control::load_cli_credentials(paths) {
+    let ready = match state::load_cli_credentials(&paths.state_dir) {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(err, "nova-live-migration abort: {e}");
@@ -109,11 +112,11 @@ fn abort(paths: &Paths, vm: Option<String>, out: &mut dyn Write, err: &mut dyn W
 }
 
 fn status(paths: &Paths, as_json: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let ready = match control::load_cli_credentials(paths) {
+    let ready = match state::load_cli_credentials(&paths.state_dir) {
         Ok(r) => r,
         Err(e) => {
             // Without Nova, the journal is still worth showing.
-            match control::last_run(paths) {
+            match state::last_run(&paths.state_dir) {
                 Ok(Some(run)) => {
                     if as_json {
                         let _ = writeln!(
@@ -249,6 +252,7 @@ pub fn render_status(r: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::AbortRequests;
 
     fn run(args: &[&str], paths: &Paths) -> (i32, String, String) {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -281,18 +285,36 @@ mod tests {
         assert_eq!(code, 2);
     }
 
+    /// A running evacuation's journal (the v1 fixture of `state`, in
+    /// flight) whose instances are `focal-1` and `focal-2`.
+    fn running_journal(dir: &std::path::Path) -> state::RunRecord {
+        let mut v: Value = serde_json::from_str(include_str!(
+            "state/testdata/journal-v1-evacuate-ended.json"
+        ))
+        .unwrap();
+        let st = &mut v["state"];
+        st["ended_at"] = Value::Null;
+        let instances = st["drain"]["instances"].as_array_mut().unwrap();
+        instances.truncate(2);
+        instances[0]["name"] = "focal-1".into();
+        instances[1]["name"] = "focal-2".into();
+        let rec: state::RunRecord = serde_json::from_value(st.clone()).unwrap();
+        state::Journal::in_dir(dir).store(&rec).unwrap();
+        rec
+    }
+
     #[test]
     fn abort_with_a_running_drain_writes_the_request_and_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths(dir.path());
-        let lock = control::RunLock::try_acquire(dir.path()).unwrap().unwrap();
+        running_journal(dir.path());
+        let lock = state::RunLock::try_acquire(dir.path()).unwrap().unwrap();
         // The "drain": takes the request after a moment.
-        let req = dir.path().join(control::ABORT_REQUEST);
+        let queue = AbortRequests::in_dir(dir.path());
         let taker = std::thread::spawn(move || {
             for _ in 0..100 {
-                if let Ok(text) = std::fs::read_to_string(&req) {
-                    std::fs::remove_file(&req).unwrap();
-                    return text;
+                if let Some(r) = queue.take_next_since(0) {
+                    return serde_json::to_string(&r).unwrap();
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -305,7 +327,57 @@ mod tests {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["vm"], "focal-2");
         assert!(v["requested_at"].as_u64().unwrap() > 1_700_000_000);
+        // The requester collected the taken mark: nothing is left queued.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("abort-requests"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         drop(lock);
+    }
+
+    #[test]
+    fn abort_of_a_vm_the_running_drain_does_not_have_is_refused_naming_its_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let _lock = state::RunLock::try_acquire(dir.path()).unwrap().unwrap();
+        // In pre-flight (no journal yet): no instance list to check against.
+        let (code, out, err) = run(&["abort", "--vm", "focal-2"], &paths);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(out.contains("has not listed its instances yet"), "{out}");
+        running_journal(dir.path());
+        let (code, out, err) = run(&["abort", "--vm", "focal-9"], &paths);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            out.contains("no instance \"focal-9\" in the running evacuate on node1.maas")
+                && out.contains("its instances: focal-1, focal-2"),
+            "{out}"
+        );
+        // Nothing reached the drain.
+        assert!(AbortRequests::in_dir(dir.path()).pending().is_empty());
+    }
+
+    #[test]
+    fn abort_says_not_taken_when_the_drain_ends_without_taking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        running_journal(dir.path());
+        let lock = state::RunLock::try_acquire(dir.path()).unwrap().unwrap();
+        // The "drain" ends once the request is queued, without taking it.
+        let queue = AbortRequests::in_dir(dir.path());
+        let ender = std::thread::spawn(move || {
+            while queue.pending().is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            drop(lock);
+        });
+        let (code, out, err) = run(&["abort"], &paths);
+        ender.join().unwrap();
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            out.contains("ended before it took the request") && !out.contains("took the request;"),
+            "{out}"
+        );
+        assert!(AbortRequests::in_dir(dir.path()).pending().is_empty());
     }
 
     #[test]
@@ -316,7 +388,7 @@ mod tests {
         assert_eq!(code, 1);
         assert!(err.contains("no credentials for the host CLI"), "{err}");
         // No request is left for a later resume to pick up.
-        assert!(!dir.path().join(control::ABORT_REQUEST).exists());
+        assert!(AbortRequests::in_dir(dir.path()).pending().is_empty());
         let (code, out, err) = run(&["status"], &paths);
         assert_eq!(code, 1);
         assert!(out.contains("no evacuation in the journal"), "{out}");

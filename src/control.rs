@@ -1,42 +1,25 @@
-//! Control actions (`abort`, `force-complete`, `enable`, `status`) and the
-//! Nova side of the host CLI.
+//! The Nova control operations — `abort`, `force-complete`, `enable`,
+//! `status` — for the actions (`actions.rs` is their Juju adapter) and the
+//! host CLI (`cli.rs`).
 //!
 //! Coordination with a running `evacuate`/`migrate-vm` goes only through
-//! files in the state dir:
-//!
-//! - `run.lock`: the drain action holds an exclusive lock on it for as long
-//!   as it runs (taken in `actions.rs`); the kernel drops it when the process
-//!   dies, so "journal in flight + lock free" means *interrupted* (killed),
-//!   "lock held" means *running*.
-//! - `abort-request.json`: `{"vm": null|"<name or id>", "requested_at": s}`,
-//!   polled by the running drain each tick (`drain::take_abort_request`).
-//! - `cli-credentials.json`: a root-only (0600) copy of the
-//!   identity-credentials bag and the config, kept by the hooks so the host
-//!   CLI can talk to Nova outside a hook. Never logged, never in a result.
-//! - `journal.json`: the drain's journal; `abort` ends an interrupted one.
+//! the state directory (`state`): the run lock tells whether it runs, an
+//! abort request asks it to abort, and `abort` of an interrupted run ends
+//! it in the journal.
 
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::charm::{Ready, Unit};
 use crate::config::Config;
-use crate::credentials::RelationData;
-use crate::drain::RunRecord;
-use crate::journal::Journal;
-use crate::juju::{ActionResults, ToolError};
 use crate::openstack::{self, MigrationFilter, OpenStack, Server};
 use crate::paths::Paths;
 use crate::plan::{Outcome, Phase};
+use crate::ready::Ready;
+use crate::state::{
+    AbortRequests, Journal, RequestState, RunLock, RunRecord, drain_running, last_run,
+};
 use crate::time::{iso, now_ms};
-
-pub const RUN_LOCK: &str = "run.lock";
-pub const ABORT_REQUEST: &str = "abort-request.json";
-pub const CLI_CREDENTIALS: &str = "cli-credentials.json";
 
 /// Live-migration statuses that mean "in progress" in `/os-migrations`.
 const IN_PROGRESS: [&str; 7] = [
@@ -49,179 +32,73 @@ const IN_PROGRESS: [&str; 7] = [
     "post-migrating",
 ];
 
-// ---------------------------------------------------------------- the lock
-
-/// The exclusive run lock; released on drop (or when the process dies).
-#[derive(Debug)]
-pub struct RunLock {
-    _file: File,
-}
-
-impl RunLock {
-    /// Takes the lock without waiting: `Ok(None)` when another process holds it.
-    pub fn try_acquire(state_dir: &Path) -> std::io::Result<Option<RunLock>> {
-        std::fs::create_dir_all(state_dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(state_dir.join(RUN_LOCK))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(RunLock { _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
-    }
-
-    /// Takes the lock, retrying for up to `patience` (a status probe may hold
-    /// it for an instant): `Ok(None)` when another process still holds it.
-    pub fn acquire(state_dir: &Path, patience: Duration) -> std::io::Result<Option<RunLock>> {
-        let t0 = std::time::Instant::now();
-        loop {
-            if let Some(l) = RunLock::try_acquire(state_dir)? {
-                return Ok(Some(l));
-            }
-            if t0.elapsed() >= patience {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// True when an evacuate/migrate-vm process holds the run lock right now.
-pub fn drain_running(state_dir: &Path) -> bool {
-    if !state_dir.join(RUN_LOCK).exists() {
-        return false;
-    }
-    matches!(RunLock::try_acquire(state_dir), Ok(None))
-}
-
-// ------------------------------------------------------------ the journal
-
-/// The last run in the journal and whether its process is alive.
-pub struct LastRun {
-    pub record: RunRecord,
-    pub running: bool,
-}
-
-impl LastRun {
-    /// `running`, `interrupted` or `ended`/`aborted`.
-    pub fn state(&self) -> &'static str {
-        if self.record.in_flight() {
-            if self.running {
-                "running"
-            } else {
-                "interrupted"
-            }
-        } else if self.record.aborted {
-            "aborted"
-        } else {
-            "ended"
-        }
-    }
-
-    /// The journal summary as the status report carries it.
-    pub fn summary_json(&self) -> Value {
-        let r = &self.record;
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for i in &r.drain.instances {
-            let k = match i.outcome() {
-                Some(Outcome::Migrated) => "migrated",
-                Some(Outcome::ColdMigrated) => "cold_migrated",
-                Some(Outcome::Failed) => "failed",
-                Some(Outcome::Aborted) => "aborted",
-                Some(Outcome::Pending) => "pending",
-                None if i.in_flight() => "in_flight",
-                None => "not_started",
-            };
-            *counts.entry(k).or_default() += 1;
-        }
-        json!({
-            "kind": r.kind.as_str(),
-            "state": self.state(),
-            "task": r.task,
-            "started_at": iso(r.started_at),
-            "ended_at": r.ended_at.map(iso),
-            "aborted": r.aborted,
-            "progress": r.progress(),
-            "instances": r.drain.instances.len(),
-            "counts": counts,
-        })
-    }
-
-    /// `evacuate started 2026-…: 3/12 done, 2 in flight (running)`.
-    pub fn line(&self) -> String {
-        let r = &self.record;
-        let end = match r.ended_at {
-            Some(t) => format!(", ended {}", iso(t)),
-            None => String::new(),
-        };
-        format!(
-            "{} started {}: {}{end} ({})",
-            r.kind.as_str(),
-            iso(r.started_at),
-            r.progress(),
-            self.state()
-        )
-    }
-}
-
-/// Loads the journal (`None` when there is none).
-pub fn last_run(paths: &Paths) -> Result<Option<LastRun>, String> {
-    let journal = Journal::in_dir(&paths.state_dir);
-    match journal.load::<RunRecord>() {
-        Ok(Some(record)) => Ok(Some(LastRun {
-            running: record.in_flight() && drain_running(&paths.state_dir),
-            record,
-        })),
-        Ok(None) => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-// ------------------------------------------------------ the abort request
-
-/// Writes `abort-request.json` (0600, atomically) for the running drain.
-pub fn write_abort_request(paths: &Paths, vm: Option<&str>) -> std::io::Result<PathBuf> {
-    let body = json!({"vm": vm, "requested_at": now_ms() / 1000});
-    let path = paths.state_dir.join(ABORT_REQUEST);
-    crate::journal::write_private(&path, body.to_string().as_bytes())?;
-    Ok(path)
-}
+// ------------------------------------------ asking the running drain
 
 /// Asks the running drain to abort and waits (up to `wait`) until it has
-/// taken the request. Returns the outcome for the action or the CLI.
+/// taken the request. A `vm` the running evacuation does not have is
+/// refused, naming its instances (the drain would otherwise stop starting
+/// migrations for a typo). Returns the outcome for the action or the CLI.
 pub fn request_abort_of_running(paths: &Paths, vm: Option<&str>, wait: Duration) -> Done {
     let what = vm.map(|v| format!(" of {v}")).unwrap_or_default();
-    let path = match write_abort_request(paths, vm) {
-        Ok(p) => p,
+    let state_dir = &paths.state_dir;
+    if let Some(vm) = vm
+        && let Err(msg) = check_running_has(state_dir, vm)
+    {
+        return Done::failed("abort", msg);
+    }
+    let queue = AbortRequests::in_dir(state_dir);
+    let req = match queue.submit(vm, now_ms()) {
+        Ok(r) => r,
         Err(e) => {
             return Done::failed(
                 "abort",
                 format!(
                     "an evacuation is running but the abort request could not be written to {}: {e} (run as root)",
-                    paths.state_dir.join(ABORT_REQUEST).display()
+                    queue.dir().display()
                 ),
             );
         }
     };
     let t0 = std::time::Instant::now();
-    while path.exists() && t0.elapsed() < wait {
-        std::thread::sleep(Duration::from_millis(200));
+    let mut state = queue.state(&req.id);
+    while state == RequestState::Pending && t0.elapsed() < wait {
+        if !drain_running(state_dir) {
+            // Ended meanwhile; it may have taken the request on its way out.
+            state = queue.state(&req.id);
+            if state == RequestState::Pending {
+                queue.forget(&req.id);
+                state = RequestState::Gone;
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        state = queue.state(&req.id);
     }
-    let taken = !path.exists();
-    let run = last_run(paths).ok().flatten();
-    let summary = if taken {
-        format!(
-            "abort{what} requested: the running evacuation took the request; it aborts its in-flight migrations{} and ends with result aborted",
-            if vm.is_none() { ", starts no more" } else { "" }
-        )
-    } else {
-        format!(
-            "abort{what} requested: the running evacuation has not taken the request yet (it polls once per poll-interval); it will on its next poll"
-        )
+    let taken = state == RequestState::Taken;
+    if taken {
+        queue.forget(&req.id);
+    }
+    let run = last_run(state_dir).ok().flatten();
+    let (summary, failure) = match state {
+        RequestState::Taken => (
+            format!(
+                "abort{what} requested: the running evacuation took the request; it aborts its in-flight migrations{} and ends with result aborted",
+                if vm.is_none() { ", starts no more" } else { "" }
+            ),
+            None,
+        ),
+        RequestState::Pending => (
+            format!(
+                "abort{what} requested: the running evacuation has not taken the request yet (it polls once per poll-interval); it will on its next poll"
+            ),
+            None,
+        ),
+        RequestState::Gone => {
+            let msg = format!(
+                "abort{what}: the evacuation ended before it took the request, so nothing was aborted by it; run status to see how it ended"
+            );
+            (msg.clone(), Some(msg))
+        }
     };
     Done {
         summary,
@@ -229,84 +106,45 @@ pub fn request_abort_of_running(paths: &Paths, vm: Option<&str>, wait: Duration)
             "action": "abort",
             "vm": vm,
             "requested_from_running_evacuation": true,
+            "request_id": req.id,
             "taken": taken,
             "evacuation": run.map(|r| r.summary_json()),
         }),
         flat: vec![],
-        failure: None,
+        failure,
     }
 }
 
-// ------------------------------------------------- credentials for the CLI
-
-/// Keeps `cli-credentials.json` in step with the hooks' view: written (0600)
-/// when the credentials are complete, removed otherwise.
-pub fn sync_cli_credentials(
-    paths: &Paths,
-    ready: Option<(&BTreeMap<String, Value>, &RelationData)>,
-) {
-    let path = paths.state_dir.join(CLI_CREDENTIALS);
-    match ready {
-        Some((config, creds)) => {
-            let body = json!({
-                "relation_id": creds.relation_id,
-                "unit": creds.unit,
-                "data": creds.data,
-                "config": config,
-            })
-            .to_string();
-            let same = std::fs::read(&path).is_ok_and(|b| b == body.as_bytes());
-            if !same && let Err(e) = crate::journal::write_private(&path, body.as_bytes()) {
-                tracing::warn!("could not keep the host CLI's credentials file: {e}");
-            }
-        }
-        None => remove_cli_credentials(paths),
+/// `Ok` when the running evacuation has an instance named `vm` (or with
+/// that UUID); else what to do instead.
+fn check_running_has(state_dir: &std::path::Path, vm: &str) -> Result<(), String> {
+    let run = last_run(state_dir)?.filter(|r| r.record.in_flight());
+    let Some(run) = run else {
+        return Err(format!(
+            "the running evacuation has not listed its instances yet (it is in pre-flight): run abort for {vm} again in a few seconds, or abort without a vm to abort it all; nothing was changed"
+        ));
+    };
+    let instances = &run.record.drain.instances;
+    if instances.iter().any(|i| i.id == vm || i.name == vm) {
+        return Ok(());
     }
-}
-
-pub fn remove_cli_credentials(paths: &Paths) {
-    let path = paths.state_dir.join(CLI_CREDENTIALS);
-    match std::fs::remove_file(&path) {
-        Ok(()) => tracing::info!("removed the host CLI's credentials file"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("could not remove the host CLI's credentials file: {e}"),
+    let mut names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+    let more = names.len().saturating_sub(20);
+    names.truncate(20);
+    let mut list = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    };
+    if more > 0 {
+        list.push_str(&format!(" and {more} more"));
     }
-}
-
-/// The credentials and config the hooks last saw, for the host CLI.
-pub fn load_cli_credentials(paths: &Paths) -> Result<Ready, String> {
-    let path = paths.state_dir.join(CLI_CREDENTIALS);
-    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!(
-            "no credentials for the host CLI at {}: the charm writes them once the identity-credentials relation is complete",
-            path.display()
-        ),
-        std::io::ErrorKind::PermissionDenied => {
-            format!("cannot read {}: run as root", path.display())
-        }
-        _ => format!("cannot read {}: {e}", path.display()),
-    })?;
-    let v: Value =
-        serde_json::from_str(&text).map_err(|_| format!("{} is not valid JSON", path.display()))?;
-    let data: BTreeMap<String, String> = v
-        .get("data")
-        .and_then(|d| serde_json::from_value(d.clone()).ok())
-        .ok_or_else(|| format!("{} has no credentials", path.display()))?;
-    let config: BTreeMap<String, Value> = v
-        .get("config")
-        .and_then(|d| serde_json::from_value(d.clone()).ok())
-        .unwrap_or_default();
-    let config = Config::from_values(&config)
-        .map_err(|e| format!("{e} (fix with juju config nova-live-migration)"))?;
-    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    Ok(Ready {
-        config,
-        credentials: RelationData {
-            relation_id: s("relation_id"),
-            unit: s("unit"),
-            data,
-        },
-    })
+    Err(format!(
+        "no instance {} in the running {} on {} (its instances: {list}); give a name or UUID of one of them, or abort without a vm to abort them all; nothing was changed",
+        crate::text::quoted(vm, 80),
+        run.record.kind.as_str(),
+        run.record.host
+    ))
 }
 
 // ------------------------------------------------------------ the outcome
@@ -358,33 +196,6 @@ impl Op {
             Op::Status => "status",
         }
     }
-
-    fn from_action(name: &str, p: &BTreeMap<String, Value>) -> Result<Op, String> {
-        let vm = match p.get("vm") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
-            Some(other) => return Err(format!("parameter vm must be a string, got {other}")),
-        };
-        let vm = crate::drain::bounded_name("vm", vm, "an instance name or UUID")?;
-        let force = match p.get("force") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(format!(
-                    "parameter force must be true or false, got {other}"
-                ));
-            }
-        };
-        Ok(match name {
-            "abort" => Op::Abort { vm },
-            "force-complete" => Op::ForceComplete {
-                vm: vm.ok_or("force-complete needs vm=<name or UUID>")?,
-            },
-            "enable" => Op::Enable { force },
-            "status" => Op::Status,
-            other => return Err(format!("{other} is not a control action")),
-        })
-    }
 }
 
 /// How long the CLI/action waits for a running drain to take an abort request.
@@ -402,7 +213,7 @@ pub async fn execute(ready: &Ready, paths: &Paths, op: &Op) -> Done {
             // A short blocking wait: the runtime has nothing else to run.
             return request_abort_of_running(paths, vm.as_deref(), abort_wait(Some(&ready.config)));
         }
-        Op::Enable { force: false } => match last_run(paths) {
+        Op::Enable { force: false } => match last_run(&paths.state_dir) {
             Ok(Some(run)) if run.record.in_flight() => {
                 let how = if run.running {
                     "abort it first (juju exec --machine <N> -- nova-live-migration abort) or wait for it to end"
@@ -437,7 +248,7 @@ pub async fn execute(ready: &Ready, paths: &Paths, op: &Op) -> Done {
         Err(e) => {
             let mut d = Done::failed(action, format!("{e}; nothing was changed"));
             if *op == Op::Status
-                && let Ok(Some(run)) = last_run(paths)
+                && let Ok(Some(run)) = last_run(&paths.state_dir)
             {
                 d.report["evacuation"] = run.summary_json();
             }
@@ -884,7 +695,7 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
         ));
     };
     let before = json!({"status": service.status, "disabled_reason": service.disabled_reason});
-    let in_flight = last_run(ctl.paths)
+    let in_flight = last_run(&ctl.paths.state_dir)
         .ok()
         .flatten()
         .filter(|r| r.record.in_flight());
@@ -956,7 +767,7 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
         }
         migs.push(v);
     }
-    let run = last_run(ctl.paths);
+    let run = last_run(&ctl.paths.state_dir);
     let instances: Vec<Value> = servers
         .iter()
         .map(
@@ -1020,33 +831,6 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     })
 }
 
-// ------------------------------------------------------ the Juju action
-
-/// Runs one control action.
-pub async fn run(
-    unit: &Unit<'_>,
-    ready: &Ready,
-    name: &str,
-    params: &BTreeMap<String, Value>,
-) -> Result<(), ToolError> {
-    let op = match Op::from_action(name, params) {
-        Ok(op) => op,
-        Err(e) => return crate::actions::fail(unit, name, &e),
-    };
-    let done = execute(ready, unit.paths, &op).await;
-    let mut results = ActionResults::new();
-    results.set("summary", done.summary.as_str())?;
-    results.set("report", done.report.to_string())?;
-    for (k, v) in &done.flat {
-        results.set(k, v.as_str())?;
-    }
-    unit.tools.action_set(&results)?;
-    if let Some(msg) = &done.failure {
-        unit.tools.action_fail(msg)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1080,20 +864,6 @@ mod tests {
     }
 
     #[test]
-    fn an_oversized_vm_is_refused_without_being_quoted() {
-        let big: BTreeMap<String, Value> = [("vm".to_string(), Value::from("v".repeat(1 << 20)))]
-            .into_iter()
-            .collect();
-        for action in ["abort", "force-complete"] {
-            let e = Op::from_action(action, &big).unwrap_err();
-            assert_eq!(
-                e,
-                "vm is 1048576 bytes long, but an instance name or UUID is at most 255 characters"
-            );
-        }
-    }
-
-    #[test]
     fn vm_by_uuid_or_unique_name() {
         let servers = vec![server("u1", "web"), server("u2", "db"), server("u3", "db")];
         assert_eq!(resolve_vm(&servers, "u2", "n1").unwrap().id, "u2");
@@ -1105,45 +875,5 @@ mod tests {
             e.contains("no instance \"mail\" on n1") && e.contains("web, db"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn credentials_file_is_private_and_follows_the_relation() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::from_env(|k| {
-            (k == "NLM_STATE_DIR").then(|| dir.path().to_string_lossy().into_owned())
-        });
-        let mut data = BTreeMap::new();
-        for (k, v) in [
-            ("auth_host", "127.0.0.1"),
-            ("auth_port", "5000"),
-            ("auth_protocol", "http"),
-            ("credentials_username", "nova_live_migration"),
-            ("credentials_password", "pw-123"),
-        ] {
-            data.insert(k.to_string(), v.to_string());
-        }
-        let creds = RelationData {
-            relation_id: "identity-credentials:5".into(),
-            unit: "keystone/0".into(),
-            data,
-        };
-        let config: BTreeMap<String, Value> = [("nova-host".to_string(), json!("node1.maas"))]
-            .into_iter()
-            .collect();
-        sync_cli_credentials(&paths, Some((&config, &creds)));
-        let file = dir.path().join(CLI_CREDENTIALS);
-        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let ready = load_cli_credentials(&paths).unwrap();
-        assert_eq!(ready.credentials.unit, "keystone/0");
-        assert_eq!(ready.config.nova_host.as_deref(), Some("node1.maas"));
-        // Debug of what the CLI holds never shows the password.
-        assert!(!format!("{:?}", ready.credentials).contains("pw-123"));
-        sync_cli_credentials(&paths, None);
-        assert!(!file.exists());
-        let e = load_cli_credentials(&paths).err().unwrap();
-        assert!(e.contains("no credentials for the host CLI"), "{e}");
     }
 }

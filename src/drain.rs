@@ -9,39 +9,23 @@
 //! instances whose migration is not yet known or has just ended.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{self, Config};
 use crate::host;
-use crate::journal::{Journal, JournalError};
 use crate::openstack::{self, BlockMigration, LiveMigrate, MigrationFilter, OpenStack};
 use crate::paths::Paths;
 use crate::plan::{
-    self, Command, Drain, MigrationStatus, MigrationView, Millis, MoveKind, Observation, Plan,
-    Policy, PreflightInput, PreflightParams, Report, ServerView, ServiceReport, StartResult,
+    self, Command, Drain, MigrationStatus, MigrationView, Millis, MoveKind, Observation, Policy,
+    PreflightInput, PreflightParams, Report, ServerView, ServiceReport, StartResult,
 };
+use crate::state::{AbortRequests, Journal, JournalError};
 use crate::time::{iso, now_ms, parse_iso};
 
-/// Which action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    Evacuate,
-    MigrateVm,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Evacuate => "evacuate",
-            Kind::MigrateVm => "migrate-vm",
-        }
-    }
-}
+/// The journal's body and its kind live in the state directory's contract.
+pub use crate::state::{Kind, RunRecord};
 
 /// The action's parameters, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,46 +143,6 @@ impl Params {
     }
 }
 
-/// The journal body: one evacuation or migrate-vm run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub kind: Kind,
-    pub unit: String,
-    pub task: Option<String>,
-    pub host: String,
-    pub started_at: Millis,
-    pub block_migration: String,
-    pub plan: Plan,
-    /// The service as pre-flight found it.
-    pub service_before: ServiceReport,
-    /// The reason we disabled the service with (evacuate).
-    pub disabled_reason: Option<String>,
-    pub drain: Drain,
-    pub ended_at: Option<Millis>,
-    /// Ended by an abort (action or CLI).
-    #[serde(default)]
-    pub aborted: bool,
-}
-
-impl RunRecord {
-    /// Still running or interrupted (killed): not ended.
-    pub fn in_flight(&self) -> bool {
-        self.ended_at.is_none()
-    }
-
-    /// `3/12 done, 2 in flight`.
-    pub fn progress(&self) -> String {
-        let total = self.drain.instances.len();
-        let done = self
-            .drain
-            .instances
-            .iter()
-            .filter(|r| r.outcome().is_some())
-            .count();
-        format!("{done}/{total} done, {} in flight", self.drain.in_flight())
-    }
-}
-
 /// What the action reports.
 pub struct Outcome {
     pub report: Report,
@@ -230,43 +174,19 @@ pub enum DrainError {
     Refused(String),
 }
 
-fn abort_request_path(paths: &Paths) -> PathBuf {
-    paths.state_dir.join(crate::control::ABORT_REQUEST)
-}
-
-/// Reads the CLI's abort request (`control::write_abort_request`): when it
-/// was made (ms) and which vm (`None`: all).
-fn read_abort_request(paths: &Paths) -> Option<(Millis, Option<String>)> {
-    let text = std::fs::read_to_string(abort_request_path(paths)).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    let at = v.get("requested_at").and_then(Value::as_u64).unwrap_or(0) * 1000;
-    Some((at, v.get("vm").and_then(Value::as_str).map(str::to_string)))
-}
-
-/// A request made before `since` (whole seconds, hence the 1 s allowance)
-/// belongs to a run that ended without seeing it.
-fn is_stale(at: Millis, since: Millis) -> bool {
-    at + 1000 < since
-}
-
-/// Removes an abort request written before `since`; keeps a fresh one (made
-/// during this run's pre-flight) for the first tick.
+/// Removes abort requests made before `since` (the queue in `state`);
+/// keeps a fresh one (made during this run's pre-flight) for the first tick.
 fn discard_stale_abort_request(paths: &Paths, since: Millis) {
-    if read_abort_request(paths).is_none_or(|(at, _)| is_stale(at, since)) {
-        let _ = std::fs::remove_file(abort_request_path(paths));
-    }
+    AbortRequests::in_dir(&paths.state_dir).discard_before(since);
 }
 
-/// Takes a pending abort request made since `since`, if any (`Some(None)`:
-/// abort everything; `Some(Some(vm))`: only that instance).
+/// Takes the oldest pending abort request made since `since`, if any
+/// (`Some(None)`: abort everything; `Some(Some(vm))`: only that instance);
+/// later ones stay queued for the next tick.
 fn take_abort_request(paths: &Paths, since: Millis) -> Option<Option<String>> {
-    let (at, vm) = read_abort_request(paths)?;
-    let _ = std::fs::remove_file(abort_request_path(paths));
-    if is_stale(at, since) {
-        tracing::info!("ignoring a stale abort request from {}", iso(at));
-        return None;
-    }
-    Some(vm)
+    AbortRequests::in_dir(&paths.state_dir)
+        .take_next_since(since)
+        .map(|r| r.vm)
 }
 
 fn api_block(b: config::BlockMigration) -> BlockMigration {
@@ -562,13 +482,14 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         task: env.task.clone(),
         host: env.host.clone(),
         started_at: t0,
-        block_migration: block.as_str().to_string(),
+        block_migration: block,
         plan,
         service_before,
         disabled_reason: None,
         drain,
         ended_at: None,
         aborted: false,
+        reported_at: None,
     };
     // A stale CLI request must not abort this new run; one made since this
     // run began (during pre-flight) is kept for the first tick.
@@ -698,8 +619,7 @@ async fn drive(
     mut rec: RunRecord,
 ) -> Result<Outcome, DrainError> {
     let compute = env.os.compute().clone();
-    let block =
-        config::BlockMigration::parse(&rec.block_migration).unwrap_or(config::BlockMigration::Auto);
+    let block = rec.block_migration;
     let poll = Duration::from_millis(rec.drain.policy.poll_interval_ms.max(100));
     let mut obs: Vec<Observation> = Vec::new();
     let stats0 = env.os.session().stats().snapshot();
@@ -1168,7 +1088,7 @@ async fn finish(env: &Env<'_>, rec: RunRecord) -> Result<Outcome, DrainError> {
         &rec.plan,
         &rec.drain,
         service,
-        &rec.block_migration,
+        rec.block_migration.as_str(),
         duration,
         None,
     );
