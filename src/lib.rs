@@ -17,3 +17,6 @@ pub mod ready;
 pub mod state;
 pub mod text;
 pub mod time;
+
+#[cfg(test)]
+mod module_graph;
