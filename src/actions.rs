@@ -60,12 +60,9 @@ pub fn run(unit: &Unit, name: &str) -> Result<(), ToolError> {
             );
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime::runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(unit, name, &format!("cannot start the async runtime: {e}")),
+        Err(e) => return fail(unit, name, &e),
     };
     match name {
         "evacuate" => rt.block_on(run_drain(unit, &ready, Kind::Evacuate, &params)),

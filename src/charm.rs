@@ -145,10 +145,7 @@ impl Unit<'_> {
                 );
             }
         };
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        let rt = match crate::runtime::runtime() {
             Ok(rt) => rt,
             Err(e) => return (Status::Active, format!("{principal} on {host}: {e}")),
         };
@@ -306,11 +303,7 @@ async fn node_summary(ready: &Ready, host: &str) -> Result<String, NodeError> {
     let n = compute.servers_on_host(host).await.map_err(classify)?.len();
     let mut state = service.status.clone();
     if let Some(reason) = service.disabled_reason.as_deref().filter(|r| !r.is_empty()) {
-        let mut r: String = reason.chars().take(80).collect();
-        if r.len() < reason.len() {
-            r.push('…');
-        }
-        state.push_str(&format!(" ({r})"));
+        state.push_str(&format!(" ({})", crate::text::ellipsis(reason, 80)));
     }
     if !service.is_up() {
         state.push_str(&format!(", service {}", service.state));

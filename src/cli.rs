@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::control::{self, Done, Op};
 use crate::paths::Paths;
+use crate::runtime::runtime;
 use crate::state;
 
 pub const USAGE: &str = "\
@@ -71,13 +72,6 @@ pub fn main(args: &[String], paths: &Paths, out: &mut dyn Write, err: &mut dyn W
             2
         }
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 fn abort(paths: &Paths, vm: Option<String>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {

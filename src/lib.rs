@@ -14,6 +14,7 @@ pub mod openstack;
 pub mod paths;
 pub mod plan;
 pub mod ready;
+pub mod runtime;
 pub mod state;
 pub mod text;
 pub mod time;
