@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use crate::charm::Unit;
 use crate::control::{self, Op};
 use crate::drain::{self, Kind};
+use crate::juju::results::key_segment;
 use crate::juju::{ActionResults, ToolError};
+use crate::plan::{Report, ResultKind};
 use crate::ready::Ready;
 use crate::state::RunLock;
 
@@ -81,11 +83,43 @@ pub fn set_report(
     results.set("summary", report.summary())?;
     results.set("report", compact_report(report))?;
     if with_keys {
-        for (k, v) in report.action_set_keys() {
+        for (k, v) in report_keys(report) {
             results.set(&k, v)?;
         }
     }
     unit.tools.action_set(&results)
+}
+
+/// The report's `action-set` keys (flattened for Juju here, not in the
+/// core): `counts.<result>` for every result and
+/// `instances.<uuid>.{name,result,destination,duration,error}`; keys
+/// whose value is unknown (no destination, no error) are left out.
+pub fn report_keys(report: &Report) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = ResultKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                format!("counts.{}", k.as_str()),
+                report.counts.get(*k).to_string(),
+            )
+        })
+        .collect();
+    for i in &report.instances {
+        let key = key_segment(&i.id);
+        let p = |f: &str| format!("instances.{key}.{f}");
+        out.push((p("name"), i.name.clone()));
+        out.push((p("result"), i.result.as_str().to_string()));
+        if let Some(d) = &i.destination {
+            out.push((p("destination"), d.clone()));
+        }
+        if let Some(d) = i.duration_s {
+            out.push((p("duration"), format!("{d:.1}")));
+        }
+        if let Some(e) = &i.error {
+            out.push((p("error"), e.clone()));
+        }
+    }
+    out
 }
 
 /// The report as compact JSON, shrunk to fit one `action-set` argument:
@@ -267,6 +301,50 @@ async fn run_drain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_keys_are_juju_keys() {
+        // The report of one migrated instance and one excluded (the core's
+        // own test builds it from a drain; here it is its JSON).
+        let inst = |id: &str, result: &str, dest: Option<&str>, d: Option<f64>, e: Option<&str>| {
+            json!({"id": id, "name": id, "result": result, "source": "node1.maas",
+                   "destination": dest, "block_migration": "auto", "migration_id": null,
+                   "attempts": 1, "duration_s": d, "error": e})
+        };
+        let r: Report = serde_json::from_value(json!({
+            "action": "evacuate", "host": "node1.maas", "dry_run": false,
+            "service": {"status": "disabled", "disabled_reason": null},
+            "instances": [
+                inst("81df1304-aaaa", "migrated", Some("node4.maas"), Some(13.3), None),
+                inst("s1", "skipped", None, None, Some("excluded")),
+            ],
+            "counts": {"planned": 0, "migrated": 1, "cold_migrated": 0, "failed": 0,
+                       "aborted": 0, "skipped": 1, "pending": 0},
+            "duration_s": 41.23, "error": null,
+        }))
+        .unwrap();
+        let keys = report_keys(&r);
+        let get = |k: &str| keys.iter().find(|(a, _)| a == k).map(|(_, b)| b.as_str());
+        assert_eq!(get("counts.cold-migrated"), Some("0"));
+        assert_eq!(get("counts.migrated"), Some("1"));
+        assert_eq!(get("instances.81df1304-aaaa.result"), Some("migrated"));
+        assert_eq!(
+            get("instances.81df1304-aaaa.destination"),
+            Some("node4.maas")
+        );
+        assert_eq!(get("instances.81df1304-aaaa.duration"), Some("13.3"));
+        assert_eq!(get("instances.s1.error"), Some("excluded"));
+        assert_eq!(get("instances.s1.destination"), None);
+        for (k, _) in &keys {
+            assert!(
+                k.split('.').all(|seg| !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')),
+                "{k}"
+            );
+        }
+    }
 
     #[test]
     fn an_oversized_vm_is_refused_without_being_quoted() {

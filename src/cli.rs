@@ -9,9 +9,7 @@
 
 use std::io::Write;
 
-use serde_json::Value;
-
-use crate::control::{self, Done, Op};
+use crate::control::{self, Done, Evacuation, Op, StatusReport};
 use crate::paths::Paths;
 use crate::runtime::runtime;
 use crate::state;
@@ -117,7 +115,7 @@ fn status(paths: &Paths, as_json: bool, out: &mut dyn Write, err: &mut dyn Write
                             out,
                             "{}",
                             serde_json::json!({"action": "status", "error": e,
-                                               "evacuation": run.summary_json()})
+                                               "evacuation": run.summary()})
                         );
                     } else {
                         let _ = writeln!(out, "last {}", run.line());
@@ -145,8 +143,13 @@ fn status(paths: &Paths, as_json: bool, out: &mut dyn Write, err: &mut dyn Write
     if as_json || done.failure.is_some() {
         return print_done(&done, as_json, out, err);
     }
-    let _ = out.write_all(render_status(&done.report).as_bytes());
-    0
+    match &done.status {
+        Some(report) => {
+            let _ = out.write_all(render_status(report).as_bytes());
+            0
+        }
+        None => print_done(&done, as_json, out, err),
+    }
 }
 
 fn print_done(done: &Done, as_json: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -167,78 +170,68 @@ fn print_done(done: &Done, as_json: bool, out: &mut dyn Write, err: &mut dyn Wri
     }
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
-
 /// The status report as lines for a person.
-pub fn render_status(r: &Value) -> String {
+pub fn render_status(r: &StatusReport) -> String {
     let mut o = String::new();
-    let host = s(&r["host"]);
-    match r["service"].as_object() {
+    let host = &r.host;
+    match &r.service {
         Some(svc) => {
             let reason = svc
-                .get("disabled_reason")
-                .and_then(Value::as_str)
+                .disabled_reason
+                .as_deref()
                 .map(|x| format!(" ({x})"))
                 .unwrap_or_default();
             o.push_str(&format!(
                 "{host}: nova-compute {}{reason}, {}\n",
-                svc.get("status").and_then(Value::as_str).unwrap_or("?"),
-                svc.get("state").and_then(Value::as_str).unwrap_or("?")
+                svc.status, svc.state
             ));
         }
         None => o.push_str(&format!("{host}: no nova-compute service in Nova\n")),
     }
-    let instances = r["instances"].as_array().cloned().unwrap_or_default();
-    o.push_str(&format!("instances ({}):\n", instances.len()));
-    for i in &instances {
-        let task = i["task_state"]
-            .as_str()
+    o.push_str(&format!("instances ({}):\n", r.instances.len()));
+    for i in &r.instances {
+        let task = i
+            .task_state
+            .as_deref()
             .map(|t| format!(" ({t})"))
             .unwrap_or_default();
-        o.push_str(&format!(
-            "  {:<24} {} {}{task}\n",
-            s(&i["name"]),
-            s(&i["id"]),
-            s(&i["status"])
-        ));
+        o.push_str(&format!("  {:<24} {} {}{task}\n", i.name, i.id, i.status));
     }
-    let migs = r["migrations"].as_array().cloned().unwrap_or_default();
-    o.push_str(&format!("migrations in flight ({}):\n", migs.len()));
-    for m in &migs {
-        let pct = m["percent"]
-            .as_f64()
+    o.push_str(&format!("migrations in flight ({}):\n", r.migrations.len()));
+    for m in &r.migrations {
+        let pct = m
+            .progress
+            .as_ref()
+            .and_then(|p| p.percent)
             .map(|p| format!(" {p:.0}%"))
             .unwrap_or_default();
         o.push_str(&format!(
             "  {:<24} {} migration {} {}{pct} -> {}\n",
-            s(&m["name"]),
-            s(&m["instance_id"]),
-            m["id"],
-            s(&m["status"]),
-            m["dest_compute"].as_str().unwrap_or("?")
+            m.name,
+            m.instance_id,
+            m.id,
+            m.status.as_str(),
+            m.dest_compute.as_deref().unwrap_or("?")
         ));
     }
-    let e = &r["evacuation"];
-    if e.is_object() && e.get("kind").is_some() {
-        let ended = e["ended_at"]
-            .as_str()
-            .map(|t| format!(", ended {t}"))
-            .unwrap_or_default();
-        o.push_str(&format!(
-            "last {} started {}: {}{ended} ({})\n",
-            s(&e["kind"]),
-            s(&e["started_at"]),
-            s(&e["progress"]),
-            s(&e["state"])
-        ));
-        if let Some(c) = e["counts"].as_object() {
-            let parts: Vec<String> = c.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    match &r.evacuation {
+        Some(Evacuation::Summary(e)) => {
+            let ended = e
+                .ended_at
+                .as_deref()
+                .map(|t| format!(", ended {t}"))
+                .unwrap_or_default();
+            o.push_str(&format!(
+                "last {} started {}: {}{ended} ({})\n",
+                e.kind.as_str(),
+                e.started_at,
+                e.progress,
+                e.state
+            ));
+            let parts: Vec<String> = e.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
             o.push_str(&format!("  {}\n", parts.join(", ")));
         }
-    } else {
-        o.push_str("no evacuation in the journal\n");
+        _ => o.push_str("no evacuation in the journal\n"),
     }
     o
 }
@@ -247,6 +240,7 @@ pub fn render_status(r: &Value) -> String {
 mod tests {
     use super::*;
     use crate::state::AbortRequests;
+    use serde_json::Value;
 
     fn run(args: &[&str], paths: &Paths) -> (i32, String, String) {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -387,5 +381,59 @@ mod tests {
         assert_eq!(code, 1);
         assert!(out.contains("no evacuation in the journal"), "{out}");
         assert!(err.contains("cannot ask Nova"), "{err}");
+    }
+
+    #[test]
+    fn the_typed_status_report_renders_for_a_person() {
+        use crate::control::{InstanceState, MigrationState, Progress, ServiceState};
+        use crate::plan::MigrationStatus;
+        let mut r = StatusReport {
+            action: "status".into(),
+            host: "node1.maas".into(),
+            service: Some(ServiceState {
+                status: "disabled".into(),
+                state: "up".into(),
+                disabled_reason: Some("evacuate".into()),
+            }),
+            instances: vec![InstanceState {
+                id: "u1".into(),
+                name: "focal-1".into(),
+                status: "MIGRATING".into(),
+                task_state: Some("migrating".into()),
+            }],
+            migrations: vec![MigrationState {
+                id: 29,
+                instance_id: "u1".into(),
+                name: "focal-1".into(),
+                status: MigrationStatus::Running,
+                dest_compute: Some("node4.maas".into()),
+                created_at: None,
+                progress: Some(Progress {
+                    percent: Some(42.0),
+                    memory_total_bytes: Some(100),
+                    memory_remaining_bytes: Some(58),
+                    disk_total_bytes: None,
+                    disk_remaining_bytes: None,
+                }),
+            }],
+            evacuation: None,
+        };
+        let text = render_status(&r);
+        assert!(
+            text.contains("node1.maas: nova-compute disabled (evacuate), up\n")
+                && text.contains("focal-1")
+                && text.contains("migration 29 running 42% -> node4.maas")
+                && text.ends_with("no evacuation in the journal\n"),
+            "{text}"
+        );
+        // The JSON keeps the shape the report had: progress fields beside
+        // the others, and none at all without progress.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["migrations"][0]["percent"], 42.0);
+        assert_eq!(v["migrations"][0]["status"], "running");
+        assert_eq!(v["evacuation"], Value::Null);
+        r.migrations[0].progress = None;
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v["migrations"][0].get("percent").is_none(), "{v}");
     }
 }

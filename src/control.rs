@@ -9,28 +9,34 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::openstack::{self, MigrationFilter, OpenStack, Server};
 use crate::paths::Paths;
-use crate::plan::{Outcome, Phase};
+use crate::plan::{MigrationStatus, Outcome, Phase};
 use crate::ready::Ready;
 use crate::state::{
-    AbortRequests, Journal, RequestState, RunLock, RunRecord, drain_running, last_run,
+    AbortRequests, EvacuationSummary, Journal, RequestState, RunLock, RunRecord, drain_running,
+    last_run,
 };
 use crate::time::{iso, now_ms};
 
-/// Live-migration statuses that mean "in progress" in `/os-migrations`.
-const IN_PROGRESS: [&str; 7] = [
-    "accepted",
-    "pre-migrating",
-    "queued",
-    "preparing",
-    "running",
-    "running (post-copy)",
-    "post-migrating",
-];
+/// A live-migration status that means "in progress" in `/os-migrations`.
+fn in_progress_status(s: &MigrationStatus) -> bool {
+    use MigrationStatus as S;
+    matches!(
+        s,
+        S::Accepted
+            | S::PreMigrating
+            | S::Queued
+            | S::Preparing
+            | S::Running
+            | S::RunningPostCopy
+            | S::PostMigrating
+    )
+}
 
 // ------------------------------------------ asking the running drain
 
@@ -108,10 +114,11 @@ pub fn request_abort_of_running(paths: &Paths, vm: Option<&str>, wait: Duration)
             "requested_from_running_evacuation": true,
             "request_id": req.id,
             "taken": taken,
-            "evacuation": run.map(|r| r.summary_json()),
+            "evacuation": run.map(|r| r.summary()),
         }),
         flat: vec![],
         failure,
+        status: None,
     }
 }
 
@@ -158,6 +165,8 @@ pub struct Done {
     pub flat: Vec<(String, String)>,
     /// `Some`: the operation could not do what was asked.
     pub failure: Option<String>,
+    /// The typed report of `status` (what `report` holds as JSON).
+    pub status: Option<StatusReport>,
 }
 
 impl Done {
@@ -167,6 +176,7 @@ impl Done {
             report: json!({"action": action, "error": message}),
             flat: vec![],
             failure: Some(message),
+            status: None,
         }
     }
 }
@@ -250,7 +260,7 @@ pub async fn execute(ready: &Ready, paths: &Paths, op: &Op) -> Done {
             if *op == Op::Status
                 && let Ok(Some(run)) = last_run(&paths.state_dir)
             {
-                d.report["evacuation"] = run.summary_json();
+                d.report["evacuation"] = serde_json::to_value(run.summary()).unwrap_or_default();
             }
             return d;
         }
@@ -335,7 +345,7 @@ async fn in_progress(ctl: &Ctl<'_>) -> openstack::Result<Vec<openstack::Migratio
         .await?;
     Ok(all
         .into_iter()
-        .filter(|m| IN_PROGRESS.contains(&m.status.as_str()))
+        .filter(|m| in_progress_status(&MigrationStatus::from(m.status.clone())))
         .collect())
 }
 
@@ -383,7 +393,11 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
             "status": m.status,
             "dest_compute": m.dest_compute,
         });
-        let refuse = abort_refusal(&m.status, queued_ok, &compute.microversion().to_string());
+        let refuse = abort_refusal(
+            &MigrationStatus::from(m.status.clone()),
+            queued_ok,
+            &compute.microversion().to_string(),
+        );
         if let Some(reason) = refuse {
             not_aborted.push(with(entry, "reason", reason));
             continue;
@@ -450,25 +464,29 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
             ("not-aborted".into(), not_aborted.len().to_string()),
         ],
         failure,
+        status: None,
     })
 }
 
 /// Why a migration in `status` cannot be aborted (`None`: it can).
-fn abort_refusal(status: &str, queued_ok: bool, microversion: &str) -> Option<String> {
+fn abort_refusal(status: &MigrationStatus, queued_ok: bool, microversion: &str) -> Option<String> {
+    use MigrationStatus as S;
     match status {
-        "running" => None,
-        "queued" | "preparing" if queued_ok => None,
-        "queued" | "preparing" => Some(format!(
-            "{status} migrations can be aborted only from compute API 2.65 (this cloud: {microversion}); it can be aborted once running"
+        S::Running => None,
+        S::Queued | S::Preparing if queued_ok => None,
+        S::Queued | S::Preparing => Some(format!(
+            "{} migrations can be aborted only from compute API 2.65 (this cloud: {microversion}); it can be aborted once running",
+            status.as_str()
         )),
-        "running (post-copy)" => Some(
+        S::RunningPostCopy => Some(
             "in post-copy: the guest already runs on the destination; it cannot be aborted and completes on its own".to_string(),
         ),
-        "post-migrating" => {
+        S::PostMigrating => {
             Some("already finishing on the destination; cannot be aborted".to_string())
         }
         other => Some(format!(
-            "status {other}: not abortable yet; run abort again in a few seconds"
+            "status {}: not abortable yet; run abort again in a few seconds",
+            other.as_str()
         )),
     }
 }
@@ -635,13 +653,15 @@ async fn force_complete(ctl: &Ctl<'_>, vm: &str) -> openstack::Result<Done> {
             "error": error,
         })
     };
-    if m.status != "running" {
-        let why = match m.status.as_str() {
-            "running (post-copy)" => "it is already in post-copy and completes on its own".to_string(),
-            "queued" | "preparing" | "accepted" => {
+    let status = MigrationStatus::from(m.status.clone());
+    if status != MigrationStatus::Running {
+        use MigrationStatus as S;
+        let why = match &status {
+            S::RunningPostCopy => "it is already in post-copy and completes on its own".to_string(),
+            S::Queued | S::Preparing | S::Accepted => {
                 "it has not started copying yet; wait until it is running (status action) or abort it".to_string()
             }
-            other => format!("force-complete needs status running, not {other}"),
+            other => format!("force-complete needs status running, not {}", other.as_str()),
         };
         let msg = format!(
             "cannot force-complete {label}: its migration {} is {}: {why}",
@@ -666,6 +686,7 @@ async fn force_complete(ctl: &Ctl<'_>, vm: &str) -> openstack::Result<Done> {
                 report: report("requested", None),
                 flat: vec![("migration-id".into(), m.id.to_string())],
                 failure: None,
+                status: None,
             })
         }
         Err(e) if e.is_bad_request() || e.is_conflict() => {
@@ -716,6 +737,7 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
                            "service": before, "changed": false}),
             flat: vec![],
             failure: None,
+            status: None,
         });
     }
     let after = compute.enable_service(&service).await?;
@@ -734,7 +756,70 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
                        "changed": true, "warning": warning}),
         flat: vec![],
         failure: None,
+        status: None,
     })
+}
+
+/// The `status` report: the service, the instances, the migrations in
+/// flight and the last evacuation. The CLI renders it ([`crate::cli`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `status`.
+    pub action: String,
+    pub host: String,
+    /// `None`: Nova has no nova-compute service for the host.
+    pub service: Option<ServiceState>,
+    pub instances: Vec<InstanceState>,
+    pub migrations: Vec<MigrationState>,
+    /// `None`: no journal.
+    pub evacuation: Option<Evacuation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub status: String,
+    pub state: String,
+    pub disabled_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub task_state: Option<String>,
+}
+
+/// A live migration in flight from this host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationState {
+    pub id: i64,
+    pub instance_id: String,
+    pub name: String,
+    pub status: MigrationStatus,
+    pub dest_compute: Option<String>,
+    pub created_at: Option<String>,
+    /// Present for a running migration whose progress Nova gave.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Memory copied, percent, rounded.
+    pub percent: Option<f64>,
+    pub memory_total_bytes: Option<u64>,
+    pub memory_remaining_bytes: Option<u64>,
+    pub disk_total_bytes: Option<u64>,
+    pub disk_remaining_bytes: Option<u64>,
+}
+
+/// The last evacuation: its summary, or why the journal could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Evacuation {
+    Summary(EvacuationSummary),
+    Error { error: String },
 }
 
 async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
@@ -744,39 +829,51 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     let migrations = in_progress(ctl).await?;
     let mut migs = Vec::new();
     for m in &migrations {
-        let mut v = json!({
-            "id": m.id,
-            "instance_id": m.instance_uuid,
-            "name": name_of(&servers, &m.instance_uuid),
-            "status": m.status,
-            "dest_compute": m.dest_compute,
-            "created_at": m.created_at,
-        });
-        if m.status.starts_with("running") {
+        let status = MigrationStatus::from(m.status.clone());
+        let mut progress = None;
+        if matches!(
+            status,
+            MigrationStatus::Running | MigrationStatus::RunningPostCopy
+        ) {
             match compute.server_migration(&m.instance_uuid, m.id).await {
                 Ok(sm) => {
-                    v["percent"] = json!(sm.memory_percent().map(|p| p.round()));
-                    v["memory_total_bytes"] = json!(sm.memory_total_bytes);
-                    v["memory_remaining_bytes"] = json!(sm.memory_remaining_bytes);
-                    v["disk_total_bytes"] = json!(sm.disk_total_bytes);
-                    v["disk_remaining_bytes"] = json!(sm.disk_remaining_bytes);
+                    progress = Some(Progress {
+                        percent: sm.memory_percent().map(|p| p.round()),
+                        memory_total_bytes: sm.memory_total_bytes,
+                        memory_remaining_bytes: sm.memory_remaining_bytes,
+                        disk_total_bytes: sm.disk_total_bytes,
+                        disk_remaining_bytes: sm.disk_remaining_bytes,
+                    })
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => tracing::debug!("progress of migration {}: {e}", m.id),
             }
         }
-        migs.push(v);
+        migs.push(MigrationState {
+            id: m.id,
+            instance_id: m.instance_uuid.clone(),
+            name: name_of(&servers, &m.instance_uuid),
+            status,
+            dest_compute: m.dest_compute.clone(),
+            created_at: m.created_at.clone(),
+            progress,
+        });
     }
     let run = last_run(&ctl.paths.state_dir);
-    let instances: Vec<Value> = servers
+    let instances: Vec<InstanceState> = servers
         .iter()
-        .map(
-            |s| json!({"id": s.id, "name": s.name, "status": s.status, "task_state": s.task_state}),
-        )
+        .map(|s| InstanceState {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            status: s.status.clone(),
+            task_state: s.task_state.clone(),
+        })
         .collect();
-    let svc = service.as_ref().map(
-        |s| json!({"status": s.status, "state": s.state, "disabled_reason": s.disabled_reason}),
-    );
+    let svc = service.as_ref().map(|s| ServiceState {
+        status: s.status.clone(),
+        state: s.state.clone(),
+        disabled_reason: s.disabled_reason.clone(),
+    });
     let svc_line = match &service {
         Some(s) if s.is_disabled() => format!(
             "disabled ({}), {}",
@@ -797,12 +894,12 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     let evacuation = match &run {
         Ok(Some(r)) => {
             summary.push_str(&format!("; last {}", r.line()));
-            r.summary_json()
+            Some(Evacuation::Summary(r.summary()))
         }
-        Ok(None) => Value::Null,
+        Ok(None) => None,
         Err(e) => {
             summary.push_str(&format!("; journal: {e}"));
-            json!({"error": e})
+            Some(Evacuation::Error { error: e.clone() })
         }
     };
     let mut flat = vec![
@@ -816,18 +913,20 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     if let Ok(Some(r)) = &run {
         flat.push(("evacuation".into(), r.state().to_string()));
     }
+    let report = StatusReport {
+        action: "status".into(),
+        host: ctl.host.clone(),
+        service: svc,
+        instances,
+        migrations: migs,
+        evacuation,
+    };
     Ok(Done {
         summary,
-        report: json!({
-            "action": "status",
-            "host": ctl.host,
-            "service": svc,
-            "instances": instances,
-            "migrations": migs,
-            "evacuation": evacuation,
-        }),
+        report: serde_json::to_value(&report).unwrap_or_default(),
         flat,
         failure: None,
+        status: Some(report),
     })
 }
 
@@ -837,19 +936,20 @@ mod tests {
 
     #[test]
     fn what_can_be_aborted() {
-        assert_eq!(abort_refusal("running", false, "2.60"), None);
-        assert_eq!(abort_refusal("queued", true, "2.96"), None);
-        assert_eq!(abort_refusal("preparing", true, "2.96"), None);
-        let q = abort_refusal("queued", false, "2.60").unwrap();
+        let st = |s: &str| MigrationStatus::from(s.to_string());
+        assert_eq!(abort_refusal(&st("running"), false, "2.60"), None);
+        assert_eq!(abort_refusal(&st("queued"), true, "2.96"), None);
+        assert_eq!(abort_refusal(&st("preparing"), true, "2.96"), None);
+        let q = abort_refusal(&st("queued"), false, "2.60").unwrap();
         assert!(q.contains("2.65") && q.contains("2.60"), "{q}");
-        let pc = abort_refusal("running (post-copy)", true, "2.96").unwrap();
+        let pc = abort_refusal(&st("running (post-copy)"), true, "2.96").unwrap();
         assert!(
             pc.contains("post-copy") && pc.contains("completes on its own"),
             "{pc}"
         );
-        assert!(abort_refusal("post-migrating", true, "2.96").is_some());
+        assert!(abort_refusal(&st("post-migrating"), true, "2.96").is_some());
         assert!(
-            abort_refusal("accepted", true, "2.96")
+            abort_refusal(&st("accepted"), true, "2.96")
                 .unwrap()
                 .contains("again in a few seconds")
         );

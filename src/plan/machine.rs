@@ -203,6 +203,8 @@ pub enum Phase {
 #[serde(from = "String", into = "String")]
 pub enum MigrationStatus {
     Accepted,
+    /// `pre-migrating`: listed by Nova among the in-progress live-migration states.
+    PreMigrating,
     Queued,
     Preparing,
     Running,
@@ -221,6 +223,7 @@ impl From<String> for MigrationStatus {
     fn from(s: String) -> Self {
         match s.as_str() {
             "accepted" => Self::Accepted,
+            "pre-migrating" => Self::PreMigrating,
             "queued" => Self::Queued,
             "preparing" => Self::Preparing,
             "running" => Self::Running,
@@ -245,6 +248,7 @@ impl MigrationStatus {
     pub fn as_str(&self) -> &str {
         match self {
             Self::Accepted => "accepted",
+            Self::PreMigrating => "pre-migrating",
             Self::Queued => "queued",
             Self::Preparing => "preparing",
             Self::Running => "running",

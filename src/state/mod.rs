@@ -49,4 +49,4 @@ pub use cli_credentials::{
 pub use fs::write_private;
 pub use journal::{Journal, JournalError};
 pub use lock::{RUN_LOCK, RunLock, drain_running};
-pub use run::{Kind, LastRun, RunRecord, last_run};
+pub use run::{EvacuationSummary, Kind, LastRun, RunRecord, last_run};

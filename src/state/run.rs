@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::config::BlockMigration;
 use crate::plan::{Drain, Millis, Outcome, Plan, ServiceReport};
@@ -74,6 +73,24 @@ impl RunRecord {
     }
 }
 
+/// The last run as a report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvacuationSummary {
+    pub kind: Kind,
+    /// `running`, `interrupted`, `ended` or `aborted`.
+    pub state: String,
+    pub task: Option<String>,
+    /// ISO 8601.
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub aborted: bool,
+    /// `3/12 done, 2 in flight`.
+    pub progress: String,
+    pub instances: usize,
+    /// Instances per outcome (`migrated`, `in_flight`, `not_started`, …).
+    pub counts: BTreeMap<String, usize>,
+}
+
 /// The last run in the journal and whether its process is alive.
 pub struct LastRun {
     pub record: RunRecord,
@@ -96,10 +113,10 @@ impl LastRun {
         }
     }
 
-    /// The journal summary as the status report carries it.
-    pub fn summary_json(&self) -> Value {
+    /// The journal summary as the status and abort reports carry it.
+    pub fn summary(&self) -> EvacuationSummary {
         let r = &self.record;
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for i in &r.drain.instances {
             let k = match i.outcome() {
                 Some(Outcome::Migrated) => "migrated",
@@ -110,19 +127,19 @@ impl LastRun {
                 None if i.in_flight() => "in_flight",
                 None => "not_started",
             };
-            *counts.entry(k).or_default() += 1;
+            *counts.entry(k.to_string()).or_default() += 1;
         }
-        json!({
-            "kind": r.kind.as_str(),
-            "state": self.state(),
-            "task": r.task,
-            "started_at": iso(r.started_at),
-            "ended_at": r.ended_at.map(iso),
-            "aborted": r.aborted,
-            "progress": r.progress(),
-            "instances": r.drain.instances.len(),
-            "counts": counts,
-        })
+        EvacuationSummary {
+            kind: r.kind,
+            state: self.state().to_string(),
+            task: r.task.clone(),
+            started_at: iso(r.started_at),
+            ended_at: r.ended_at.map(iso),
+            aborted: r.aborted,
+            progress: r.progress(),
+            instances: r.drain.instances.len(),
+            counts,
+        }
     }
 
     /// `evacuate started 2026-…: 3/12 done, 2 in flight (running)`.
@@ -158,6 +175,7 @@ pub fn last_run(state_dir: &Path) -> Result<Option<LastRun>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     /// A journal this project wrote: an evacuation of four instances by the
     /// production orchestrator (`bench scale 4`), version 1.
