@@ -349,6 +349,42 @@ async fn in_progress(ctl: &Ctl<'_>) -> openstack::Result<Vec<openstack::Migratio
         .collect())
 }
 
+/// The `abort` report (no drain running): what was aborted in Nova and
+/// what could not be, and what became of an interrupted run's journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbortReport {
+    /// `abort`.
+    pub action: String,
+    pub host: String,
+    pub vm: Option<String>,
+    pub aborted: Vec<AbortEntry>,
+    pub not_aborted: Vec<AbortEntry>,
+    /// `{"note", "instances", "ended"}` when an interrupted run was ended.
+    pub journal: Option<Value>,
+}
+
+/// One migration `abort` acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortEntry {
+    pub instance_id: String,
+    pub name: String,
+    pub migration_id: i64,
+    pub status: MigrationStatus,
+    pub dest_compute: Option<String>,
+    /// Why it was not aborted (only in `not_aborted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl AbortEntry {
+    fn because(self, reason: String) -> AbortEntry {
+        AbortEntry {
+            reason: Some(reason),
+            ..self
+        }
+    }
+}
+
 async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
     // Hold the run lock: no drain may start (or resume) meanwhile.
     let _lock = match RunLock::acquire(&ctl.paths.state_dir, Duration::from_secs(1)) {
@@ -386,35 +422,32 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
     let mut aborted = Vec::new();
     let mut not_aborted = Vec::new();
     for m in &migrations {
-        let entry = json!({
-            "instance_id": m.instance_uuid,
-            "name": name_of(&servers, &m.instance_uuid),
-            "migration_id": m.id,
-            "status": m.status,
-            "dest_compute": m.dest_compute,
-        });
+        let entry = AbortEntry {
+            instance_id: m.instance_uuid.clone(),
+            name: name_of(&servers, &m.instance_uuid),
+            migration_id: m.id,
+            status: MigrationStatus::from(m.status.clone()),
+            dest_compute: m.dest_compute.clone(),
+            reason: None,
+        };
         let refuse = abort_refusal(
-            &MigrationStatus::from(m.status.clone()),
+            &entry.status,
             queued_ok,
             &compute.microversion().to_string(),
         );
         if let Some(reason) = refuse {
-            not_aborted.push(with(entry, "reason", reason));
+            not_aborted.push(entry.because(reason));
             continue;
         }
         match compute.abort_migration(&m.instance_uuid, m.id).await {
             Ok(_) => aborted.push(entry),
             Err(e) if e.is_bad_request() || e.is_conflict() || e.is_not_found() => {
-                not_aborted.push(with(
-                    entry,
-                    "reason",
-                    format!(
-                        "Nova refused: {} (the migration changed state meanwhile: run status)",
-                        e.message().unwrap_or("no message")
-                    ),
-                ));
+                not_aborted.push(entry.because(format!(
+                    "Nova refused: {} (the migration changed state meanwhile: run status)",
+                    e.message().unwrap_or("no message")
+                )));
             }
-            Err(e) => not_aborted.push(with(entry, "reason", e.to_string())),
+            Err(e) => not_aborted.push(entry.because(e.to_string())),
         }
     }
     let journal = end_interrupted(ctl, &servers, only.as_deref(), &aborted, &not_aborted).await;
@@ -434,6 +467,10 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
     if let Some(j) = &journal {
         summary.push_str(&format!("; {}", j["note"].as_str().unwrap_or("")));
     }
+    let flat = vec![
+        ("aborted".into(), aborted.len().to_string()),
+        ("not-aborted".into(), not_aborted.len().to_string()),
+    ];
     let failure = (!not_aborted.is_empty()).then(|| {
         format!(
             "{summary}: {}",
@@ -441,9 +478,9 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
                 .iter()
                 .map(|n| format!(
                     "{} ({}): {}",
-                    n["name"].as_str().unwrap_or(""),
-                    n["instance_id"].as_str().unwrap_or(""),
-                    n["reason"].as_str().unwrap_or("")
+                    n.name,
+                    n.instance_id,
+                    n.reason.as_deref().unwrap_or("")
                 ))
                 .collect::<Vec<_>>()
                 .join("; ")
@@ -451,18 +488,16 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
     });
     Ok(Done {
         summary,
-        report: json!({
-            "action": "abort",
-            "host": ctl.host,
-            "vm": vm,
-            "aborted": aborted,
-            "not_aborted": not_aborted,
-            "journal": journal,
-        }),
-        flat: vec![
-            ("aborted".into(), aborted.len().to_string()),
-            ("not-aborted".into(), not_aborted.len().to_string()),
-        ],
+        report: serde_json::to_value(AbortReport {
+            action: "abort".into(),
+            host: ctl.host.clone(),
+            vm: vm.map(str::to_string),
+            aborted,
+            not_aborted,
+            journal,
+        })
+        .unwrap_or_default(),
+        flat,
         failure,
         status: None,
     })
@@ -491,19 +526,14 @@ fn abort_refusal(status: &MigrationStatus, queued_ok: bool, microversion: &str) 
     }
 }
 
-fn with(mut v: Value, k: &str, s: String) -> Value {
-    v[k] = Value::String(s);
-    v
-}
-
 /// Marks an interrupted run in the journal as ended (or, with `only`, that
 /// instance as aborted) so nothing resumes it by surprise.
 async fn end_interrupted(
     ctl: &Ctl<'_>,
     servers: &[Server],
     only: Option<&str>,
-    aborted: &[Value],
-    not_aborted: &[Value],
+    aborted: &[AbortEntry],
+    not_aborted: &[AbortEntry],
 ) -> Option<Value> {
     let journal = Journal::in_dir(&ctl.paths.state_dir);
     let mut rec: RunRecord = match journal.load() {
@@ -515,17 +545,14 @@ async fn end_interrupted(
         return None;
     }
     let now = now_ms();
-    let was_aborted = |id: &str| aborted.iter().any(|a| a["instance_id"] == id);
+    let was_aborted = |id: &str| aborted.iter().any(|a| a.instance_id == id);
     let mut changed = Vec::new();
     let mut still_moving = Vec::new();
     for r in rec.drain.instances.iter_mut() {
         if only.is_some_and(|o| o != r.id) {
             continue;
         }
-        if not_aborted
-            .iter()
-            .any(|a| a["instance_id"] == r.id.as_str())
-        {
+        if not_aborted.iter().any(|a| a.instance_id == r.id) {
             // Post-copy or finishing: it ends on its own; leave it tracked.
             still_moving.push(r.name.clone());
             continue;
@@ -704,6 +731,27 @@ async fn force_complete(ctl: &Ctl<'_>, vm: &str) -> openstack::Result<Done> {
     }
 }
 
+/// The `enable` report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnableReport {
+    /// `enable`.
+    pub action: String,
+    pub host: String,
+    pub service_before: ServiceBrief,
+    pub service: ServiceBrief,
+    pub changed: bool,
+    /// Enabled although an evacuation is in flight (force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// A service's status and why it is disabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceBrief {
+    pub status: String,
+    pub disabled_reason: Option<String>,
+}
+
 async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
     let compute = ctl.os.compute();
     let Some(service) = compute.compute_service(&ctl.host).await? else {
@@ -715,7 +763,10 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
             ),
         ));
     };
-    let before = json!({"status": service.status, "disabled_reason": service.disabled_reason});
+    let before = ServiceBrief {
+        status: service.status.clone(),
+        disabled_reason: service.disabled_reason.clone(),
+    };
     let in_flight = last_run(&ctl.paths.state_dir)
         .ok()
         .flatten()
@@ -733,8 +784,15 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
                 "nova-compute on {} is already enabled; nothing to do",
                 ctl.host
             ),
-            report: json!({"action": "enable", "host": ctl.host, "service_before": before,
-                           "service": before, "changed": false}),
+            report: serde_json::to_value(EnableReport {
+                action: "enable".into(),
+                host: ctl.host.clone(),
+                service_before: before.clone(),
+                service: before,
+                changed: false,
+                warning: None,
+            })
+            .unwrap_or_default(),
             flat: vec![],
             failure: None,
             status: None,
@@ -751,9 +809,18 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
     }
     Ok(Done {
         summary,
-        report: json!({"action": "enable", "host": ctl.host, "service_before": before,
-                       "service": {"status": after.status, "disabled_reason": after.disabled_reason},
-                       "changed": true, "warning": warning}),
+        report: serde_json::to_value(EnableReport {
+            action: "enable".into(),
+            host: ctl.host.clone(),
+            service_before: before,
+            service: ServiceBrief {
+                status: after.status,
+                disabled_reason: after.disabled_reason,
+            },
+            changed: true,
+            warning,
+        })
+        .unwrap_or_default(),
         flat: vec![],
         failure: None,
         status: None,
@@ -975,5 +1042,48 @@ mod tests {
             e.contains("no instance \"mail\" on n1") && e.contains("web, db"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn abort_and_enable_reports_keep_their_json_shape() {
+        let e = AbortEntry {
+            instance_id: "u1".into(),
+            name: "focal-1".into(),
+            migration_id: 29,
+            status: MigrationStatus::PreMigrating,
+            dest_compute: None,
+            reason: None,
+        };
+        let r = AbortReport {
+            action: "abort".into(),
+            host: "node1.maas".into(),
+            vm: None,
+            aborted: vec![e.clone()],
+            not_aborted: vec![e.because("in post-copy".into())],
+            journal: None,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["aborted"][0]["status"], "pre-migrating");
+        assert_eq!(v["aborted"][0]["migration_id"], 29);
+        assert!(v["aborted"][0].get("reason").is_none(), "{v}");
+        assert_eq!(v["not_aborted"][0]["reason"], "in post-copy");
+        assert_eq!(v["journal"], Value::Null);
+        let b = ServiceBrief {
+            status: "enabled".into(),
+            disabled_reason: None,
+        };
+        let v = serde_json::to_value(EnableReport {
+            action: "enable".into(),
+            host: "node1.maas".into(),
+            service_before: b.clone(),
+            service: b,
+            changed: false,
+            warning: None,
+        })
+        .unwrap();
+        assert_eq!(v["service"]["status"], "enabled");
+        assert_eq!(v["changed"], false);
+        assert!(in_progress_status(&MigrationStatus::PreMigrating));
+        assert!(!in_progress_status(&MigrationStatus::Completed));
     }
 }
