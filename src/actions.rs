@@ -6,9 +6,14 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::charm::{Ready, Unit};
+use crate::charm::Unit;
+use crate::control::{self, Op};
 use crate::drain::{self, Kind};
+use crate::juju::results::key_segment;
 use crate::juju::{ActionResults, ToolError};
+use crate::plan::{Report, ResultKind};
+use crate::ready::Ready;
+use crate::state::RunLock;
 
 /// Every action `actions.yaml` declares.
 pub const ACTIONS: [&str; 6] = [
@@ -57,17 +62,14 @@ pub fn run(unit: &Unit, name: &str) -> Result<(), ToolError> {
             );
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::runtime::runtime() {
         Ok(rt) => rt,
-        Err(e) => return fail(unit, name, &format!("cannot start the async runtime: {e}")),
+        Err(e) => return fail(unit, name, &e),
     };
     let kind = match name {
         "evacuate" => Kind::Evacuate,
         "migrate-vm" => Kind::MigrateVm,
-        other => return rt.block_on(crate::control::run(unit, &ready, other, &params)),
+        other => return rt.block_on(run_control(unit, &ready, other, &params)),
     };
     let done = rt.block_on(run_drain(unit, &ready, kind, &params));
     drop(rt);
@@ -91,11 +93,43 @@ pub fn set_report(
     results.set("summary", report.summary())?;
     results.set("report", compact_report(report))?;
     if with_keys {
-        for (k, v) in report.action_set_keys() {
+        for (k, v) in report_keys(report) {
             results.set(&k, v)?;
         }
     }
     unit.tools.action_set(&results)
+}
+
+/// The report's `action-set` keys (flattened for Juju here, not in the
+/// core): `counts.<result>` for every result and
+/// `instances.<uuid>.{name,result,destination,duration,error}`; keys
+/// whose value is unknown (no destination, no error) are left out.
+pub fn report_keys(report: &Report) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = ResultKind::ALL
+        .iter()
+        .map(|k| {
+            (
+                format!("counts.{}", k.as_str()),
+                report.counts.get(*k).to_string(),
+            )
+        })
+        .collect();
+    for i in &report.instances {
+        let key = key_segment(&i.id);
+        let p = |f: &str| format!("instances.{key}.{f}");
+        out.push((p("name"), i.name.clone()));
+        out.push((p("result"), i.result.as_str().to_string()));
+        if let Some(d) = &i.destination {
+            out.push((p("destination"), d.clone()));
+        }
+        if let Some(d) = i.duration_s {
+            out.push((p("duration"), format!("{d:.1}")));
+        }
+        if let Some(e) = &i.error {
+            out.push((p("error"), e.clone()));
+        }
+    }
+    out
 }
 
 /// The report as compact JSON, shrunk to fit one `action-set` argument:
@@ -133,6 +167,59 @@ pub fn compact_report(report: &crate::plan::Report) -> String {
     s
 }
 
+/// Runs one control action: the operation, then its results for Juju.
+async fn run_control(
+    unit: &Unit<'_>,
+    ready: &Ready,
+    name: &str,
+    params: &BTreeMap<String, Value>,
+) -> Result<(), ToolError> {
+    let op = match control_op(name, params) {
+        Ok(op) => op,
+        Err(e) => return fail(unit, name, &e),
+    };
+    let done = control::execute(ready, unit.paths, &op).await;
+    let mut results = ActionResults::new();
+    results.set("summary", done.summary.as_str())?;
+    results.set("report", done.report.to_string())?;
+    for (k, v) in &done.flat {
+        results.set(k, v.as_str())?;
+    }
+    unit.tools.action_set(&results)?;
+    if let Some(msg) = &done.failure {
+        unit.tools.action_fail(msg)?;
+    }
+    Ok(())
+}
+
+/// A control action's parameters as the operation to run.
+fn control_op(name: &str, p: &BTreeMap<String, Value>) -> Result<Op, String> {
+    let vm = match p.get("vm") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Some(other) => return Err(format!("parameter vm must be a string, got {other}")),
+    };
+    let vm = crate::drain::bounded_name("vm", vm, "an instance name or UUID")?;
+    let force = match p.get("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(format!(
+                "parameter force must be true or false, got {other}"
+            ));
+        }
+    };
+    Ok(match name {
+        "abort" => Op::Abort { vm },
+        "force-complete" => Op::ForceComplete {
+            vm: vm.ok_or("force-complete needs vm=<name or UUID>")?,
+        },
+        "enable" => Op::Enable { force },
+        "status" => Op::Status,
+        other => return Err(format!("{other} is not a control action")),
+    })
+}
+
 async fn run_drain(
     unit: &Unit<'_>,
     ready: &Ready,
@@ -150,10 +237,7 @@ async fn run_drain(
     let _lock = if params.dry_run {
         None
     } else {
-        match crate::control::RunLock::acquire(
-            &unit.paths.state_dir,
-            std::time::Duration::from_secs(1),
-        ) {
+        match RunLock::acquire(&unit.paths.state_dir, std::time::Duration::from_secs(1)) {
             Ok(Some(lock)) => Some(lock),
             Ok(None) => {
                 return fail(
@@ -236,6 +320,69 @@ async fn run_drain(
                     "{msg}; migrations already started go on in Nova: run {action} again to adopt them, or abort"
                 ),
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_keys_are_juju_keys() {
+        // The report of one migrated instance and one excluded (the core's
+        // own test builds it from a drain; here it is its JSON).
+        let inst = |id: &str, result: &str, dest: Option<&str>, d: Option<f64>, e: Option<&str>| {
+            json!({"id": id, "name": id, "result": result, "source": "node1.maas",
+                   "destination": dest, "block_migration": "auto", "migration_id": null,
+                   "attempts": 1, "duration_s": d, "error": e})
+        };
+        let r: Report = serde_json::from_value(json!({
+            "action": "evacuate", "host": "node1.maas", "dry_run": false,
+            "service": {"status": "disabled", "disabled_reason": null},
+            "instances": [
+                inst("81df1304-aaaa", "migrated", Some("node4.maas"), Some(13.3), None),
+                inst("s1", "skipped", None, None, Some("excluded")),
+            ],
+            "counts": {"planned": 0, "migrated": 1, "cold_migrated": 0, "failed": 0,
+                       "aborted": 0, "skipped": 1, "pending": 0},
+            "duration_s": 41.23, "error": null,
+        }))
+        .unwrap();
+        let keys = report_keys(&r);
+        let get = |k: &str| keys.iter().find(|(a, _)| a == k).map(|(_, b)| b.as_str());
+        assert_eq!(get("counts.cold-migrated"), Some("0"));
+        assert_eq!(get("counts.migrated"), Some("1"));
+        assert_eq!(get("instances.81df1304-aaaa.result"), Some("migrated"));
+        assert_eq!(
+            get("instances.81df1304-aaaa.destination"),
+            Some("node4.maas")
+        );
+        assert_eq!(get("instances.81df1304-aaaa.duration"), Some("13.3"));
+        assert_eq!(get("instances.s1.error"), Some("excluded"));
+        assert_eq!(get("instances.s1.destination"), None);
+        for (k, _) in &keys {
+            assert!(
+                k.split('.').all(|seg| !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_oversized_vm_is_refused_without_being_quoted() {
+        let big: BTreeMap<String, Value> = [("vm".to_string(), Value::from("v".repeat(1 << 20)))]
+            .into_iter()
+            .collect();
+        for action in ["abort", "force-complete"] {
+            let e = control_op(action, &big).unwrap_err();
+            assert_eq!(
+                e,
+                "vm is 1048576 bytes long, but an instance name or UUID is at most 255 characters (1020 bytes)"
+            );
         }
     }
 }

@@ -2,17 +2,17 @@
 //! charm's dispatch binary, run by root on the host (no Juju environment).
 //!
 //! It coordinates with a running action only through files in the state
-//! dir (see `control`): with an evacuation running (its process holds the
+//! dir (see `state`): with an evacuation running (its process holds the
 //! run lock) `abort` writes the abort request the evacuation polls; with
 //! none running it talks to Nova itself, with the credentials the hooks keep
 //! in a root-only file.
 
 use std::io::Write;
 
-use serde_json::Value;
-
-use crate::control::{self, Done, Op};
+use crate::control::{self, Done, Evacuation, Op, StatusReport};
 use crate::paths::Paths;
+use crate::runtime::runtime;
+use crate::state;
 
 pub const USAGE: &str = "\
 nova-live-migration: drain this OpenStack compute node by live migration.
@@ -72,17 +72,12 @@ pub fn main(args: &[String], paths: &Paths, out: &mut dyn Write, err: &mut dyn W
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))
-}
-
 fn abort(paths: &Paths, vm: Option<String>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    if control::drain_running(&paths.state_dir) {
+    if state::drain_running(&paths.state_dir) {
         // No Nova call: the running evacuation does the aborting.
-        let config = control::load_cli_credentials(paths).ok().map(|r| r.config);
+        let config = state::load_cli_credentials(&paths.state_dir)
+            .ok()
+            .map(|r| r.config);
         let done = control::request_abort_of_running(
             paths,
             vm.as_deref(),
@@ -90,7 +85,7 @@ fn abort(paths: &Paths, vm: Option<String>, out: &mut dyn Write, err: &mut dyn W
         );
         return print_done(&done, false, out, err);
     }
-    let ready = match control::load_cli_credentials(paths) {
+    let ready = match state::load_cli_credentials(&paths.state_dir) {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(err, "nova-live-migration abort: {e}");
@@ -109,18 +104,18 @@ fn abort(paths: &Paths, vm: Option<String>, out: &mut dyn Write, err: &mut dyn W
 }
 
 fn status(paths: &Paths, as_json: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let ready = match control::load_cli_credentials(paths) {
+    let ready = match state::load_cli_credentials(&paths.state_dir) {
         Ok(r) => r,
         Err(e) => {
             // Without Nova, the journal is still worth showing.
-            match control::last_run(paths) {
+            match state::last_run(&paths.state_dir) {
                 Ok(Some(run)) => {
                     if as_json {
                         let _ = writeln!(
                             out,
                             "{}",
                             serde_json::json!({"action": "status", "error": e,
-                                               "evacuation": run.summary_json()})
+                                               "evacuation": run.summary()})
                         );
                     } else {
                         let _ = writeln!(out, "last {}", run.line());
@@ -148,8 +143,13 @@ fn status(paths: &Paths, as_json: bool, out: &mut dyn Write, err: &mut dyn Write
     if as_json || done.failure.is_some() {
         return print_done(&done, as_json, out, err);
     }
-    let _ = out.write_all(render_status(&done.report).as_bytes());
-    0
+    match &done.status {
+        Some(report) => {
+            let _ = out.write_all(render_status(report).as_bytes());
+            0
+        }
+        None => print_done(&done, as_json, out, err),
+    }
 }
 
 fn print_done(done: &Done, as_json: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -170,78 +170,68 @@ fn print_done(done: &Done, as_json: bool, out: &mut dyn Write, err: &mut dyn Wri
     }
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
-
 /// The status report as lines for a person.
-pub fn render_status(r: &Value) -> String {
+pub fn render_status(r: &StatusReport) -> String {
     let mut o = String::new();
-    let host = s(&r["host"]);
-    match r["service"].as_object() {
+    let host = &r.host;
+    match &r.service {
         Some(svc) => {
             let reason = svc
-                .get("disabled_reason")
-                .and_then(Value::as_str)
+                .disabled_reason
+                .as_deref()
                 .map(|x| format!(" ({x})"))
                 .unwrap_or_default();
             o.push_str(&format!(
                 "{host}: nova-compute {}{reason}, {}\n",
-                svc.get("status").and_then(Value::as_str).unwrap_or("?"),
-                svc.get("state").and_then(Value::as_str).unwrap_or("?")
+                svc.status, svc.state
             ));
         }
         None => o.push_str(&format!("{host}: no nova-compute service in Nova\n")),
     }
-    let instances = r["instances"].as_array().cloned().unwrap_or_default();
-    o.push_str(&format!("instances ({}):\n", instances.len()));
-    for i in &instances {
-        let task = i["task_state"]
-            .as_str()
+    o.push_str(&format!("instances ({}):\n", r.instances.len()));
+    for i in &r.instances {
+        let task = i
+            .task_state
+            .as_deref()
             .map(|t| format!(" ({t})"))
             .unwrap_or_default();
-        o.push_str(&format!(
-            "  {:<24} {} {}{task}\n",
-            s(&i["name"]),
-            s(&i["id"]),
-            s(&i["status"])
-        ));
+        o.push_str(&format!("  {:<24} {} {}{task}\n", i.name, i.id, i.status));
     }
-    let migs = r["migrations"].as_array().cloned().unwrap_or_default();
-    o.push_str(&format!("migrations in flight ({}):\n", migs.len()));
-    for m in &migs {
-        let pct = m["percent"]
-            .as_f64()
+    o.push_str(&format!("migrations in flight ({}):\n", r.migrations.len()));
+    for m in &r.migrations {
+        let pct = m
+            .progress
+            .as_ref()
+            .and_then(|p| p.percent)
             .map(|p| format!(" {p:.0}%"))
             .unwrap_or_default();
         o.push_str(&format!(
             "  {:<24} {} migration {} {}{pct} -> {}\n",
-            s(&m["name"]),
-            s(&m["instance_id"]),
-            m["id"],
-            s(&m["status"]),
-            m["dest_compute"].as_str().unwrap_or("?")
+            m.name,
+            m.instance_id,
+            m.id,
+            m.status.as_str(),
+            m.dest_compute.as_deref().unwrap_or("?")
         ));
     }
-    let e = &r["evacuation"];
-    if e.is_object() && e.get("kind").is_some() {
-        let ended = e["ended_at"]
-            .as_str()
-            .map(|t| format!(", ended {t}"))
-            .unwrap_or_default();
-        o.push_str(&format!(
-            "last {} started {}: {}{ended} ({})\n",
-            s(&e["kind"]),
-            s(&e["started_at"]),
-            s(&e["progress"]),
-            s(&e["state"])
-        ));
-        if let Some(c) = e["counts"].as_object() {
-            let parts: Vec<String> = c.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    match &r.evacuation {
+        Some(Evacuation::Summary(e)) => {
+            let ended = e
+                .ended_at
+                .as_deref()
+                .map(|t| format!(", ended {t}"))
+                .unwrap_or_default();
+            o.push_str(&format!(
+                "last {} started {}: {}{ended} ({})\n",
+                e.kind.as_str(),
+                e.started_at,
+                e.progress,
+                e.state
+            ));
+            let parts: Vec<String> = e.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
             o.push_str(&format!("  {}\n", parts.join(", ")));
         }
-    } else {
-        o.push_str("no evacuation in the journal\n");
+        _ => o.push_str("no evacuation in the journal\n"),
     }
     o
 }
@@ -249,6 +239,8 @@ pub fn render_status(r: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::AbortRequests;
+    use serde_json::Value;
 
     fn run(args: &[&str], paths: &Paths) -> (i32, String, String) {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
@@ -281,18 +273,36 @@ mod tests {
         assert_eq!(code, 2);
     }
 
+    /// A running evacuation's journal (the v1 fixture of `state`, in
+    /// flight) whose instances are `focal-1` and `focal-2`.
+    fn running_journal(dir: &std::path::Path) -> state::RunRecord {
+        let mut v: Value = serde_json::from_str(include_str!(
+            "state/testdata/journal-v1-evacuate-ended.json"
+        ))
+        .unwrap();
+        let st = &mut v["state"];
+        st["ended_at"] = Value::Null;
+        let instances = st["drain"]["instances"].as_array_mut().unwrap();
+        instances.truncate(2);
+        instances[0]["name"] = "focal-1".into();
+        instances[1]["name"] = "focal-2".into();
+        let rec: state::RunRecord = serde_json::from_value(st.clone()).unwrap();
+        state::Journal::in_dir(dir).store(&rec).unwrap();
+        rec
+    }
+
     #[test]
     fn abort_with_a_running_drain_writes_the_request_and_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths(dir.path());
-        let lock = control::RunLock::try_acquire(dir.path()).unwrap().unwrap();
+        running_journal(dir.path());
+        let lock = state::RunLock::try_acquire(dir.path()).unwrap().unwrap();
         // The "drain": takes the request after a moment.
-        let req = dir.path().join(control::ABORT_REQUEST);
+        let queue = AbortRequests::in_dir(dir.path());
         let taker = std::thread::spawn(move || {
             for _ in 0..100 {
-                if let Ok(text) = std::fs::read_to_string(&req) {
-                    std::fs::remove_file(&req).unwrap();
-                    return text;
+                if let Some(r) = queue.take_next_since(0) {
+                    return serde_json::to_string(&r).unwrap();
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -305,7 +315,57 @@ mod tests {
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["vm"], "focal-2");
         assert!(v["requested_at"].as_u64().unwrap() > 1_700_000_000);
+        // The requester collected the taken mark: nothing is left queued.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("abort-requests"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         drop(lock);
+    }
+
+    #[test]
+    fn abort_of_a_vm_the_running_drain_does_not_have_is_refused_naming_its_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        let _lock = state::RunLock::try_acquire(dir.path()).unwrap().unwrap();
+        // In pre-flight (no journal yet): no instance list to check against.
+        let (code, out, err) = run(&["abort", "--vm", "focal-2"], &paths);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(out.contains("has not listed its instances yet"), "{out}");
+        running_journal(dir.path());
+        let (code, out, err) = run(&["abort", "--vm", "focal-9"], &paths);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            out.contains("no instance \"focal-9\" in the running evacuate on node1.maas")
+                && out.contains("its instances: focal-1, focal-2"),
+            "{out}"
+        );
+        // Nothing reached the drain.
+        assert!(AbortRequests::in_dir(dir.path()).pending().is_empty());
+    }
+
+    #[test]
+    fn abort_says_not_taken_when_the_drain_ends_without_taking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        running_journal(dir.path());
+        let lock = state::RunLock::try_acquire(dir.path()).unwrap().unwrap();
+        // The "drain" ends once the request is queued, without taking it.
+        let queue = AbortRequests::in_dir(dir.path());
+        let ender = std::thread::spawn(move || {
+            while queue.pending().is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            drop(lock);
+        });
+        let (code, out, err) = run(&["abort"], &paths);
+        ender.join().unwrap();
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            out.contains("ended before it took the request") && !out.contains("took the request;"),
+            "{out}"
+        );
+        assert!(AbortRequests::in_dir(dir.path()).pending().is_empty());
     }
 
     #[test]
@@ -316,10 +376,64 @@ mod tests {
         assert_eq!(code, 1);
         assert!(err.contains("no credentials for the host CLI"), "{err}");
         // No request is left for a later resume to pick up.
-        assert!(!dir.path().join(control::ABORT_REQUEST).exists());
+        assert!(AbortRequests::in_dir(dir.path()).pending().is_empty());
         let (code, out, err) = run(&["status"], &paths);
         assert_eq!(code, 1);
         assert!(out.contains("no evacuation in the journal"), "{out}");
         assert!(err.contains("cannot ask Nova"), "{err}");
+    }
+
+    #[test]
+    fn the_typed_status_report_renders_for_a_person() {
+        use crate::control::{InstanceState, MigrationState, Progress, ServiceState};
+        use crate::plan::MigrationStatus;
+        let mut r = StatusReport {
+            action: "status".into(),
+            host: "node1.maas".into(),
+            service: Some(ServiceState {
+                status: "disabled".into(),
+                state: "up".into(),
+                disabled_reason: Some("evacuate".into()),
+            }),
+            instances: vec![InstanceState {
+                id: "u1".into(),
+                name: "focal-1".into(),
+                status: "MIGRATING".into(),
+                task_state: Some("migrating".into()),
+            }],
+            migrations: vec![MigrationState {
+                id: 29,
+                instance_id: "u1".into(),
+                name: "focal-1".into(),
+                status: MigrationStatus::Running,
+                dest_compute: Some("node4.maas".into()),
+                created_at: None,
+                progress: Some(Progress {
+                    percent: Some(42.0),
+                    memory_total_bytes: Some(100),
+                    memory_remaining_bytes: Some(58),
+                    disk_total_bytes: None,
+                    disk_remaining_bytes: None,
+                }),
+            }],
+            evacuation: None,
+        };
+        let text = render_status(&r);
+        assert!(
+            text.contains("node1.maas: nova-compute disabled (evacuate), up\n")
+                && text.contains("focal-1")
+                && text.contains("migration 29 running 42% -> node4.maas")
+                && text.ends_with("no evacuation in the journal\n"),
+            "{text}"
+        );
+        // The JSON keeps the shape the report had: progress fields beside
+        // the others, and none at all without progress.
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["migrations"][0]["percent"], 42.0);
+        assert_eq!(v["migrations"][0]["status"], "running");
+        assert_eq!(v["evacuation"], Value::Null);
+        r.migrations[0].progress = None;
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v["migrations"][0].get("percent").is_none(), "{v}");
     }
 }

@@ -1,228 +1,110 @@
-//! Control actions (`abort`, `force-complete`, `enable`, `status`) and the
-//! Nova side of the host CLI.
+//! The Nova control operations — `abort`, `force-complete`, `enable`,
+//! `status` — for the actions (`actions.rs` is their Juju adapter) and the
+//! host CLI (`cli.rs`).
 //!
 //! Coordination with a running `evacuate`/`migrate-vm` goes only through
-//! files in the state dir:
-//!
-//! - `run.lock`: the drain action holds an exclusive lock on it for as long
-//!   as it runs (taken in `actions.rs`); the kernel drops it when the process
-//!   dies, so "journal in flight + lock free" means *interrupted* (killed),
-//!   "lock held" means *running*.
-//! - `abort-request.json`: `{"vm": null|"<name or id>", "requested_at": s}`,
-//!   polled by the running drain each tick (`drain::take_abort_request`).
-//! - `cli-credentials.json`: a root-only (0600) copy of the
-//!   identity-credentials bag and the config, kept by the hooks so the host
-//!   CLI can talk to Nova outside a hook. Never logged, never in a result.
-//! - `journal.json`: the drain's journal; `abort` ends an interrupted one.
+//! the state directory (`state`): the run lock tells whether it runs, an
+//! abort request asks it to abort, and `abort` of an interrupted run ends
+//! it in the journal.
 
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::charm::{Ready, Unit};
 use crate::config::Config;
-use crate::credentials::RelationData;
-use crate::drain::RunRecord;
-use crate::journal::Journal;
-use crate::juju::{ActionResults, ToolError};
 use crate::openstack::{self, MigrationFilter, OpenStack, Server};
 use crate::paths::Paths;
-use crate::plan::{Outcome, Phase};
+use crate::plan::{AbortFact, MigrationStatus};
+use crate::ready::Ready;
+use crate::state::{
+    AbortRequests, EvacuationSummary, Journal, RequestState, RunLock, RunRecord, drain_running,
+    last_run,
+};
 use crate::time::{iso, now_ms};
 
-pub const RUN_LOCK: &str = "run.lock";
-pub const ABORT_REQUEST: &str = "abort-request.json";
-pub const CLI_CREDENTIALS: &str = "cli-credentials.json";
-
-/// Live-migration statuses that mean "in progress" in `/os-migrations`.
-const IN_PROGRESS: [&str; 7] = [
-    "accepted",
-    "pre-migrating",
-    "queued",
-    "preparing",
-    "running",
-    "running (post-copy)",
-    "post-migrating",
-];
-
-// ---------------------------------------------------------------- the lock
-
-/// The exclusive run lock; released on drop (or when the process dies).
-#[derive(Debug)]
-pub struct RunLock {
-    _file: File,
+/// A live-migration status that means "in progress" in `/os-migrations`.
+fn in_progress_status(s: &MigrationStatus) -> bool {
+    use MigrationStatus as S;
+    matches!(
+        s,
+        S::Accepted
+            | S::PreMigrating
+            | S::Queued
+            | S::Preparing
+            | S::Running
+            | S::RunningPostCopy
+            | S::PostMigrating
+    )
 }
 
-impl RunLock {
-    /// Takes the lock without waiting: `Ok(None)` when another process holds it.
-    pub fn try_acquire(state_dir: &Path) -> std::io::Result<Option<RunLock>> {
-        std::fs::create_dir_all(state_dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(state_dir.join(RUN_LOCK))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(RunLock { _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
-    }
-
-    /// Takes the lock, retrying for up to `patience` (a status probe may hold
-    /// it for an instant): `Ok(None)` when another process still holds it.
-    pub fn acquire(state_dir: &Path, patience: Duration) -> std::io::Result<Option<RunLock>> {
-        let t0 = std::time::Instant::now();
-        loop {
-            if let Some(l) = RunLock::try_acquire(state_dir)? {
-                return Ok(Some(l));
-            }
-            if t0.elapsed() >= patience {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// True when an evacuate/migrate-vm process holds the run lock right now.
-pub fn drain_running(state_dir: &Path) -> bool {
-    if !state_dir.join(RUN_LOCK).exists() {
-        return false;
-    }
-    matches!(RunLock::try_acquire(state_dir), Ok(None))
-}
-
-// ------------------------------------------------------------ the journal
-
-/// The last run in the journal and whether its process is alive.
-pub struct LastRun {
-    pub record: RunRecord,
-    pub running: bool,
-}
-
-impl LastRun {
-    /// `running`, `interrupted` or `ended`/`aborted`.
-    pub fn state(&self) -> &'static str {
-        if self.record.in_flight() {
-            if self.running {
-                "running"
-            } else {
-                "interrupted"
-            }
-        } else if self.record.aborted {
-            "aborted"
-        } else {
-            "ended"
-        }
-    }
-
-    /// The journal summary as the status report carries it.
-    pub fn summary_json(&self) -> Value {
-        let r = &self.record;
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for i in &r.drain.instances {
-            let k = match i.outcome() {
-                Some(Outcome::Migrated) => "migrated",
-                Some(Outcome::ColdMigrated) => "cold_migrated",
-                Some(Outcome::Failed) => "failed",
-                Some(Outcome::Aborted) => "aborted",
-                Some(Outcome::Pending) => "pending",
-                Some(Outcome::Skipped) => "skipped",
-                None if i.in_flight() => "in_flight",
-                None => "not_started",
-            };
-            *counts.entry(k).or_default() += 1;
-        }
-        json!({
-            "kind": r.kind.as_str(),
-            "state": self.state(),
-            "task": r.task,
-            "started_at": iso(r.started_at),
-            "ended_at": r.ended_at.map(iso),
-            "aborted": r.aborted,
-            "progress": r.progress(),
-            "instances": r.drain.instances.len(),
-            "counts": counts,
-        })
-    }
-
-    /// `evacuate started 2026-…: 3/12 done, 2 in flight (running)`.
-    pub fn line(&self) -> String {
-        let r = &self.record;
-        let end = match r.ended_at {
-            Some(t) => format!(", ended {}", iso(t)),
-            None => String::new(),
-        };
-        format!(
-            "{} started {}: {}{end} ({})",
-            r.kind.as_str(),
-            iso(r.started_at),
-            r.progress(),
-            self.state()
-        )
-    }
-}
-
-/// Loads the journal (`None` when there is none).
-pub fn last_run(paths: &Paths) -> Result<Option<LastRun>, String> {
-    let journal = Journal::in_dir(&paths.state_dir);
-    match journal.load::<RunRecord>() {
-        Ok(Some(record)) => Ok(Some(LastRun {
-            running: record.in_flight() && drain_running(&paths.state_dir),
-            record,
-        })),
-        Ok(None) => Ok(None),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-// ------------------------------------------------------ the abort request
-
-/// Writes `abort-request.json` (0600, atomically) for the running drain.
-pub fn write_abort_request(paths: &Paths, vm: Option<&str>) -> std::io::Result<PathBuf> {
-    let body = json!({"vm": vm, "requested_at": now_ms() / 1000});
-    let path = paths.state_dir.join(ABORT_REQUEST);
-    crate::journal::write_private(&path, body.to_string().as_bytes())?;
-    Ok(path)
-}
+// ------------------------------------------ asking the running drain
 
 /// Asks the running drain to abort and waits (up to `wait`) until it has
-/// taken the request. Returns the outcome for the action or the CLI.
+/// taken the request. A `vm` the running evacuation does not have is
+/// refused, naming its instances (the drain would otherwise stop starting
+/// migrations for a typo). Returns the outcome for the action or the CLI.
 pub fn request_abort_of_running(paths: &Paths, vm: Option<&str>, wait: Duration) -> Done {
     let what = vm.map(|v| format!(" of {v}")).unwrap_or_default();
-    let path = match write_abort_request(paths, vm) {
-        Ok(p) => p,
+    let state_dir = &paths.state_dir;
+    if let Some(vm) = vm
+        && let Err(msg) = check_running_has(state_dir, vm)
+    {
+        return Done::failed("abort", msg);
+    }
+    let queue = AbortRequests::in_dir(state_dir);
+    let req = match queue.submit(vm, now_ms()) {
+        Ok(r) => r,
         Err(e) => {
             return Done::failed(
                 "abort",
                 format!(
                     "an evacuation is running but the abort request could not be written to {}: {e} (run as root)",
-                    paths.state_dir.join(ABORT_REQUEST).display()
+                    queue.dir().display()
                 ),
             );
         }
     };
     let t0 = std::time::Instant::now();
-    while path.exists() && t0.elapsed() < wait {
-        std::thread::sleep(Duration::from_millis(200));
+    let mut state = queue.state(&req.id);
+    while state == RequestState::Pending && t0.elapsed() < wait {
+        if !drain_running(state_dir) {
+            // Ended meanwhile; it may have taken the request on its way out.
+            state = queue.state(&req.id);
+            if state == RequestState::Pending {
+                queue.forget(&req.id);
+                state = RequestState::Gone;
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        state = queue.state(&req.id);
     }
-    let taken = !path.exists();
-    let run = last_run(paths).ok().flatten();
-    let summary = if taken {
-        format!(
-            "abort{what} requested: the running evacuation took the request; it aborts its in-flight migrations{} and ends with result aborted",
-            if vm.is_none() { ", starts no more" } else { "" }
-        )
-    } else {
-        format!(
-            "abort{what} requested: the running evacuation has not taken the request yet (it polls once per poll-interval); it will on its next poll"
-        )
+    let taken = state == RequestState::Taken;
+    if taken {
+        queue.forget(&req.id);
+    }
+    let run = last_run(state_dir).ok().flatten();
+    let (summary, failure) = match state {
+        RequestState::Taken => (
+            format!(
+                "abort{what} requested: the running evacuation took the request; it aborts its in-flight migrations{} and ends with result aborted",
+                if vm.is_none() { ", starts no more" } else { "" }
+            ),
+            None,
+        ),
+        RequestState::Pending => (
+            format!(
+                "abort{what} requested: the running evacuation has not taken the request yet (it polls once per poll-interval); it will on its next poll"
+            ),
+            None,
+        ),
+        RequestState::Gone => {
+            let msg = format!(
+                "abort{what}: the evacuation ended before it took the request, so nothing was aborted by it; run status to see how it ended"
+            );
+            (msg.clone(), Some(msg))
+        }
     };
     Done {
         summary,
@@ -230,84 +112,46 @@ pub fn request_abort_of_running(paths: &Paths, vm: Option<&str>, wait: Duration)
             "action": "abort",
             "vm": vm,
             "requested_from_running_evacuation": true,
+            "request_id": req.id,
             "taken": taken,
-            "evacuation": run.map(|r| r.summary_json()),
+            "evacuation": run.map(|r| r.summary()),
         }),
         flat: vec![],
-        failure: None,
+        failure,
+        status: None,
     }
 }
 
-// ------------------------------------------------- credentials for the CLI
-
-/// Keeps `cli-credentials.json` in step with the hooks' view: written (0600)
-/// when the credentials are complete, removed otherwise.
-pub fn sync_cli_credentials(
-    paths: &Paths,
-    ready: Option<(&BTreeMap<String, Value>, &RelationData)>,
-) {
-    let path = paths.state_dir.join(CLI_CREDENTIALS);
-    match ready {
-        Some((config, creds)) => {
-            let body = json!({
-                "relation_id": creds.relation_id,
-                "unit": creds.unit,
-                "data": creds.data,
-                "config": config,
-            })
-            .to_string();
-            let same = std::fs::read(&path).is_ok_and(|b| b == body.as_bytes());
-            if !same && let Err(e) = crate::journal::write_private(&path, body.as_bytes()) {
-                tracing::warn!("could not keep the host CLI's credentials file: {e}");
-            }
-        }
-        None => remove_cli_credentials(paths),
+/// `Ok` when the running evacuation has an instance named `vm` (or with
+/// that UUID); else what to do instead.
+fn check_running_has(state_dir: &std::path::Path, vm: &str) -> Result<(), String> {
+    let run = last_run(state_dir)?.filter(|r| r.record.in_flight());
+    let Some(run) = run else {
+        return Err(format!(
+            "the running evacuation has not listed its instances yet (it is in pre-flight): run abort for {vm} again in a few seconds, or abort without a vm to abort it all; nothing was changed"
+        ));
+    };
+    let instances = &run.record.drain.instances;
+    if instances.iter().any(|i| i.id == vm || i.name == vm) {
+        return Ok(());
     }
-}
-
-pub fn remove_cli_credentials(paths: &Paths) {
-    let path = paths.state_dir.join(CLI_CREDENTIALS);
-    match std::fs::remove_file(&path) {
-        Ok(()) => tracing::info!("removed the host CLI's credentials file"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!("could not remove the host CLI's credentials file: {e}"),
+    let mut names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+    let more = names.len().saturating_sub(20);
+    names.truncate(20);
+    let mut list = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    };
+    if more > 0 {
+        list.push_str(&format!(" and {more} more"));
     }
-}
-
-/// The credentials and config the hooks last saw, for the host CLI.
-pub fn load_cli_credentials(paths: &Paths) -> Result<Ready, String> {
-    let path = paths.state_dir.join(CLI_CREDENTIALS);
-    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!(
-            "no credentials for the host CLI at {}: the charm writes them once the identity-credentials relation is complete",
-            path.display()
-        ),
-        std::io::ErrorKind::PermissionDenied => {
-            format!("cannot read {}: run as root", path.display())
-        }
-        _ => format!("cannot read {}: {e}", path.display()),
-    })?;
-    let v: Value =
-        serde_json::from_str(&text).map_err(|_| format!("{} is not valid JSON", path.display()))?;
-    let data: BTreeMap<String, String> = v
-        .get("data")
-        .and_then(|d| serde_json::from_value(d.clone()).ok())
-        .ok_or_else(|| format!("{} has no credentials", path.display()))?;
-    let config: BTreeMap<String, Value> = v
-        .get("config")
-        .and_then(|d| serde_json::from_value(d.clone()).ok())
-        .unwrap_or_default();
-    let config = Config::from_values(&config)
-        .map_err(|e| format!("{e} (fix with juju config nova-live-migration)"))?;
-    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    Ok(Ready {
-        config,
-        credentials: RelationData {
-            relation_id: s("relation_id"),
-            unit: s("unit"),
-            data,
-        },
-    })
+    Err(format!(
+        "no instance {} in the running {} on {} (its instances: {list}); give a name or UUID of one of them, or abort without a vm to abort them all; nothing was changed",
+        crate::text::quoted(vm, 80),
+        run.record.kind.as_str(),
+        run.record.host
+    ))
 }
 
 // ------------------------------------------------------------ the outcome
@@ -321,6 +165,8 @@ pub struct Done {
     pub flat: Vec<(String, String)>,
     /// `Some`: the operation could not do what was asked.
     pub failure: Option<String>,
+    /// The typed report of `status` (what `report` holds as JSON).
+    pub status: Option<StatusReport>,
 }
 
 impl Done {
@@ -330,6 +176,7 @@ impl Done {
             report: json!({"action": action, "error": message}),
             flat: vec![],
             failure: Some(message),
+            status: None,
         }
     }
 }
@@ -359,33 +206,6 @@ impl Op {
             Op::Status => "status",
         }
     }
-
-    fn from_action(name: &str, p: &BTreeMap<String, Value>) -> Result<Op, String> {
-        let vm = match p.get("vm") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
-            Some(other) => return Err(format!("parameter vm must be a string, got {other}")),
-        };
-        let vm = crate::drain::bounded_name("vm", vm, "an instance name or UUID")?;
-        let force = match p.get("force") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                return Err(format!(
-                    "parameter force must be true or false, got {other}"
-                ));
-            }
-        };
-        Ok(match name {
-            "abort" => Op::Abort { vm },
-            "force-complete" => Op::ForceComplete {
-                vm: vm.ok_or("force-complete needs vm=<name or UUID>")?,
-            },
-            "enable" => Op::Enable { force },
-            "status" => Op::Status,
-            other => return Err(format!("{other} is not a control action")),
-        })
-    }
 }
 
 /// How long the CLI/action waits for a running drain to take an abort request.
@@ -403,7 +223,7 @@ pub async fn execute(ready: &Ready, paths: &Paths, op: &Op) -> Done {
             // A short blocking wait: the runtime has nothing else to run.
             return request_abort_of_running(paths, vm.as_deref(), abort_wait(Some(&ready.config)));
         }
-        Op::Enable { force: false } => match last_run(paths) {
+        Op::Enable { force: false } => match last_run(&paths.state_dir) {
             Ok(Some(run)) if run.record.in_flight() => {
                 let how = if run.running {
                     "abort it first (juju exec --machine <N> -- nova-live-migration abort) or wait for it to end"
@@ -438,9 +258,9 @@ pub async fn execute(ready: &Ready, paths: &Paths, op: &Op) -> Done {
         Err(e) => {
             let mut d = Done::failed(action, format!("{e}; nothing was changed"));
             if *op == Op::Status
-                && let Ok(Some(run)) = last_run(paths)
+                && let Ok(Some(run)) = last_run(&paths.state_dir)
             {
-                d.report["evacuation"] = run.summary_json();
+                d.report["evacuation"] = serde_json::to_value(run.summary()).unwrap_or_default();
             }
             return d;
         }
@@ -525,8 +345,44 @@ async fn in_progress(ctl: &Ctl<'_>) -> openstack::Result<Vec<openstack::Migratio
         .await?;
     Ok(all
         .into_iter()
-        .filter(|m| IN_PROGRESS.contains(&m.status.as_str()))
+        .filter(|m| in_progress_status(&MigrationStatus::from(m.status.clone())))
         .collect())
+}
+
+/// The `abort` report (no drain running): what was aborted in Nova and
+/// what could not be, and what became of an interrupted run's journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AbortReport {
+    /// `abort`.
+    pub action: String,
+    pub host: String,
+    pub vm: Option<String>,
+    pub aborted: Vec<AbortEntry>,
+    pub not_aborted: Vec<AbortEntry>,
+    /// `{"note", "instances", "ended"}` when an interrupted run was ended.
+    pub journal: Option<Value>,
+}
+
+/// One migration `abort` acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortEntry {
+    pub instance_id: String,
+    pub name: String,
+    pub migration_id: i64,
+    pub status: MigrationStatus,
+    pub dest_compute: Option<String>,
+    /// Why it was not aborted (only in `not_aborted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl AbortEntry {
+    fn because(self, reason: String) -> AbortEntry {
+        AbortEntry {
+            reason: Some(reason),
+            ..self
+        }
+    }
 }
 
 async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
@@ -566,31 +422,32 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
     let mut aborted = Vec::new();
     let mut not_aborted = Vec::new();
     for m in &migrations {
-        let entry = json!({
-            "instance_id": m.instance_uuid,
-            "name": name_of(&servers, &m.instance_uuid),
-            "migration_id": m.id,
-            "status": m.status,
-            "dest_compute": m.dest_compute,
-        });
-        let refuse = abort_refusal(&m.status, queued_ok, &compute.microversion().to_string());
+        let entry = AbortEntry {
+            instance_id: m.instance_uuid.clone(),
+            name: name_of(&servers, &m.instance_uuid),
+            migration_id: m.id,
+            status: MigrationStatus::from(m.status.clone()),
+            dest_compute: m.dest_compute.clone(),
+            reason: None,
+        };
+        let refuse = abort_refusal(
+            &entry.status,
+            queued_ok,
+            &compute.microversion().to_string(),
+        );
         if let Some(reason) = refuse {
-            not_aborted.push(with(entry, "reason", reason));
+            not_aborted.push(entry.because(reason));
             continue;
         }
         match compute.abort_migration(&m.instance_uuid, m.id).await {
             Ok(_) => aborted.push(entry),
             Err(e) if e.is_bad_request() || e.is_conflict() || e.is_not_found() => {
-                not_aborted.push(with(
-                    entry,
-                    "reason",
-                    format!(
-                        "Nova refused: {} (the migration changed state meanwhile: run status)",
-                        e.message().unwrap_or("no message")
-                    ),
-                ));
+                not_aborted.push(entry.because(format!(
+                    "Nova refused: {} (the migration changed state meanwhile: run status)",
+                    e.message().unwrap_or("no message")
+                )));
             }
-            Err(e) => not_aborted.push(with(entry, "reason", e.to_string())),
+            Err(e) => not_aborted.push(entry.because(e.to_string())),
         }
     }
     let journal = end_interrupted(ctl, &servers, only.as_deref(), &aborted, &not_aborted).await;
@@ -610,6 +467,10 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
     if let Some(j) = &journal {
         summary.push_str(&format!("; {}", j["note"].as_str().unwrap_or("")));
     }
+    let flat = vec![
+        ("aborted".into(), aborted.len().to_string()),
+        ("not-aborted".into(), not_aborted.len().to_string()),
+    ];
     let failure = (!not_aborted.is_empty()).then(|| {
         format!(
             "{summary}: {}",
@@ -617,9 +478,9 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
                 .iter()
                 .map(|n| format!(
                     "{} ({}): {}",
-                    n["name"].as_str().unwrap_or(""),
-                    n["instance_id"].as_str().unwrap_or(""),
-                    n["reason"].as_str().unwrap_or("")
+                    n.name,
+                    n.instance_id,
+                    n.reason.as_deref().unwrap_or("")
                 ))
                 .collect::<Vec<_>>()
                 .join("; ")
@@ -627,45 +488,42 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
     });
     Ok(Done {
         summary,
-        report: json!({
-            "action": "abort",
-            "host": ctl.host,
-            "vm": vm,
-            "aborted": aborted,
-            "not_aborted": not_aborted,
-            "journal": journal,
-        }),
-        flat: vec![
-            ("aborted".into(), aborted.len().to_string()),
-            ("not-aborted".into(), not_aborted.len().to_string()),
-        ],
+        report: serde_json::to_value(AbortReport {
+            action: "abort".into(),
+            host: ctl.host.clone(),
+            vm: vm.map(str::to_string),
+            aborted,
+            not_aborted,
+            journal,
+        })
+        .unwrap_or_default(),
+        flat,
         failure,
+        status: None,
     })
 }
 
 /// Why a migration in `status` cannot be aborted (`None`: it can).
-fn abort_refusal(status: &str, queued_ok: bool, microversion: &str) -> Option<String> {
+fn abort_refusal(status: &MigrationStatus, queued_ok: bool, microversion: &str) -> Option<String> {
+    use MigrationStatus as S;
     match status {
-        "running" => None,
-        "queued" | "preparing" if queued_ok => None,
-        "queued" | "preparing" => Some(format!(
-            "{status} migrations can be aborted only from compute API 2.65 (this cloud: {microversion}); it can be aborted once running"
+        S::Running => None,
+        S::Queued | S::Preparing if queued_ok => None,
+        S::Queued | S::Preparing => Some(format!(
+            "{} migrations can be aborted only from compute API 2.65 (this cloud: {microversion}); it can be aborted once running",
+            status.as_str()
         )),
-        "running (post-copy)" => Some(
+        S::RunningPostCopy => Some(
             "in post-copy: the guest already runs on the destination; it cannot be aborted and completes on its own".to_string(),
         ),
-        "post-migrating" => {
+        S::PostMigrating => {
             Some("already finishing on the destination; cannot be aborted".to_string())
         }
         other => Some(format!(
-            "status {other}: not abortable yet; run abort again in a few seconds"
+            "status {}: not abortable yet; run abort again in a few seconds",
+            other.as_str()
         )),
     }
-}
-
-fn with(mut v: Value, k: &str, s: String) -> Value {
-    v[k] = Value::String(s);
-    v
 }
 
 /// Marks an interrupted run in the journal as ended (or, with `only`, that
@@ -674,8 +532,8 @@ async fn end_interrupted(
     ctl: &Ctl<'_>,
     servers: &[Server],
     only: Option<&str>,
-    aborted: &[Value],
-    not_aborted: &[Value],
+    aborted: &[AbortEntry],
+    not_aborted: &[AbortEntry],
 ) -> Option<Value> {
     let journal = Journal::in_dir(&ctl.paths.state_dir);
     let mut rec: RunRecord = match journal.load() {
@@ -687,71 +545,41 @@ async fn end_interrupted(
         return None;
     }
     let now = now_ms();
-    let was_aborted = |id: &str| aborted.iter().any(|a| a["instance_id"] == id);
-    let mut changed = Vec::new();
+    // What Nova says of each in-flight instance; the core ends them.
+    let mut facts = Vec::new();
     let mut still_moving = Vec::new();
-    for r in rec.drain.instances.iter_mut() {
+    for r in rec.drain.instances.iter().filter(|r| r.in_flight()) {
         if only.is_some_and(|o| o != r.id) {
             continue;
         }
-        if not_aborted
-            .iter()
-            .any(|a| a["instance_id"] == r.id.as_str())
-        {
+        let fact = if not_aborted.iter().any(|a| a.instance_id == r.id) {
             // Post-copy or finishing: it ends on its own; leave it tracked.
             still_moving.push(r.name.clone());
-            continue;
-        }
-        let outcome = match r.phase {
-            Phase::Pending | Phase::Waiting { .. } => {
-                if only.is_some() {
-                    Outcome::Aborted
-                } else {
-                    Outcome::Pending
-                }
+            AbortFact::StillMoving
+        } else if aborted.iter().any(|a| a.instance_id == r.id) {
+            AbortFact::Aborted
+        } else {
+            // Not migrating any more: where is it?
+            match servers.iter().find(|s| s.id == r.id) {
+                Some(s) => AbortFact::At(s.host.clone()),
+                None => match ctl.os.compute().server(&r.id).await {
+                    Ok(s) => AbortFact::At(s.host),
+                    Err(e) if e.is_not_found() => AbortFact::At(None),
+                    Err(_) => AbortFact::At(Some(ctl.host.clone())),
+                },
             }
-            Phase::Starting { .. } | Phase::Started { .. } => {
-                if was_aborted(&r.id) {
-                    Outcome::Aborted
-                } else {
-                    // Not migrating any more: where is it?
-                    let host = match servers.iter().find(|s| s.id == r.id) {
-                        Some(s) => s.host.clone(),
-                        None => ctl
-                            .os
-                            .compute()
-                            .server(&r.id)
-                            .await
-                            .ok()
-                            .and_then(|s| s.host),
-                    };
-                    match host {
-                        Some(h) if h != ctl.host => {
-                            r.destination = Some(h);
-                            Outcome::Migrated
-                        }
-                        _ => {
-                            r.error =
-                                Some("run ended by abort; no migration was in progress".into());
-                            Outcome::Aborted
-                        }
-                    }
-                }
-            }
-            Phase::Done { .. } => continue,
         };
-        if outcome == Outcome::Aborted {
-            r.abort_requested = true;
-        }
-        r.phase = Phase::Done { outcome };
-        r.ended_at = Some(now);
-        let result = match outcome {
-            Outcome::Migrated => "migrated",
-            Outcome::Aborted => "aborted",
-            _ => "pending",
-        };
-        changed.push(json!({"id": r.id, "name": r.name, "result": result}));
+        facts.push((r.id.clone(), fact));
     }
+    let changed: Vec<Value> = rec
+        .drain
+        .end_interrupted(now, only, &facts)
+        .into_iter()
+        .map(|(id, outcome)| {
+            let name = rec.drain.get(&id).map(|r| r.name.clone()).unwrap_or_default();
+            json!({"id": id, "name": name, "result": crate::plan::ResultKind::from(outcome).as_str()})
+        })
+        .collect();
     let note;
     if only.is_none() && !still_moving.is_empty() {
         rec.drain.stop_starting = true;
@@ -825,13 +653,15 @@ async fn force_complete(ctl: &Ctl<'_>, vm: &str) -> openstack::Result<Done> {
             "error": error,
         })
     };
-    if m.status != "running" {
-        let why = match m.status.as_str() {
-            "running (post-copy)" => "it is already in post-copy and completes on its own".to_string(),
-            "queued" | "preparing" | "accepted" => {
+    let status = MigrationStatus::from(m.status.clone());
+    if status != MigrationStatus::Running {
+        use MigrationStatus as S;
+        let why = match &status {
+            S::RunningPostCopy => "it is already in post-copy and completes on its own".to_string(),
+            S::Queued | S::Preparing | S::Accepted => {
                 "it has not started copying yet; wait until it is running (status action) or abort it".to_string()
             }
-            other => format!("force-complete needs status running, not {other}"),
+            other => format!("force-complete needs status running, not {}", other.as_str()),
         };
         let msg = format!(
             "cannot force-complete {label}: its migration {} is {}: {why}",
@@ -856,6 +686,7 @@ async fn force_complete(ctl: &Ctl<'_>, vm: &str) -> openstack::Result<Done> {
                 report: report("requested", None),
                 flat: vec![("migration-id".into(), m.id.to_string())],
                 failure: None,
+                status: None,
             })
         }
         Err(e) if e.is_bad_request() || e.is_conflict() => {
@@ -873,6 +704,27 @@ async fn force_complete(ctl: &Ctl<'_>, vm: &str) -> openstack::Result<Done> {
     }
 }
 
+/// The `enable` report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnableReport {
+    /// `enable`.
+    pub action: String,
+    pub host: String,
+    pub service_before: ServiceBrief,
+    pub service: ServiceBrief,
+    pub changed: bool,
+    /// Enabled although an evacuation is in flight (force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// A service's status and why it is disabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceBrief {
+    pub status: String,
+    pub disabled_reason: Option<String>,
+}
+
 async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
     let compute = ctl.os.compute();
     let Some(service) = compute.compute_service(&ctl.host).await? else {
@@ -884,8 +736,11 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
             ),
         ));
     };
-    let before = json!({"status": service.status, "disabled_reason": service.disabled_reason});
-    let in_flight = last_run(ctl.paths)
+    let before = ServiceBrief {
+        status: service.status.clone(),
+        disabled_reason: service.disabled_reason.clone(),
+    };
+    let in_flight = last_run(&ctl.paths.state_dir)
         .ok()
         .flatten()
         .filter(|r| r.record.in_flight());
@@ -902,10 +757,18 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
                 "nova-compute on {} is already enabled; nothing to do",
                 ctl.host
             ),
-            report: json!({"action": "enable", "host": ctl.host, "service_before": before,
-                           "service": before, "changed": false}),
+            report: serde_json::to_value(EnableReport {
+                action: "enable".into(),
+                host: ctl.host.clone(),
+                service_before: before.clone(),
+                service: before,
+                changed: false,
+                warning: None,
+            })
+            .unwrap_or_default(),
             flat: vec![],
             failure: None,
+            status: None,
         });
     }
     let after = compute.enable_service(&service).await?;
@@ -919,12 +782,84 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
     }
     Ok(Done {
         summary,
-        report: json!({"action": "enable", "host": ctl.host, "service_before": before,
-                       "service": {"status": after.status, "disabled_reason": after.disabled_reason},
-                       "changed": true, "warning": warning}),
+        report: serde_json::to_value(EnableReport {
+            action: "enable".into(),
+            host: ctl.host.clone(),
+            service_before: before,
+            service: ServiceBrief {
+                status: after.status,
+                disabled_reason: after.disabled_reason,
+            },
+            changed: true,
+            warning,
+        })
+        .unwrap_or_default(),
         flat: vec![],
         failure: None,
+        status: None,
     })
+}
+
+/// The `status` report: the service, the instances, the migrations in
+/// flight and the last evacuation. The CLI renders it ([`crate::cli`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `status`.
+    pub action: String,
+    pub host: String,
+    /// `None`: Nova has no nova-compute service for the host.
+    pub service: Option<ServiceState>,
+    pub instances: Vec<InstanceState>,
+    pub migrations: Vec<MigrationState>,
+    /// `None`: no journal.
+    pub evacuation: Option<Evacuation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub status: String,
+    pub state: String,
+    pub disabled_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub task_state: Option<String>,
+}
+
+/// A live migration in flight from this host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationState {
+    pub id: i64,
+    pub instance_id: String,
+    pub name: String,
+    pub status: MigrationStatus,
+    pub dest_compute: Option<String>,
+    pub created_at: Option<String>,
+    /// Present for a running migration whose progress Nova gave.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Memory copied, percent, rounded.
+    pub percent: Option<f64>,
+    pub memory_total_bytes: Option<u64>,
+    pub memory_remaining_bytes: Option<u64>,
+    pub disk_total_bytes: Option<u64>,
+    pub disk_remaining_bytes: Option<u64>,
+}
+
+/// The last evacuation: its summary, or why the journal could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Evacuation {
+    Summary(EvacuationSummary),
+    Error { error: String },
 }
 
 async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
@@ -934,39 +869,51 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     let migrations = in_progress(ctl).await?;
     let mut migs = Vec::new();
     for m in &migrations {
-        let mut v = json!({
-            "id": m.id,
-            "instance_id": m.instance_uuid,
-            "name": name_of(&servers, &m.instance_uuid),
-            "status": m.status,
-            "dest_compute": m.dest_compute,
-            "created_at": m.created_at,
-        });
-        if m.status.starts_with("running") {
+        let status = MigrationStatus::from(m.status.clone());
+        let mut progress = None;
+        if matches!(
+            status,
+            MigrationStatus::Running | MigrationStatus::RunningPostCopy
+        ) {
             match compute.server_migration(&m.instance_uuid, m.id).await {
                 Ok(sm) => {
-                    v["percent"] = json!(sm.memory_percent().map(|p| p.round()));
-                    v["memory_total_bytes"] = json!(sm.memory_total_bytes);
-                    v["memory_remaining_bytes"] = json!(sm.memory_remaining_bytes);
-                    v["disk_total_bytes"] = json!(sm.disk_total_bytes);
-                    v["disk_remaining_bytes"] = json!(sm.disk_remaining_bytes);
+                    progress = Some(Progress {
+                        percent: sm.memory_percent().map(|p| p.round()),
+                        memory_total_bytes: sm.memory_total_bytes,
+                        memory_remaining_bytes: sm.memory_remaining_bytes,
+                        disk_total_bytes: sm.disk_total_bytes,
+                        disk_remaining_bytes: sm.disk_remaining_bytes,
+                    })
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => tracing::debug!("progress of migration {}: {e}", m.id),
             }
         }
-        migs.push(v);
+        migs.push(MigrationState {
+            id: m.id,
+            instance_id: m.instance_uuid.clone(),
+            name: name_of(&servers, &m.instance_uuid),
+            status,
+            dest_compute: m.dest_compute.clone(),
+            created_at: m.created_at.clone(),
+            progress,
+        });
     }
-    let run = last_run(ctl.paths);
-    let instances: Vec<Value> = servers
+    let run = last_run(&ctl.paths.state_dir);
+    let instances: Vec<InstanceState> = servers
         .iter()
-        .map(
-            |s| json!({"id": s.id, "name": s.name, "status": s.status, "task_state": s.task_state}),
-        )
+        .map(|s| InstanceState {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            status: s.status.clone(),
+            task_state: s.task_state.clone(),
+        })
         .collect();
-    let svc = service.as_ref().map(
-        |s| json!({"status": s.status, "state": s.state, "disabled_reason": s.disabled_reason}),
-    );
+    let svc = service.as_ref().map(|s| ServiceState {
+        status: s.status.clone(),
+        state: s.state.clone(),
+        disabled_reason: s.disabled_reason.clone(),
+    });
     let svc_line = match &service {
         Some(s) if s.is_disabled() => format!(
             "disabled ({}), {}",
@@ -987,12 +934,12 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     let evacuation = match &run {
         Ok(Some(r)) => {
             summary.push_str(&format!("; last {}", r.line()));
-            r.summary_json()
+            Some(Evacuation::Summary(r.summary()))
         }
-        Ok(None) => Value::Null,
+        Ok(None) => None,
         Err(e) => {
             summary.push_str(&format!("; journal: {e}"));
-            json!({"error": e})
+            Some(Evacuation::Error { error: e.clone() })
         }
     };
     let mut flat = vec![
@@ -1006,46 +953,21 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     if let Ok(Some(r)) = &run {
         flat.push(("evacuation".into(), r.state().to_string()));
     }
+    let report = StatusReport {
+        action: "status".into(),
+        host: ctl.host.clone(),
+        service: svc,
+        instances,
+        migrations: migs,
+        evacuation,
+    };
     Ok(Done {
         summary,
-        report: json!({
-            "action": "status",
-            "host": ctl.host,
-            "service": svc,
-            "instances": instances,
-            "migrations": migs,
-            "evacuation": evacuation,
-        }),
+        report: serde_json::to_value(&report).unwrap_or_default(),
         flat,
         failure: None,
+        status: Some(report),
     })
-}
-
-// ------------------------------------------------------ the Juju action
-
-/// Runs one control action.
-pub async fn run(
-    unit: &Unit<'_>,
-    ready: &Ready,
-    name: &str,
-    params: &BTreeMap<String, Value>,
-) -> Result<(), ToolError> {
-    let op = match Op::from_action(name, params) {
-        Ok(op) => op,
-        Err(e) => return crate::actions::fail(unit, name, &e),
-    };
-    let done = execute(ready, unit.paths, &op).await;
-    let mut results = ActionResults::new();
-    results.set("summary", done.summary.as_str())?;
-    results.set("report", done.report.to_string())?;
-    for (k, v) in &done.flat {
-        results.set(k, v.as_str())?;
-    }
-    unit.tools.action_set(&results)?;
-    if let Some(msg) = &done.failure {
-        unit.tools.action_fail(msg)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1054,19 +976,20 @@ mod tests {
 
     #[test]
     fn what_can_be_aborted() {
-        assert_eq!(abort_refusal("running", false, "2.60"), None);
-        assert_eq!(abort_refusal("queued", true, "2.96"), None);
-        assert_eq!(abort_refusal("preparing", true, "2.96"), None);
-        let q = abort_refusal("queued", false, "2.60").unwrap();
+        let st = |s: &str| MigrationStatus::from(s.to_string());
+        assert_eq!(abort_refusal(&st("running"), false, "2.60"), None);
+        assert_eq!(abort_refusal(&st("queued"), true, "2.96"), None);
+        assert_eq!(abort_refusal(&st("preparing"), true, "2.96"), None);
+        let q = abort_refusal(&st("queued"), false, "2.60").unwrap();
         assert!(q.contains("2.65") && q.contains("2.60"), "{q}");
-        let pc = abort_refusal("running (post-copy)", true, "2.96").unwrap();
+        let pc = abort_refusal(&st("running (post-copy)"), true, "2.96").unwrap();
         assert!(
             pc.contains("post-copy") && pc.contains("completes on its own"),
             "{pc}"
         );
-        assert!(abort_refusal("post-migrating", true, "2.96").is_some());
+        assert!(abort_refusal(&st("post-migrating"), true, "2.96").is_some());
         assert!(
-            abort_refusal("accepted", true, "2.96")
+            abort_refusal(&st("accepted"), true, "2.96")
                 .unwrap()
                 .contains("again in a few seconds")
         );
@@ -1077,20 +1000,6 @@ mod tests {
             id: id.into(),
             name: name.into(),
             ..Default::default()
-        }
-    }
-
-    #[test]
-    fn an_oversized_vm_is_refused_without_being_quoted() {
-        let big: BTreeMap<String, Value> = [("vm".to_string(), Value::from("v".repeat(1 << 20)))]
-            .into_iter()
-            .collect();
-        for action in ["abort", "force-complete"] {
-            let e = Op::from_action(action, &big).unwrap_err();
-            assert_eq!(
-                e,
-                "vm is 1048576 bytes long, but an instance name or UUID is at most 255 characters (1020 bytes)"
-            );
         }
     }
 
@@ -1109,42 +1018,45 @@ mod tests {
     }
 
     #[test]
-    fn credentials_file_is_private_and_follows_the_relation() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::from_env(|k| {
-            (k == "NLM_STATE_DIR").then(|| dir.path().to_string_lossy().into_owned())
-        });
-        let mut data = BTreeMap::new();
-        for (k, v) in [
-            ("auth_host", "127.0.0.1"),
-            ("auth_port", "5000"),
-            ("auth_protocol", "http"),
-            ("credentials_username", "nova_live_migration"),
-            ("credentials_password", "pw-123"),
-        ] {
-            data.insert(k.to_string(), v.to_string());
-        }
-        let creds = RelationData {
-            relation_id: "identity-credentials:5".into(),
-            unit: "keystone/0".into(),
-            data,
+    fn abort_and_enable_reports_keep_their_json_shape() {
+        let e = AbortEntry {
+            instance_id: "u1".into(),
+            name: "focal-1".into(),
+            migration_id: 29,
+            status: MigrationStatus::PreMigrating,
+            dest_compute: None,
+            reason: None,
         };
-        let config: BTreeMap<String, Value> = [("nova-host".to_string(), json!("node1.maas"))]
-            .into_iter()
-            .collect();
-        sync_cli_credentials(&paths, Some((&config, &creds)));
-        let file = dir.path().join(CLI_CREDENTIALS);
-        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let ready = load_cli_credentials(&paths).unwrap();
-        assert_eq!(ready.credentials.unit, "keystone/0");
-        assert_eq!(ready.config.nova_host.as_deref(), Some("node1.maas"));
-        // Debug of what the CLI holds never shows the password.
-        assert!(!format!("{:?}", ready.credentials).contains("pw-123"));
-        sync_cli_credentials(&paths, None);
-        assert!(!file.exists());
-        let e = load_cli_credentials(&paths).err().unwrap();
-        assert!(e.contains("no credentials for the host CLI"), "{e}");
+        let r = AbortReport {
+            action: "abort".into(),
+            host: "node1.maas".into(),
+            vm: None,
+            aborted: vec![e.clone()],
+            not_aborted: vec![e.because("in post-copy".into())],
+            journal: None,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["aborted"][0]["status"], "pre-migrating");
+        assert_eq!(v["aborted"][0]["migration_id"], 29);
+        assert!(v["aborted"][0].get("reason").is_none(), "{v}");
+        assert_eq!(v["not_aborted"][0]["reason"], "in post-copy");
+        assert_eq!(v["journal"], Value::Null);
+        let b = ServiceBrief {
+            status: "enabled".into(),
+            disabled_reason: None,
+        };
+        let v = serde_json::to_value(EnableReport {
+            action: "enable".into(),
+            host: "node1.maas".into(),
+            service_before: b.clone(),
+            service: b,
+            changed: false,
+            warning: None,
+        })
+        .unwrap();
+        assert_eq!(v["service"]["status"], "enabled");
+        assert_eq!(v["changed"], false);
+        assert!(in_progress_status(&MigrationStatus::PreMigrating));
+        assert!(!in_progress_status(&MigrationStatus::Completed));
     }
 }

@@ -9,39 +9,23 @@
 //! instances whose migration is not yet known or has just ended.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{self, Config};
 use crate::host;
-use crate::journal::{Journal, JournalError};
 use crate::openstack::{self, BlockMigration, LiveMigrate, MigrationFilter, OpenStack};
 use crate::paths::Paths;
 use crate::plan::{
-    self, Command, Drain, MigrationId, MigrationStatus, MigrationView, Millis, Observation, Plan,
-    Policy, PreflightParams, Report, ServerView, ServiceReport, StartResult, VmState,
+    self, Command, Drain, MigrationId, MigrationStatus, MigrationView, Millis, Observation, Policy,
+    PreflightParams, Report, ServerView, ServiceReport, StartResult, VmState,
 };
+use crate::state::{AbortRequests, Journal, JournalError};
 use crate::time::{iso, now_ms, parse_iso};
 
-/// Which action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    Evacuate,
-    MigrateVm,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Evacuate => "evacuate",
-            Kind::MigrateVm => "migrate-vm",
-        }
-    }
-}
+/// The journal's body and its kind live in the state directory's contract.
+pub use crate::state::{Kind, RunParams, RunRecord};
 
 /// The action's parameters, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,128 +153,6 @@ impl Params {
     }
 }
 
-/// The journal body: one evacuation or migrate-vm run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub kind: Kind,
-    pub unit: String,
-    pub task: Option<String>,
-    pub host: String,
-    pub started_at: Millis,
-    pub block_migration: String,
-    pub plan: Plan,
-    /// The service as pre-flight found it.
-    pub service_before: ServiceReport,
-    /// The reason we disabled the service with (evacuate).
-    pub disabled_reason: Option<String>,
-    pub drain: Drain,
-    pub ended_at: Option<Millis>,
-    /// Ended by an abort (action or CLI).
-    #[serde(default)]
-    pub aborted: bool,
-    /// The parameters it was started with (a resumed run keeps them).
-    #[serde(default)]
-    pub params: Option<RunParams>,
-    /// When the action's result was handed to Juju: an ended run without
-    /// it was killed before it could report, and the next run reports it.
-    #[serde(default)]
-    pub reported_at: Option<Millis>,
-}
-
-/// The parameters a run was started with, as the journal keeps them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunParams {
-    pub vm: Option<String>,
-    pub target_host: Option<String>,
-    pub max_concurrent: Option<u32>,
-    pub block_migration: Option<String>,
-    pub include_stopped: bool,
-    pub exclude: Vec<String>,
-    pub force: bool,
-}
-
-impl RunParams {
-    fn of(p: &Params) -> RunParams {
-        RunParams {
-            vm: p.vm.clone(),
-            target_host: p.target_host.clone(),
-            max_concurrent: p.max_concurrent,
-            block_migration: p.block_migration.map(|b| b.as_str().to_string()),
-            include_stopped: p.include_stopped,
-            exclude: p.exclude.clone(),
-            force: p.force,
-        }
-    }
-
-    /// The parameters given now that say something else than the run's own
-    /// (a parameter left out keeps the run's value).
-    fn conflicts(&self, now: &RunParams) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut differ = |k: &str, given: bool, same: bool, was: String| {
-            if given && !same {
-                out.push(format!("{k} (the run has {was})"));
-            }
-        };
-        let show = |o: &Option<String>| o.clone().unwrap_or_else(|| "none".into());
-        differ(
-            "target-host",
-            now.target_host.is_some(),
-            now.target_host == self.target_host,
-            show(&self.target_host),
-        );
-        differ(
-            "max-concurrent",
-            now.max_concurrent.is_some(),
-            now.max_concurrent == self.max_concurrent,
-            self.max_concurrent
-                .map_or_else(|| "the config's".into(), |n| n.to_string()),
-        );
-        differ(
-            "block-migration",
-            now.block_migration.is_some(),
-            now.block_migration == self.block_migration,
-            show(&self.block_migration),
-        );
-        differ(
-            "include-stopped",
-            now.include_stopped,
-            self.include_stopped,
-            "false".into(),
-        );
-        differ(
-            "exclude",
-            !now.exclude.is_empty(),
-            now.exclude == self.exclude,
-            if self.exclude.is_empty() {
-                "none".into()
-            } else {
-                self.exclude.join(",")
-            },
-        );
-        differ("force", now.force, self.force, "false".into());
-        out
-    }
-}
-
-impl RunRecord {
-    /// Still running or interrupted (killed): not ended.
-    pub fn in_flight(&self) -> bool {
-        self.ended_at.is_none()
-    }
-
-    /// `3/12 done, 2 in flight`.
-    pub fn progress(&self) -> String {
-        let total = self.drain.instances.len();
-        let done = self
-            .drain
-            .instances
-            .iter()
-            .filter(|r| r.outcome().is_some())
-            .count();
-        format!("{done}/{total} done, {} in flight", self.drain.in_flight())
-    }
-}
-
 /// What the action reports.
 pub struct Outcome {
     pub report: Report,
@@ -324,48 +186,20 @@ pub enum DrainError {
     Refused(String),
 }
 
-fn abort_request_path(paths: &Paths) -> PathBuf {
-    paths.state_dir.join(crate::control::ABORT_REQUEST)
-}
-
-/// Reads the CLI's abort request (`control::write_abort_request`): when it
-/// was made (ms) and which vm (`None`: all).
-fn read_abort_request(paths: &Paths) -> Option<(Millis, Option<String>)> {
-    let text = std::fs::read_to_string(abort_request_path(paths)).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    let at = v.get("requested_at").and_then(Value::as_u64).unwrap_or(0) * 1000;
-    Some((at, v.get("vm").and_then(Value::as_str).map(str::to_string)))
-}
-
-/// A request made before `since` (whole seconds, hence the 1 s allowance)
-/// belongs to a run that ended without seeing it.
-fn is_stale(at: Millis, since: Millis) -> bool {
-    at + 1000 < since
-}
-
-/// Removes an abort request written before `since`; keeps a fresh one (made
-/// during this run's pre-flight) for the first tick.
+/// Removes abort requests made before `since` (the queue in `state`);
+/// keeps a fresh one (made during this run's pre-flight) for the first tick.
 fn discard_stale_abort_request(paths: &Paths, since: Millis) {
-    if read_abort_request(paths).is_none_or(|(at, _)| is_stale(at, since)) {
-        let _ = std::fs::remove_file(abort_request_path(paths));
-    }
+    AbortRequests::in_dir(&paths.state_dir).discard_before(since);
 }
 
-/// Every abort request made since `since`, oldest first.
+/// Every abort request made since `since`, oldest first (the queue in
+/// `state`: none is lost when two arrive close together).
 fn take_abort_requests(paths: &Paths, since: Millis) -> Vec<Option<String>> {
-    take_abort_request(paths, since).into_iter().collect()
-}
-
-/// Takes a pending abort request made since `since`, if any (`Some(None)`:
-/// abort everything; `Some(Some(vm))`: only that instance).
-fn take_abort_request(paths: &Paths, since: Millis) -> Option<Option<String>> {
-    let (at, vm) = read_abort_request(paths)?;
-    let _ = std::fs::remove_file(abort_request_path(paths));
-    if is_stale(at, since) {
-        tracing::info!("ignoring a stale abort request from {}", iso(at));
-        return None;
-    }
-    Some(vm)
+    AbortRequests::in_dir(&paths.state_dir)
+        .take_since(since)
+        .into_iter()
+        .map(|r| r.vm)
+        .collect()
 }
 
 fn api_block(b: config::BlockMigration) -> BlockMigration {
@@ -447,11 +281,7 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         } else if rec.in_flight() {
             check_resumable(env, &rec, params)?;
             return resume(env, &journal, rec).await;
-        } else if rec.reported_at.is_none()
-            && rec.params.is_some()
-            && rec.kind == params.kind
-            && rec.host == env.host
-        {
+        } else if rec.reported_at.is_none() && rec.kind == params.kind && rec.host == env.host {
             // Killed after it ended and before its result reached Juju: that
             // result is this action's (the run already did the work).
             (env.log)(&format!(
@@ -534,14 +364,14 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         task: env.task.clone(),
         host: env.host.clone(),
         started_at: t0,
-        block_migration: block.as_str().to_string(),
+        block_migration: block,
         plan,
         service_before,
         disabled_reason: None,
         drain,
         ended_at: None,
         aborted: false,
-        params: Some(RunParams::of(params)),
+        params: Some(run_params(params)),
         reported_at: None,
     };
     // A stale CLI request must not abort this new run; one made since this
@@ -609,6 +439,19 @@ pub fn mark_reported(paths: &Paths) -> Result<(), JournalError> {
     Ok(())
 }
 
+/// The parameters as the journal keeps them.
+fn run_params(p: &Params) -> RunParams {
+    RunParams {
+        vm: p.vm.clone(),
+        target_host: p.target_host.clone(),
+        max_concurrent: p.max_concurrent,
+        block_migration: p.block_migration.map(|b| b.as_str().to_string()),
+        include_stopped: p.include_stopped,
+        exclude: p.exclude.clone(),
+        force: p.force,
+    }
+}
+
 /// An interrupted run is resumed only by the action that started it, on the
 /// host it was started on, with its own parameters: anything else would
 /// disable one host while another's migrations run, or change a run half
@@ -650,7 +493,7 @@ fn check_resumable(env: &Env<'_>, rec: &RunRecord, params: &Params) -> Result<()
             original.vm.clone().unwrap_or_default()
         )));
     }
-    let conflicts = original.conflicts(&RunParams::of(params));
+    let conflicts = original.conflicts(&run_params(params));
     if rec.params.is_some() && !conflicts.is_empty() {
         return Err(DrainError::Refused(format!(
             "{what} is resumed with its own parameters, but this run gives other ones: {}; run {} without them to resume it, or abort it first to start afresh; nothing was changed",
@@ -741,8 +584,7 @@ async fn drive(
     mut rec: RunRecord,
 ) -> Result<Outcome, DrainError> {
     let compute = env.os.compute().clone();
-    let block =
-        config::BlockMigration::parse(&rec.block_migration).unwrap_or(config::BlockMigration::Auto);
+    let block = rec.block_migration;
     let tick = rec.drain.policy.interval_ms();
     let mut inputs: Vec<Observation> = Vec::new();
     let stats0 = env.os.session().stats().snapshot();
@@ -1178,7 +1020,7 @@ async fn finish(env: &Env<'_>, rec: RunRecord) -> Result<Outcome, DrainError> {
         &rec.plan,
         &rec.drain,
         service,
-        &rec.block_migration,
+        rec.block_migration.as_str(),
         duration,
         None,
     );

@@ -10,10 +10,15 @@ pub mod credentials;
 pub mod drain;
 pub mod gather;
 pub mod host;
-pub mod journal;
 pub mod juju;
 pub mod openstack;
 pub mod paths;
 pub mod plan;
+pub mod ready;
+pub mod runtime;
+pub mod state;
 pub mod text;
 pub mod time;
+
+#[cfg(test)]
+mod module_graph;

@@ -55,14 +55,13 @@ fn utf8_args(args: impl Iterator<Item = std::ffi::OsString>) -> Result<Vec<Strin
 /// Runs one hook or action; returns the process exit code.
 fn dispatch(ctx: &Context, paths: &Paths) -> u8 {
     let tools = Arc::new(HookTools::process());
+    // The validated config's level (INFO while the config is invalid: the
+    // hooks then block saying why).
     let level = tools
         .config_get()
         .ok()
-        .and_then(|c| {
-            c.get("log-level")
-                .and_then(|v| v.as_str().map(str::to_string))
-        })
-        .and_then(|l| nlm::juju::log::parse_level(&l))
+        .and_then(|c| nlm::config::Config::from_values(&c).ok())
+        .and_then(|c| nlm::juju::log::parse_level(&c.log_level))
         .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
     nlm::juju::log::init(Some(tools.clone()), level);
     let unit = nlm::charm::Unit {

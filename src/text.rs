@@ -5,18 +5,32 @@
 /// message is one argv string, which Linux caps at 128 KiB; an operator's or
 /// a relation's oversized value must not make the message itself fail.
 pub fn shown(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
+    match cut(s, max) {
         None => s.to_string(),
-        Some((cut, _)) => format!("{}… ({} bytes)", &s[..cut], s.len()),
+        Some(head) => format!("{head}… ({} bytes)", s.len()),
     }
 }
 
 /// [`shown`], quoted as `{:?}` quotes: `"abc"… (1048576 bytes)`.
 pub fn quoted(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
+    match cut(s, max) {
         None => format!("{s:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+        Some(head) => format!("{head:?}… ({} bytes)", s.len()),
     }
+}
+
+/// `s` cut to `max` characters, `…` marking a cut: `abc…`.
+pub fn ellipsis(s: &str, max: usize) -> String {
+    match cut(s, max) {
+        None => s.to_string(),
+        Some(head) => format!("{head}…"),
+    }
+}
+
+/// The first `max` characters of `s` when it has more (`None`: it fits);
+/// cut on a character boundary. The one truncation rule of the crate.
+pub fn cut(s: &str, max: usize) -> Option<&str> {
+    s.char_indices().nth(max).map(|(at, _)| &s[..at])
 }
 
 #[cfg(test)]
@@ -34,5 +48,9 @@ mod tests {
         assert_eq!(shown(&big, 4), "xxxx… (1048576 bytes)");
         assert_eq!(quoted(&big, 4), "\"xxxx\"… (1048576 bytes)");
         assert_eq!(quoted("a\"b", 4), "\"a\\\"b\"");
+        assert_eq!(ellipsis("abcdef", 3), "abc…");
+        assert_eq!(ellipsis("ééé", 3), "ééé");
+        assert_eq!(ellipsis("éééé", 3), "ééé…");
+        assert_eq!(cut("ab", 2), None);
     }
 }

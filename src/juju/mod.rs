@@ -2,6 +2,7 @@
 //! logging. No other module runs hook tools.
 
 pub mod context;
+pub mod error;
 pub mod log;
 pub mod results;
 pub mod tools;

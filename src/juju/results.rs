@@ -7,9 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
-use super::tools::ToolError;
+use super::error::ToolError;
 
 const RESERVED: [&str; 4] = ["stdout", "stdout-encoding", "stderr", "stderr-encoding"];
 
@@ -79,24 +77,6 @@ impl ActionResults {
         Ok(())
     }
 
-    /// Flattens a JSON value under `prefix`: objects become dotted keys
-    /// (their member names mapped with [`key_segment`]), everything else its
-    /// JSON text (strings unquoted, null as empty).
-    pub fn set_flat(&mut self, prefix: &str, value: &Value) -> Result<(), ToolError> {
-        match value {
-            Value::Object(map) => {
-                for (k, v) in map {
-                    let key = format!("{prefix}.{}", key_segment(k));
-                    self.set_flat(&key, v)?;
-                }
-                Ok(())
-            }
-            Value::String(s) => self.set(prefix, s.clone()),
-            Value::Null => self.set(prefix, ""),
-            other => self.set(prefix, other.to_string()),
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -113,7 +93,6 @@ impl ActionResults {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn keys_as_juju_checks_them() {
@@ -141,29 +120,14 @@ mod tests {
     }
 
     #[test]
-    fn flattening() {
+    fn key_segments_and_reserved_keys() {
+        assert_eq!(key_segment("cold_migrated"), "cold-migrated");
+        assert_eq!(key_segment("81DF-1304"), "81df-1304");
+        assert_eq!(key_segment("81DF_13"), "81df-13");
+        assert_eq!(key_segment("__"), "x");
         let mut r = ActionResults::new();
-        r.set_flat(
-            "counts",
-            &json!({"cold_migrated": 1, "migrated": 3, "pending": 0}),
-        )
-        .unwrap();
-        r.set_flat(
-            "instances",
-            &json!({"81DF-1304": {"name": "focal-2", "error": null}}),
-        )
-        .unwrap();
-        let got: Vec<(String, String)> = r.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        assert_eq!(
-            got,
-            vec![
-                ("counts.cold-migrated".into(), "1".into()),
-                ("counts.migrated".into(), "3".into()),
-                ("counts.pending".into(), "0".into()),
-                ("instances.81df-1304.error".into(), "".into()),
-                ("instances.81df-1304.name".into(), "focal-2".into()),
-            ]
-        );
+        r.set("instances.81df-1304.name", "focal-2").unwrap();
+        assert_eq!(r.get("instances.81df-1304.name"), Some("focal-2"));
         assert!(r.set("stdout", "x").is_err());
     }
 }

@@ -294,13 +294,7 @@ fn clean(s: &str) -> String {
 }
 
 fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_owned()
-    } else {
-        let mut out: String = s.chars().take(max).collect();
-        out.push('…');
-        out
-    }
+    crate::text::ellipsis(s, max)
 }
 
 #[cfg(test)]

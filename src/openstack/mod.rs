@@ -79,10 +79,7 @@ pub use keystone::{
     AuthConfig, CatalogEntry, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Endpoint, IdName,
     Interface, NameOrId, Token, check_ca_pem, decode_ca_bundle, parse_host, parse_port,
 };
-pub use placement::{
-    Capacity, Inventory, PLACEMENT_MICROVERSION, Placement, ResourceProvider, Resources, fits_all,
-    free_capacity,
-};
+pub use placement::{Inventory, PLACEMENT_MICROVERSION, Placement, ResourceProvider, Resources};
 pub use secret::Secret;
 
 /// The façade: one session, a negotiated compute client, placement on demand.

@@ -984,11 +984,20 @@ impl Drain {
         {
             at = at.min(self.list_asked.map_or(now, |t| t + tick));
         }
-        let free = self.in_flight() < self.policy.max_concurrent() && !self.stop_starting;
+        // The starts, exactly as start_next takes them: in order, as many as
+        // there are free slots.
+        let mut free = if self.stop_starting {
+            0
+        } else {
+            self.policy
+                .max_concurrent()
+                .saturating_sub(self.in_flight())
+        };
         for r in &self.instances {
             match r.phase {
                 Phase::Waiting { until } if until > now => at = at.min(until),
-                Phase::Pending | Phase::Waiting { .. } if free => {
+                Phase::Pending | Phase::Waiting { .. } if free > 0 => {
+                    free -= 1;
                     // Startable now, or once its server read is answered
                     // (or asked again).
                     let fresh = r.seen_at == Some(now);
@@ -1003,6 +1012,8 @@ impl Drain {
                 }
                 _ => {}
             }
+        }
+        for r in &self.instances {
             if let Some(w) = r.track.wake_at {
                 at = at.min(w);
             }

@@ -1,7 +1,6 @@
 //! The report model of SPEC §4 "Results": [`Report`] serialises to the
-//! `report` JSON document, [`Report::summary`] is the one-line `summary`, and
-//! [`Report::action_set_keys`] flattens it into the `counts.<result>` and
-//! `instances.<uuid>.{name,result,destination,duration,error}` keys.
+//! `report` JSON document and [`Report::summary`] is the one-line `summary`;
+//! the Juju layer (`actions.rs`) flattens it into action-result keys.
 //!
 //! One addition to the fixed schema: an instance carries `decisions` (the
 //! policy decisions with their numbers, e.g. a stall abort) only when there
@@ -405,41 +404,7 @@ impl Report {
         }
         s
     }
-
-    /// `action-set` keys: `counts.<result>` for every result and
-    /// `instances.<uuid>.{name,result,destination,duration,error}`; keys
-    /// whose value is unknown (no destination, no error) are left out.
-    pub fn action_set_keys(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = ResultKind::ALL
-            .iter()
-            .map(|k| {
-                (
-                    format!("counts.{}", k.as_str()),
-                    self.counts.get(*k).to_string(),
-                )
-            })
-            .collect();
-        for i in &self.instances {
-            let key = juju_key(&i.id);
-            let p = |f: &str| format!("instances.{key}.{f}");
-            out.push((p("name"), i.name.clone()));
-            out.push((p("result"), i.result.as_str().to_string()));
-            if let Some(d) = &i.destination {
-                out.push((p("destination"), d.clone()));
-            }
-            if let Some(d) = i.duration_s {
-                out.push((p("duration"), format!("{d:.1}")));
-            }
-            if let Some(e) = &i.error {
-                out.push((p("error"), e.clone()));
-            }
-        }
-        out
-    }
 }
-
-/// A key segment Juju accepts (lowercase letters, digits and inner hyphens).
-pub use crate::juju::results::key_segment as juju_key;
 
 #[cfg(test)]
 mod tests {
@@ -512,7 +477,7 @@ mod tests {
     }
 
     #[test]
-    fn run_report_counts_and_action_set_keys() {
+    fn run_report_counts() {
         let p = plan();
         let mut d = Drain::new("node1.maas", &p.entries, Policy::default(), 0);
         d.step(0, &[]);
@@ -564,27 +529,6 @@ mod tests {
             r.summary(),
             "evacuate node1.maas: 1 migrated, 1 skipped in 41.2 s"
         );
-        let keys = r.action_set_keys();
-        let get = |k: &str| keys.iter().find(|(a, _)| a == k).map(|(_, b)| b.as_str());
-        assert_eq!(get("counts.cold-migrated"), Some("0"));
-        assert_eq!(get("counts.migrated"), Some("1"));
-        assert_eq!(get("instances.81df1304-aaaa.result"), Some("migrated"));
-        assert_eq!(
-            get("instances.81df1304-aaaa.destination"),
-            Some("node4.maas")
-        );
-        assert_eq!(get("instances.81df1304-aaaa.duration"), Some("13.3"));
-        assert_eq!(get("instances.s1.error"), Some("excluded"));
-        assert_eq!(get("instances.s1.destination"), None);
-        for (k, _) in &keys {
-            assert!(
-                k.split('.').all(|seg| !seg.is_empty()
-                    && seg
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')),
-                "{k}"
-            );
-        }
     }
 
     #[test]
@@ -612,6 +556,5 @@ mod tests {
             Report::from_plan("evacuate", &p, ServiceReport::default(), "auto", 0.0).error,
             None
         );
-        assert_eq!(juju_key("81DF_13"), "81df-13");
     }
 }

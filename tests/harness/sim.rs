@@ -531,7 +531,7 @@ pub const SUITE_OUT_ENV: &str = "NLM_SUITE_OUT";
 
 /// State-dir files that hold credentials by design (root-only, their mode
 /// is asserted by the tests): not output, not kept.
-pub const NOT_KEPT: [&str; 1] = [nlm::control::CLI_CREDENTIALS];
+pub const NOT_KEPT: [&str; 1] = [nlm::state::CLI_CREDENTIALS];
 
 pub fn suite_out() -> Option<PathBuf> {
     std::env::var_os(SUITE_OUT_ENV)

@@ -53,7 +53,7 @@ fn journal_fixture(state_dir: &Path, host: &str, instances: Vec<(&str, &str, Pha
         task: Some("7".into()),
         host: host.into(),
         started_at: t0,
-        block_migration: "auto".into(),
+        block_migration: nlm::config::BlockMigration::Auto,
         plan: Plan {
             host: host.into(),
             target_host: None,
@@ -89,13 +89,11 @@ fn journal_fixture(state_dir: &Path, host: &str, instances: Vec<(&str, &str, Pha
         params: None,
         reported_at: None,
     };
-    nlm::journal::Journal::in_dir(state_dir)
-        .store(&rec)
-        .unwrap();
+    nlm::state::Journal::in_dir(state_dir).store(&rec).unwrap();
 }
 
 fn load_journal(state_dir: &Path) -> RunRecord {
-    nlm::journal::Journal::in_dir(state_dir)
+    nlm::state::Journal::in_dir(state_dir)
         .load::<RunRecord>()
         .unwrap()
         .expect("journal")
@@ -211,7 +209,7 @@ fn update_status_shows_the_evacuation_from_the_journal_without_api_calls() {
         ]
     );
     // With the drain's process alive (it holds the run lock): running.
-    let lock = nlm::control::RunLock::try_acquire(&state).unwrap().unwrap();
+    let lock = nlm::state::RunLock::try_acquire(&state).unwrap().unwrap();
     let out = sim.hook("update-status");
     assert_eq!(
         out.statuses.last().unwrap().message,
@@ -226,7 +224,7 @@ fn hooks_keep_a_root_only_copy_of_the_credentials_for_the_cli() {
     let mut sim = Sim::new()
         .with_keystone(vec![("keystone/0", keystone_bag("127.0.0.1", "1"))])
         .config("poll-interval", json!(0.5));
-    let file = sim.path("state").join(nlm::control::CLI_CREDENTIALS);
+    let file = sim.path("state").join(nlm::state::CLI_CREDENTIALS);
     let out = sim.hook("identity-credentials-relation-changed").clone();
     no_secret(&out, SIM_PASSWORD);
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
@@ -262,16 +260,14 @@ fn cli_status_shows_the_journal_and_abort_requests_reach_a_running_drain() {
     assert!(err.contains("cannot ask Nova"), "{err}");
 
     // A running drain (holding the lock) takes the request.
-    let lock = nlm::control::RunLock::try_acquire(&state).unwrap().unwrap();
-    let req = state.join(nlm::control::ABORT_REQUEST);
+    let lock = nlm::state::RunLock::try_acquire(&state).unwrap().unwrap();
+    let queue = nlm::state::AbortRequests::in_dir(&state);
     let taker = {
-        let req = req.clone();
         std::thread::spawn(move || {
             let t0 = Instant::now();
             while t0.elapsed() < Duration::from_secs(10) {
-                if let Ok(text) = std::fs::read_to_string(&req) {
-                    std::fs::remove_file(&req).unwrap();
-                    return Some(text);
+                if let Some(r) = queue.take_next_since(0) {
+                    return Some(serde_json::to_string(&r).unwrap());
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -292,7 +288,7 @@ fn abort_action_asks_a_running_drain_and_a_second_drain_is_refused() {
     let mut sim = unreachable_sim().config("poll-interval", json!(0.2));
     let state = sim.path("state");
     interrupted_fixture(&state);
-    let lock = nlm::control::RunLock::try_acquire(&state).unwrap().unwrap();
+    let lock = nlm::state::RunLock::try_acquire(&state).unwrap().unwrap();
     // Nobody takes the request: the action says so and still succeeds.
     let out = sim.action("abort", &["vm=focal-2"]).clone();
     assert_eq!(out.action_failed, None, "{:?}", out.action_results);
@@ -301,7 +297,10 @@ fn abort_action_asks_a_running_drain_and_a_second_drain_is_refused() {
         summary.contains("has not taken the request yet"),
         "{summary}"
     );
-    let req_path = state.join(nlm::control::ABORT_REQUEST);
+    let queue = nlm::state::AbortRequests::in_dir(&state);
+    let pending = queue.pending();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let req_path = queue.path_of(&pending[0].id);
     let req: Value = serde_json::from_str(&std::fs::read_to_string(&req_path).unwrap()).unwrap();
     assert_eq!(req["vm"], "focal-2");
     // Written by dispatch, root-only like every file of the state dir.
@@ -413,7 +412,7 @@ async fn settled(cloud: &CloudEnv, id: &str) -> Value {
 fn wait_journal(state_dir: &Path, what: &str, f: impl Fn(&RunRecord) -> bool) -> RunRecord {
     let t0 = Instant::now();
     loop {
-        if let Ok(Some(r)) = nlm::journal::Journal::in_dir(state_dir).load::<RunRecord>()
+        if let Ok(Some(r)) = nlm::state::Journal::in_dir(state_dir).load::<RunRecord>()
             && f(&r)
         {
             return r;

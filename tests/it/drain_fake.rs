@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use nlm::config::Config;
 use nlm::drain::{self, Kind, Params, RunRecord};
-use nlm::journal::Journal;
 use nlm::openstack::{AuthConfig, Interface, OpenStack};
 use nlm::paths::Paths;
 use nlm::plan::ResultKind;
+use nlm::state::Journal;
 use serde_json::{Value, json};
 
 use crate::fake_nova::{self, Fake, MStatus, Options};
@@ -469,7 +469,9 @@ async fn an_abort_request_cancels_what_runs_and_ends_the_run() {
             s.migrations.iter().any(|m| m.status == MStatus::Running)
         })
         .await;
-        nlm::control::write_abort_request(&rig.paths, None).expect("abort request");
+        nlm::state::AbortRequests::in_dir(&rig.paths.state_dir)
+            .submit(None, nlm::time::now_ms())
+            .expect("abort request");
         std::future::pending::<()>().await
     };
     let out = tokio::select! {

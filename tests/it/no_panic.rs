@@ -90,7 +90,7 @@ fn any_text() -> impl Strategy<Value = String> {
 fn journal_load(dir: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
     let path = dir.join("journal.json");
     std::fs::write(&path, bytes).unwrap();
-    nlm::journal::Journal::new(&path)
+    nlm::state::Journal::new(&path)
         .load::<nlm::drain::RunRecord>()
         .map(|_| ())
         .map_err(|e| e.to_string())

@@ -454,13 +454,15 @@ async fn cloud_placement_capacity_of_node4() {
         .unwrap()
         .expect("node4 provider");
     assert_eq!(rp.uuid, hv.id, "provider uuid == hypervisor id");
-    let cap = p.capacity(&rp.uuid).await.unwrap();
+    let inv = p.inventories(&rp.uuid).await.unwrap();
+    let used = p.usages(&rp.uuid).await.unwrap();
     for rc in ["VCPU", "MEMORY_MB", "DISK_GB"] {
-        let k = cap
+        let k = inv
             .get(rc)
-            .unwrap_or_else(|| panic!("{rc} missing: {cap:?}"));
-        assert!(k.capacity > 0 && k.free > 0, "{rc}: {k:?}");
-        assert!(k.fits(1), "{rc}: {k:?}");
+            .unwrap_or_else(|| panic!("{rc} missing: {inv:?}"));
+        let free = planner_free(&inv, &used, rc);
+        assert!(k.total > k.reserved && free > 0.0, "{rc}: {k:?}");
+        assert!(k.min_unit <= 1 && free >= 1.0, "{rc}: {k:?}");
     }
     // A server on node1 shows up in node1's allocations with its flavor.
     let id = boot(&env.admin, "alloc", SOURCE, json!({})).await;
@@ -476,4 +478,23 @@ async fn cloud_placement_capacity_of_node4() {
     let used = p.usages(&rp1.uuid).await.unwrap();
     assert!(used["MEMORY_MB"] >= 64);
     delete(env.admin.compute(), &id).await;
+}
+
+/// Free capacity of `rc` by the planner's model (the only one):
+/// `(total - reserved) * allocation_ratio - used`.
+fn planner_free(
+    inv: &std::collections::BTreeMap<String, nlm::openstack::Inventory>,
+    used: &std::collections::BTreeMap<String, u64>,
+    rc: &str,
+) -> f64 {
+    let i = &inv[rc];
+    let planner = nlm::plan::Inventory {
+        total: i.total,
+        reserved: i.reserved,
+        min_unit: i.min_unit,
+        max_unit: i.max_unit,
+        step_size: i.step_size,
+        allocation_ratio: i.allocation_ratio,
+    };
+    planner.capacity() - used.get(rc).copied().unwrap_or(0) as f64
 }

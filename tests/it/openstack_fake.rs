@@ -1333,10 +1333,14 @@ async fn placement_reads_and_capacity() {
         .unwrap()
         .unwrap();
     assert_eq!(rp.uuid, "rp4");
-    let cap = p.capacity(&rp.uuid).await.unwrap();
-    assert_eq!(cap["VCPU"].free, 58);
-    assert_eq!(cap["MEMORY_MB"].free, 11520 - 4096);
-    assert!(!cap["VCPU"].fits(5), "max_unit 4");
+    let inv = p.inventories(&rp.uuid).await.unwrap();
+    let used = p.usages(&rp.uuid).await.unwrap();
+    assert_eq!(planner_free(&inv, &used, "VCPU"), 58.0);
+    assert_eq!(
+        planner_free(&inv, &used, "MEMORY_MB"),
+        (11520 - 4096) as f64
+    );
+    assert_eq!(inv["VCPU"].max_unit, 4, "max_unit 4");
     let allocs = p.allocations("rp4").await.unwrap();
     assert_eq!(allocs["s1"]["MEMORY_MB"], 2048);
     let e = p.usages("nope").await.unwrap_err();
@@ -1511,4 +1515,23 @@ async fn tls_extra_ca_is_trusted() {
     let pem = std::fs::read(d.join("ca.pem")).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&pem);
     assert_eq!(nlm::openstack::decode_ca_bundle(&b64).unwrap(), pem);
+}
+
+/// Free capacity of `rc` by the planner's model (the only one):
+/// `(total - reserved) * allocation_ratio - used`.
+fn planner_free(
+    inv: &std::collections::BTreeMap<String, nlm::openstack::Inventory>,
+    used: &std::collections::BTreeMap<String, u64>,
+    rc: &str,
+) -> f64 {
+    let i = &inv[rc];
+    let planner = nlm::plan::Inventory {
+        total: i.total,
+        reserved: i.reserved,
+        min_unit: i.min_unit,
+        max_unit: i.max_unit,
+        step_size: i.step_size,
+        allocation_ratio: i.allocation_ratio,
+    };
+    planner.capacity() - used.get(rc).copied().unwrap_or(0) as f64
 }

@@ -111,7 +111,7 @@ fn each_run_is_kept_without_its_credentials_and_a_planted_secret_is_found() {
     ]);
 
     // The charm kept the CLI's copy of the credentials, root-only.
-    let creds = state_dir.join(nlm::control::CLI_CREDENTIALS);
+    let creds = state_dir.join(nlm::state::CLI_CREDENTIALS);
     let mode = std::fs::metadata(&creds).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", creds.display());
 
@@ -122,16 +122,12 @@ fn each_run_is_kept_without_its_credentials_and_a_planted_secret_is_found() {
         assert!(run.join(f).is_file(), "{f} not kept");
     }
     assert!(run.join("state").is_dir());
-    assert!(
-        !run.join("state")
-            .join(nlm::control::CLI_CREDENTIALS)
-            .exists()
-    );
+    assert!(!run.join("state").join(nlm::state::CLI_CREDENTIALS).exists());
     let outputs: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("outputs.json")).unwrap()).unwrap();
     assert_eq!(
         outputs["state_not_kept"],
-        serde_json::json!([nlm::control::CLI_CREDENTIALS])
+        serde_json::json!([nlm::state::CLI_CREDENTIALS])
     );
     assert_eq!(outputs["statuses"][0]["status"], "active", "{outputs:#}");
     let calls = std::fs::read_to_string(run.join("calls.json")).unwrap();
