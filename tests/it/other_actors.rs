@@ -128,19 +128,23 @@ async fn a_drain_beside_other_actors_over_ten_seeds() {
     let _lock = cloud.lock();
     let _t = Timed::start("a_drain_beside_other_actors_over_ten_seeds");
     cloud.reset().await;
-    const ROUNDS: u64 = 10;
+    // NLM_ACTORS_ROUNDS for a shorter look by hand; CI runs ten.
+    let rounds: u64 = std::env::var("NLM_ACTORS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     const INSTANCES: usize = 10;
     let base = base_seed();
     figure(&format!(
-        "other actors: {ROUNDS} rounds × {INSTANCES} instances, seeds {base}..{} (NLM_ACTORS_SEED={base} replays)",
-        base + ROUNDS - 1
+        "other actors: {rounds} rounds × {INSTANCES} instances, seeds {base}..{} (NLM_ACTORS_SEED={base} replays)",
+        base + rounds - 1
     ));
     figure(
         "| seed | drain s | migrated | skipped | failed | acts (instance: act → its result) | nova-api restart | ok |",
     );
     figure("|---|---:|---:|---:|---:|---|---|---|");
     let meta: &[(&str, &str)] = &[("nlm_migration_seconds", "1")];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let seed = base + round;
         let mut rng = fastrand::Rng::with_seed(seed);
         let names: Vec<String> = (0..INSTANCES).map(|i| format!("oa{round}-{i}")).collect();
