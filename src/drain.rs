@@ -748,114 +748,28 @@ async fn execute(
     c: &Command,
     obs: &mut Vec<Observation>,
 ) {
-    let control = |instance: &str, command: plan::Control, r: openstack::Result<()>| match r {
-        Ok(()) => Observation::CommandDone {
-            instance: instance.to_string(),
-            command,
-        },
-        Err(e) => Observation::CommandFailed {
-            instance: instance.to_string(),
-            command,
-            gone: e.is_not_found(),
-            message: e.to_string(),
-        },
-    };
     match c {
         Command::Progress { line, .. } => {
             tracing::info!("{line}");
             (env.log)(line);
         }
         Command::StartLive {
-            instance,
-            attempt,
-            target,
+            instance, attempt, ..
         }
         | Command::StartCold {
-            instance,
-            attempt,
-            target,
-        } => {
-            // Each migration starts with a token that has at least half its
-            // lifetime left (Nova's later calls on its behalf need it).
-            if let Err(e) = compute.session().ensure_fresh(0.5).await {
-                tracing::warn!("token renewal before starting {instance}: {e}");
-            }
-            let result = if matches!(c, Command::StartLive { .. }) {
-                compute
-                    .live_migrate(
-                        instance,
-                        &LiveMigrate {
-                            host: target.clone(),
-                            block_migration: api_block(block),
-                            force: false,
-                        },
-                    )
-                    .await
-                    .map(|_| ())
-            } else {
-                compute
-                    .cold_migrate(instance, target.as_deref())
-                    .await
-                    .map(|_| ())
-            };
-            obs.push(Observation::Started {
-                instance: instance.clone(),
-                attempt: *attempt,
-                result: match result {
-                    Ok(()) => StartResult::Accepted,
-                    Err(e) => start_result(instance, e),
-                },
-            });
-        }
+            instance, attempt, ..
+        } => obs.push(Observation::Started {
+            instance: instance.clone(),
+            attempt: *attempt,
+            result: start(compute, block, c).await,
+        }),
         Command::ListMigrations { source, since } => {
-            let filter = MigrationFilter {
-                source_compute: Some(source.clone()),
-                changes_since: Some(iso(*since)),
-                ..Default::default()
-            };
-            let ok = match compute.migrations(&filter).await {
-                Ok(list) => {
-                    obs.extend(list.iter().filter_map(|m| {
-                        Some(Observation::Migration {
-                            instance: m.instance_uuid.clone(),
-                            view: migration_view(m)?,
-                        })
-                    }));
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!("listing migrations: {e}");
-                    false
-                }
-            };
-            obs.push(Observation::Listed { ok });
+            list_migrations(compute, source, *since, obs).await
         }
         Command::ReadProgress {
             instance,
             migration_id,
-        } => match compute
-            .server_migration(instance, migration_id.as_api())
-            .await
-        {
-            Ok(sm) => obs.push(Observation::Migration {
-                instance: instance.clone(),
-                view: MigrationView {
-                    id: *migration_id,
-                    status: MigrationStatus::parse(&sm.status),
-                    created_at: sm.created_at.as_deref().and_then(parse_iso),
-                    dest_compute: sm.dest_compute.clone(),
-                    memory_total_bytes: sm.memory_total_bytes,
-                    memory_processed_bytes: sm.memory_processed_bytes,
-                    memory_remaining_bytes: sm.memory_remaining_bytes,
-                    disk_total_bytes: sm.disk_total_bytes,
-                    disk_processed_bytes: sm.disk_processed_bytes,
-                    disk_remaining_bytes: sm.disk_remaining_bytes,
-                },
-            }),
-            // Ended since the list: the next list says how.
-            Err(e) if e.is_not_found() => {}
-            Err(e) => tracing::debug!("progress of {instance}: {e}"),
-        },
+        } => obs.extend(read_progress(compute, instance, *migration_id).await),
         Command::ReadServer { instance } => match compute.server(instance).await {
             Ok(s) => obs.push(Observation::Server {
                 instance: instance.clone(),
@@ -867,12 +781,8 @@ async fn execute(
             Err(e) => tracing::warn!("reading server {instance}: {e}"),
         },
         Command::ConfirmResize { instance } => {
-            let r = compute.confirm_resize(instance).await;
-            obs.push(control(
-                instance,
-                plan::Control::ConfirmResize,
-                r.map(|_| ()),
-            ));
+            let r = compute.confirm_resize(instance).await.map(|_| ());
+            obs.push(control(instance, plan::Control::ConfirmResize, r));
         }
         Command::ForceComplete {
             instance,
@@ -883,12 +793,9 @@ async fn execute(
             tracing::info!("force-complete {instance} migration {migration_id}: {reason}");
             let r = compute
                 .force_complete(instance, migration_id.as_api())
-                .await;
-            obs.push(control(
-                instance,
-                plan::Control::ForceComplete,
-                r.map(|_| ()),
-            ));
+                .await
+                .map(|_| ());
+            obs.push(control(instance, plan::Control::ForceComplete, r));
         }
         Command::Abort {
             instance,
@@ -898,8 +805,133 @@ async fn execute(
             tracing::info!("abort {instance} migration {migration_id}: {reason}");
             let r = compute
                 .abort_migration(instance, migration_id.as_api())
-                .await;
-            obs.push(control(instance, plan::Control::Abort, r.map(|_| ())));
+                .await
+                .map(|_| ());
+            obs.push(control(instance, plan::Control::Abort, r));
+        }
+    }
+}
+
+/// A control call's answer as the core takes it.
+fn control(instance: &str, command: plan::Control, r: openstack::Result<()>) -> Observation {
+    match r {
+        Ok(()) => Observation::CommandDone {
+            instance: instance.to_string(),
+            command,
+        },
+        Err(e) => Observation::CommandFailed {
+            instance: instance.to_string(),
+            command,
+            gone: e.is_not_found(),
+            message: e.to_string(),
+        },
+    }
+}
+
+/// `StartLive` / `StartCold`: the POST, with a token that has at least half
+/// its lifetime left (Nova's later calls on the migration's behalf need it).
+async fn start(
+    compute: &openstack::Compute,
+    block: config::BlockMigration,
+    c: &Command,
+) -> StartResult {
+    let (Command::StartLive {
+        instance, target, ..
+    }
+    | Command::StartCold {
+        instance, target, ..
+    }) = c
+    else {
+        unreachable!("start() is only given starts");
+    };
+    if let Err(e) = compute.session().ensure_fresh(0.5).await {
+        tracing::warn!("token renewal before starting {instance}: {e}");
+    }
+    let result = if matches!(c, Command::StartLive { .. }) {
+        compute
+            .live_migrate(
+                instance,
+                &LiveMigrate {
+                    host: target.clone(),
+                    block_migration: api_block(block),
+                    force: false,
+                },
+            )
+            .await
+            .map(|_| ())
+    } else {
+        compute
+            .cold_migrate(instance, target.as_deref())
+            .await
+            .map(|_| ())
+    };
+    match result {
+        Ok(()) => StartResult::Accepted,
+        Err(e) => start_result(instance, e),
+    }
+}
+
+/// One list of the source's migrations changed since `since`: every record
+/// as an observation (the core keeps what is its own), then `Listed`.
+async fn list_migrations(
+    compute: &openstack::Compute,
+    source: &str,
+    since: Millis,
+    obs: &mut Vec<Observation>,
+) {
+    let filter = MigrationFilter {
+        source_compute: Some(source.to_string()),
+        changes_since: Some(iso(since)),
+        ..Default::default()
+    };
+    let ok = match compute.migrations(&filter).await {
+        Ok(list) => {
+            obs.extend(list.iter().filter_map(|m| {
+                Some(Observation::Migration {
+                    instance: m.instance_uuid.clone(),
+                    view: migration_view(m)?,
+                })
+            }));
+            true
+        }
+        Err(e) => {
+            tracing::warn!("listing migrations: {e}");
+            false
+        }
+    };
+    obs.push(Observation::Listed { ok });
+}
+
+/// A running live migration's progress (`GET /servers/{id}/migrations/{mid}`).
+async fn read_progress(
+    compute: &openstack::Compute,
+    instance: &str,
+    migration_id: MigrationId,
+) -> Option<Observation> {
+    match compute
+        .server_migration(instance, migration_id.as_api())
+        .await
+    {
+        Ok(sm) => Some(Observation::Migration {
+            instance: instance.to_string(),
+            view: MigrationView {
+                id: migration_id,
+                status: MigrationStatus::parse(&sm.status),
+                created_at: sm.created_at.as_deref().and_then(parse_iso),
+                dest_compute: sm.dest_compute.clone(),
+                memory_total_bytes: sm.memory_total_bytes,
+                memory_processed_bytes: sm.memory_processed_bytes,
+                memory_remaining_bytes: sm.memory_remaining_bytes,
+                disk_total_bytes: sm.disk_total_bytes,
+                disk_processed_bytes: sm.disk_processed_bytes,
+                disk_remaining_bytes: sm.disk_remaining_bytes,
+            },
+        }),
+        // Ended since the list: the next list says how.
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            tracing::debug!("progress of {instance}: {e}");
+            None
         }
     }
 }
