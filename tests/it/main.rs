@@ -10,6 +10,7 @@ mod drain_bad_input;
 mod drain_cloud;
 mod hooks;
 mod juju;
+mod juju_model;
 mod openstack_cloud;
 mod openstack_fake;
 mod policy_cloud;
