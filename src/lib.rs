@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod drain;
+pub mod hint;
 pub mod host;
 pub mod journal;
 pub mod juju;

@@ -1430,6 +1430,25 @@ pub fn exec_machine(e: Exec<'_>) -> Result<ExecOut, String> {
     Ok(exec_output(out))
 }
 
+/// `juju ssh <machine> -- sudo <command>`: a login as `ubuntu` on the
+/// machine, then sudo: root, with sudo's reset environment (no `JUJU_*`),
+/// and no lock of any agent (it does not go through Juju's agents at all).
+pub fn ssh_sudo(e: Exec<'_>) -> Result<ExecOut, String> {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(e.command)
+        .env_clear()
+        .envs(e.env.iter().cloned())
+        .env("PATH", exec_path(&e.path, None))
+        .env("LANG", "C.UTF-8")
+        .env("SUDO_USER", "ubuntu")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("bash: {e}"))?;
+    Ok(exec_output(out))
+}
+
 // ---------------------------------------------------------------------------
 // The hook tools.
 

@@ -277,6 +277,139 @@ fn cli_status_shows_the_journal_and_abort_requests_reach_a_running_drain() {
     drop(lock);
 }
 
+/// The README's abort/status flows beside a running evacuation, as Juju
+/// runs them (tests/harness/sim.rs `exec_unit`, `exec_machine`,
+/// `ssh_sudo`): the evacuation is the subordinate's operation (its unit
+/// busy, no machine lock: `parallel: true`) and its process holds the run
+/// lock.
+#[test]
+fn abort_and_status_beside_a_running_evacuation_through_the_ways_juju_runs_them() {
+    use crate::juju::sim;
+    use std::os::unix::fs::PermissionsExt;
+    let mut sim_unit = unreachable_sim();
+    // A host's /tmp-like dirs are traversable; the test's temp dir is not
+    // by default.
+    std::fs::set_permissions(sim_unit.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = sim_unit.hook("install").clone();
+    no_secret(&out, SIM_PASSWORD);
+    let state = sim_unit.path("state");
+    let hint_path = state.join(nlm::hint::HINT_FILE);
+    let mode = std::fs::metadata(&hint_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "the hint is world-readable");
+    let hint = std::fs::read_to_string(&hint_path).unwrap();
+    assert!(!hint.contains(SIM_PASSWORD), "no secret in the hint");
+    let hint: Value = serde_json::from_str(&hint).unwrap();
+    assert_eq!(hint["principal"], "nova-compute/0");
+    assert_eq!(hint["machine"], "0");
+    interrupted_fixture(&state);
+
+    // The evacuation: the subordinate unit's running operation (parallel,
+    // so no machine lock) whose process holds the run lock.
+    let host = sim::host_dir(&sim_unit.path("state.json"), &sim_unit.host_env());
+    let _evacuating = sim::take_lock(
+        &sim::unit_lock_path(&host, "nova-live-migration/0"),
+        "unit nova-live-migration/0",
+    )
+    .unwrap();
+    let _run_lock = nlm::control::RunLock::try_acquire(&state).unwrap().unwrap();
+    let env = sim_unit.host_env();
+    let bin = vec![sim_unit.path("bin")];
+    let exec = |command: &'static str| sim::Exec {
+        host: &host,
+        command,
+        path: bin.clone(),
+        env: env.clone(),
+    };
+    let took = |req: PathBuf| {
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(20) {
+                if let Ok(text) = std::fs::read_to_string(&req) {
+                    std::fs::remove_file(&req).unwrap();
+                    return Some(text);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        })
+    };
+    let req = state.join(nlm::control::ABORT_REQUEST);
+
+    // juju exec --machine 0: as the user ubuntu, refused with exit 2 and
+    // exactly what to run instead.
+    for (cmd, line) in [
+        ("nova-live-migration abort", "nova-live-migration abort"),
+        ("nova-live-migration status", "nova-live-migration status"),
+        (
+            "nova-live-migration abort --vm focal-2",
+            "nova-live-migration abort --vm focal-2",
+        ),
+    ] {
+        let out = sim::exec_machine(exec(cmd)).unwrap();
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(
+            out.stderr
+                .contains(&format!("  juju exec --unit nova-compute/0 -- {line}\n")),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr
+                .contains(&format!("  juju ssh 0 -- sudo {line}\n")),
+            "{}",
+            out.stderr
+        );
+        assert!(!req.exists(), "a refused abort writes nothing");
+    }
+
+    // juju exec --unit nova-live-migration/0 would queue behind the
+    // evacuation: not a way to stop it.
+    let e = sim::exec_unit(
+        exec("nova-live-migration abort"),
+        "nova-live-migration/0",
+        "0",
+    )
+    .unwrap_err();
+    assert!(e.contains("unit nova-live-migration/0 is busy"), "{e}");
+
+    // juju exec --unit nova-compute/0: root, the principal's operation,
+    // beside the evacuation.
+    let taker = took(req.clone());
+    let out = sim::exec_unit(
+        exec("nova-live-migration abort --vm focal-2"),
+        "nova-compute/0",
+        "0",
+    )
+    .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("took the request"), "{}", out.stdout);
+    let v: Value = serde_json::from_str(&taker.join().unwrap().expect("request")).unwrap();
+    assert_eq!(v["vm"], "focal-2");
+    let out = sim::exec_unit(exec("nova-live-migration status"), "nova-compute/0", "0").unwrap();
+    // The credentials are readable (root); Nova is not reachable here, so
+    // status shows the journal and says why it could not ask Nova.
+    assert!(!out.stderr.contains("needs root"), "{out:?}");
+    assert!(!out.stdout.contains(SIM_PASSWORD) && !out.stderr.contains(SIM_PASSWORD));
+
+    // juju ssh 0 -- sudo: root, outside Juju's agents.
+    let taker = took(req.clone());
+    let out = sim::ssh_sudo(exec("nova-live-migration abort")).unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("took the request"), "{}", out.stdout);
+    let v: Value = serde_json::from_str(&taker.join().unwrap().expect("request")).unwrap();
+    assert_eq!(v["vm"], Value::Null);
+    for out in [&out] {
+        sim::keep_output(
+            "ssh sudo abort",
+            &[
+                ("stdout", out.stdout.as_bytes()),
+                ("stderr", out.stderr.as_bytes()),
+            ],
+        )
+        .unwrap();
+    }
+}
+
 #[test]
 fn abort_action_asks_a_running_drain_and_a_second_drain_is_refused() {
     let mut sim = unreachable_sim().config("poll-interval", json!(0.2));
