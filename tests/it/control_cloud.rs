@@ -567,7 +567,8 @@ fn cloud_cli_abort_stops_a_running_evacuation_and_enable_status_follow() {
     let state_dir = PathBuf::from(&env.iter().find(|(k, _)| k == "NLM_STATE_DIR").unwrap().1);
     let mut beside = Beside::new(&cloud, env.clone());
     // The hooks write the CLI's credentials.
-    beside.run("hooks/config-changed", &[]);
+    // install links the host CLI; its update-status writes the CLI's credentials.
+    beside.run("hooks/install", &[]);
 
     let evac_env = env.clone();
     let evacuation = std::thread::spawn(move || {
@@ -601,10 +602,57 @@ fn cloud_cli_abort_stops_a_running_evacuation_and_enable_status_follow() {
         Duration::from_secs(60),
     ));
 
-    // status during the run.
-    let out = beside.run("actions/status", &[]);
-    assert_eq!(out.action_failed, None, "{:?}", out.action_results);
-    let r = report(&out);
+    // During the run this unit's own operations (an action, update-status)
+    // queue behind the evacuation, as in Juju: what runs beside it is the
+    // host CLI as root in the principal's context (juju exec --unit
+    // nova-compute/0), which takes the machine lock evacuate does not hold.
+    let host = crate::juju::sim::host_dir(&state_dir.join("x"), &env);
+    let bin = vec![
+        PathBuf::from(&env.iter().find(|(k, _)| k == "NLM_CLI_LINK").unwrap().1)
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    ];
+    let exec_unit = |command: &str| {
+        let out = crate::juju::sim::exec_unit(
+            crate::juju::sim::Exec {
+                host: &host,
+                command,
+                path: bin.clone(),
+                env: env.clone(),
+            },
+            "nova-compute/0",
+            "0",
+        )
+        .unwrap_or_else(|e| panic!("juju exec --unit nova-compute/0 -- {command}: {e}"));
+        crate::juju::sim::keep_output(
+            &format!("exec-unit {command}"),
+            &[
+                ("stdout", out.stdout.as_bytes()),
+                ("stderr", out.stderr.as_bytes()),
+            ],
+        )
+        .unwrap();
+        assert!(
+            !out.stdout.contains(&password) && !out.stderr.contains(&password),
+            "a secret leaked"
+        );
+        out
+    };
+    let again = beside
+        .sim
+        .start_env("actions/status", &[], beside.env.clone())
+        .err()
+        .expect("this unit's next operation waits for the evacuation");
+    assert!(
+        again.contains("unit nova-live-migration/0 is busy"),
+        "{again}"
+    );
+
+    // status --json during the run: the status action's report.
+    let out = exec_unit("nova-live-migration status --json");
+    assert_eq!(out.code, 0, "{out:?}");
+    let r: Value = serde_json::from_str(out.stdout.trim()).expect("status --json");
     assert_eq!(r["evacuation"]["state"], "running", "{r}");
     assert_eq!(r["service"]["status"], "disabled", "{r}");
     assert_eq!(r["instances"].as_array().unwrap().len(), 3, "{r}");
@@ -615,39 +663,18 @@ fn cloud_cli_abort_stops_a_running_evacuation_and_enable_status_follow() {
             .any(|m| m["status"] == "running" && m["percent"].is_number()),
         "{r}"
     );
-    assert_eq!(out.action_results["evacuation"], "running");
-    no_secret(&out, &password);
-
-    // enable refused during the run.
-    let out = beside.run("actions/enable", &[]);
-    let msg = out.action_failed.clone().expect("enable refused");
-    assert!(
-        msg.contains("still in flight") && msg.contains("running"),
-        "{msg}"
-    );
-
-    // update-status: maintenance with the journal's progress.
-    let out = beside.run("hooks/update-status", &[]);
-    let st = out.statuses.last().unwrap();
-    assert_eq!(st.status, "maintenance");
-    assert!(
-        st.message
-            .starts_with(&format!("nova-compute/0 on {SOURCE}: evacuate running, ")),
-        "{}",
-        st.message
-    );
 
     // The CLI: status, then abort.
-    let (code, out, err) = cli(&env, &["status"]);
-    assert_eq!(code, 0, "{out}{err}");
+    let out = exec_unit("nova-live-migration status");
+    assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.contains("migrations in flight") && out.contains("(running)"),
-        "{out}"
+        out.stdout.contains("migrations in flight") && out.stdout.contains("(running)"),
+        "{}",
+        out.stdout
     );
-    assert!(!out.contains(&password) && !err.contains(&password));
-    let (code, out, err) = cli(&env, &["abort"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("took the request"), "{out}");
+    let out = exec_unit("nova-live-migration abort");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("took the request"), "{}", out.stdout);
 
     let (_sim, result) = evacuation.join().unwrap();
     let out = result.expect("evacuate ran");
