@@ -174,7 +174,8 @@ fn run(args: &[String]) -> Result<u8, String> {
     let mut timed_out = false;
     let out = match running.wait_for(wait) {
         Ok(out) => out?,
-        Err((running, msg)) => {
+        Err(timed_out_run) => {
+            let (running, msg) = *timed_out_run;
             eprintln!("{msg}");
             timed_out = true;
             running.wait()?

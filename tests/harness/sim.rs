@@ -479,6 +479,9 @@ impl Schema {
     }
 }
 
+/// gojsonschema's largest integer (ECMA's MAX_SAFE_INTEGER, utils.go).
+const MAX_JSON_INT: f64 = 9_007_199_254_740_991.0;
+
 /// The machine lock's name (`core/machinelock`: "machine-lock", or
 /// "machine-lock-<group>" for an execution group).
 pub const MACHINE_LOCK: &str = "machine-lock";
@@ -494,9 +497,10 @@ fn json_type_matches(ty: &str, v: &Value) -> bool {
         | ("array", Value::Array(_))
         | ("object", Value::Object(_))
         | ("number", Value::Number(_)) => true,
+        // utils.go `isFloat64AnInteger`: integral and within ±(2^53 - 1).
         ("integer", Value::Number(n)) => n
             .as_f64()
-            .is_some_and(|f| f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15),
+            .is_some_and(|f| f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_JSON_INT),
         _ => false,
     }
 }
@@ -504,7 +508,7 @@ fn json_type_matches(ty: &str, v: &Value) -> bool {
 /// A number as gojsonschema prints it (`resultErrorFormatNumber`: `%d` for
 /// an integral value, else `%g`).
 fn go_number(n: f64) -> String {
-    if n.is_finite() && n.fract() == 0.0 && n.abs() < 9.0e15 {
+    if n.is_finite() && n.fract() == 0.0 && n.abs() <= MAX_JSON_INT {
         format!("{}", n as i64)
     } else {
         format!("{n}")
@@ -515,7 +519,12 @@ fn go_number(n: f64) -> String {
 /// float64: integral numbers without a fraction, object keys sorted.
 fn go_json(v: &Value) -> String {
     match v {
-        Value::Number(n) => n.as_f64().map(go_number).unwrap_or_else(|| n.to_string()),
+        // Go prints a float64 in full below 1e21 (strconv 'f', shortest).
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
+            Some(f) => format!("{f}"),
+            None => n.to_string(),
+        },
         Value::Array(a) => format!("[{}]", a.iter().map(go_json).collect::<Vec<_>>().join(",")),
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
@@ -579,13 +588,18 @@ fn valid_name_rule(s: &str) -> bool {
 /// One `juju run` value parsed as gopkg.in/yaml.v2 parses a document into
 /// `interface{}`: plain scalars resolved by YAML 1.1 rules (resolve.go:
 /// `y|yes|on|true` and `n|no|off|false` in three casings are booleans,
-/// `~|null` and the empty value are null, integers in base 10, `0x` hex,
+/// `~|null` are null (an empty value stays the empty string), integers in base 10, `0x` hex,
 /// `0b` binary and leading-`0` octal with `_` ignored, floats; timestamps
 /// stay strings in an `interface{}`), quoted and flow values (`"123"`,
 /// `[a, b]`) by a YAML parser. NaN and infinities cannot be sent as JSON:
 /// an error, as the client's JSON encoding fails on them.
 pub fn yaml_v2_value(raw: &str) -> Result<Value, String> {
     let v = raw.trim_matches(|c| c == ' ' || c == '\t');
+    // An empty (or blank) document leaves run.go's `cleansedValue`, which
+    // starts as the raw string, as it was: `vm=` sends "".
+    if v.is_empty() {
+        return Ok(Value::String(raw.to_string()));
+    }
     let structured = v.starts_with(['"', '\'', '[', '{', '!', '&', '*', '|', '>'])
         || v.contains(": ")
         || v.contains(" #")
@@ -810,14 +824,14 @@ impl Running {
     pub fn wait_for(
         mut self,
         d: std::time::Duration,
-    ) -> Result<Result<State, String>, (Running, String)> {
+    ) -> Result<Result<State, String>, Box<(Running, String)>> {
         let t0 = std::time::Instant::now();
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) => return Ok(self.wait()),
                 Ok(None) if t0.elapsed() >= d => {
                     let msg = format!("timed out waiting for results from: unit {}", self.unit);
-                    return Err((self, msg));
+                    return Err(Box::new((self, msg)));
                 }
                 Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
                 Err(e) => return Ok(Err(e.to_string())),

@@ -72,7 +72,7 @@ fn juju_run_values_are_yaml_as_yaml_v2_reads_them() {
         v("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"),
         json!("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
     );
-    assert_eq!(v(""), Value::Null);
+    assert_eq!(v(""), json!(""), "an empty document leaves the raw string");
     assert_eq!(v("~"), Value::Null);
     assert_eq!(v("\"123\""), json!("123"), "quoted stays a string");
     assert_eq!(v("[a, b]"), json!(["a", "b"]));
@@ -336,10 +336,9 @@ fn juju_run_gives_up_after_its_wait_and_cancel_task_is_sigkill() {
     assert_eq!(sim::JUJU_RUN_DEFAULT_WAIT, Duration::from_secs(60));
     let long = start(charm.path(), work.path(), "actions/long").unwrap();
     wait_file(&charm.path().join("started-actions-long"));
-    let (long, msg) = long
+    let (long, msg) = *long
         .wait_for(Duration::from_millis(50))
-        .err()
-        .expect("still running after the client's wait");
+        .expect_err("still running after the client's wait");
     assert_eq!(
         msg,
         "timed out waiting for results from: unit nova-live-migration/0"
