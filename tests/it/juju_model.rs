@@ -383,3 +383,38 @@ fn the_charm_unit_is_one_operation_at_a_time_too() {
     assert!(e.contains("unit nova-live-migration/0 is busy"), "{e}");
     a.finish(running).unwrap();
 }
+
+#[test]
+fn a_task_result_past_one_controller_document_fails_the_task() {
+    // stdout is part of a task's results (runner.go updateActionResults):
+    // 17 MB of it is more than the 16 MiB document Juju stores them in.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("actions.yaml"),
+        "big:\n  parallel: true\n  additionalProperties: false\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("config.yaml"), "options: {}\n").unwrap();
+    std::fs::write(
+        dir.path().join("dispatch"),
+        "#!/bin/bash\nhead -c 17000000 /dev/zero | tr '\\0' x\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.path().join("dispatch"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let st = start(dir.path(), work.path(), "actions/big")
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(st.exit_code, Some(0));
+    let failed = st.action_failed.expect("too large");
+    assert!(
+        failed.contains("more than the 16777216 one controller document holds"),
+        "{failed}"
+    );
+}
