@@ -861,7 +861,7 @@ impl Running {
             .sum::<usize>()
             + state.stdout.len()
             + state.stderr.len();
-        if results_bytes > MAX_ACTION_RESULTS_BYTES {
+        if state.action.is_some() && results_bytes > MAX_ACTION_RESULTS_BYTES {
             state.action_failed = Some(format!(
                 "juju-sim: the task's results are {results_bytes} bytes, more than the {MAX_ACTION_RESULTS_BYTES} one controller document holds"
             ));
