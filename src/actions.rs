@@ -197,6 +197,8 @@ fn control_op(name: &str, p: &BTreeMap<String, Value>) -> Result<Op, String> {
     let vm = match p.get("vm") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        // `juju run … vm=12345` sends a YAML integer: the name's text.
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         Some(other) => return Err(format!("parameter vm must be a string, got {other}")),
     };
     let vm = crate::drain::bounded_name("vm", vm, "an instance name or UUID")?;

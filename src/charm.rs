@@ -187,6 +187,15 @@ impl Unit<'_> {
 
     /// Runs one hook. Unknown hooks do nothing.
     pub fn hook(&self, name: &str) -> Result<(), ToolError> {
+        if name == "remove" {
+            crate::hint::remove(self.paths);
+        } else {
+            let machine = std::env::var("JUJU_MACHINE_ID").ok();
+            crate::hint::keep(
+                self.paths,
+                &crate::hint::Hint::from_context(self.ctx, machine),
+            );
+        }
         match name {
             "install" | "upgrade-charm" => {
                 self.link_cli();

@@ -18,7 +18,10 @@ pub const USAGE: &str = "\
 nova-live-migration: drain this OpenStack compute node by live migration.
 
 This binary is the Juju charm's dispatch; on the host it is also a CLI that
-works while an action runs (juju exec --machine N -- nova-live-migration ...).
+works while an action runs, as root:
+  juju exec --unit nova-compute/K -- nova-live-migration ...
+  juju ssh N -- sudo nova-live-migration ...
+(not juju exec --machine N, which runs commands as the user ubuntu).
 
 Usage:
   nova-live-migration status [--json]  the service state, the instances, the
@@ -39,7 +42,25 @@ in the state directory. Run the drain itself with the charm's actions, e.g.
 
 /// Runs the CLI with `args` (without argv[0]); returns the exit code.
 pub fn main(args: &[String], paths: &Paths, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    main_as(args, crate::hint::effective_uid(), paths, out, err)
+}
+
+/// [`main`] as the effective user `uid`: `abort` and `status` need root,
+/// and refuse with exit 2 naming the commands that run them as root (see
+/// `hint`).
+pub fn main_as(
+    raw: &[String],
+    uid: Option<u32>,
+    paths: &Paths,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let args: Vec<&str> = raw.iter().map(String::as_str).collect();
+    if matches!(args.first(), Some(&"abort") | Some(&"status")) && uid != Some(0) {
+        let hint = crate::hint::load(&paths.state_dir);
+        let _ = err.write_all(crate::hint::not_root_message(raw, uid, hint.as_ref()).as_bytes());
+        return crate::hint::NOT_ROOT_EXIT;
+    }
     match args.as_slice() {
         [] | ["--help"] | ["-h"] | ["help"] => {
             let _ = out.write_all(USAGE.as_bytes());
@@ -245,7 +266,7 @@ mod tests {
     fn run(args: &[&str], paths: &Paths) -> (i32, String, String) {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let (mut out, mut err) = (Vec::new(), Vec::new());
-        let code = main(&args, paths, &mut out, &mut err);
+        let code = main_as(&args, Some(0), paths, &mut out, &mut err);
         (
             code,
             String::from_utf8(out).unwrap(),
@@ -255,6 +276,61 @@ mod tests {
 
     fn paths(dir: &std::path::Path) -> Paths {
         Paths::from_env(|k| (k == "NLM_STATE_DIR").then(|| dir.to_string_lossy().into_owned()))
+    }
+
+    #[test]
+    fn abort_and_status_refuse_a_user_other_than_root_naming_what_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = paths(dir.path());
+        crate::hint::keep(
+            &paths,
+            &crate::hint::Hint {
+                unit: "nova-live-migration/2".into(),
+                principal: Some("nova-compute/2".into()),
+                machine: Some("5".into()),
+            },
+        );
+        for cmd in [
+            &["abort"][..],
+            &["abort", "--vm", "x"],
+            &["status", "--json"],
+        ] {
+            let args: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = main_as(&args, Some(1000), &paths, &mut out, &mut err);
+            let err = String::from_utf8(err).unwrap();
+            assert_eq!(code, 2, "{err}");
+            assert!(out.is_empty());
+            let line = cmd.join(" ");
+            assert!(
+                err.contains(&format!(
+                    "juju exec --unit nova-compute/2 -- nova-live-migration {line}\n"
+                )),
+                "{err}"
+            );
+            assert!(
+                err.contains(&format!("juju ssh 5 -- sudo nova-live-migration {line}\n")),
+                "{err}"
+            );
+        }
+        // Nothing was written by the refused abort.
+        assert!(
+            crate::state::AbortRequests::in_dir(dir.path())
+                .pending()
+                .is_empty()
+        );
+        // --help needs no root.
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(
+            main_as(
+                &["--help".to_string()],
+                Some(1000),
+                &paths,
+                &mut out,
+                &mut err
+            ),
+            0
+        );
     }
 
     #[test]

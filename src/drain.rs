@@ -45,6 +45,9 @@ fn opt_string(p: &BTreeMap<String, Value>, k: &str) -> Result<Option<String>, St
     match p.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
+        // `juju run … vm=12345` sends a YAML integer (actions.yaml allows
+        // one for the name parameters): the name is its decimal text.
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
         Some(other) => Err(format!("parameter {k} must be a string, got {other}")),
     }
 }
@@ -101,11 +104,26 @@ impl Params {
                 }
             },
         };
-        let block_migration = match opt_string(p, "block-migration")? {
-            None => None,
-            Some(s) => Some(config::BlockMigration::parse(&s).ok_or_else(|| {
-                format!("block-migration must be auto, true or false, got {s:?}")
-            })?),
+        // `juju run … block-migration=true` sends a YAML boolean, with
+        // --string-args the string "true": the same choice.
+        let block_migration = match p.get("block-migration") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(true)) => Some(config::BlockMigration::True),
+            Some(Value::Bool(false)) => Some(config::BlockMigration::False),
+            Some(Value::String(s)) => {
+                Some(config::BlockMigration::parse(s.trim()).ok_or_else(|| {
+                    format!(
+                        "block-migration must be auto, true or false, got {}",
+                        crate::text::quoted(s, 64)
+                    )
+                })?)
+            }
+            Some(other) => {
+                return Err(format!(
+                    "block-migration must be auto, true or false, got {}",
+                    crate::text::quoted(&other.to_string(), 64)
+                ));
+            }
         };
         let vm = bounded_name("vm", opt_string(p, "vm")?, "an instance name or UUID")?;
         if kind == Kind::MigrateVm && vm.is_none() {
@@ -1175,6 +1193,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.exclude.len(), 2);
+    }
+
+    #[test]
+    fn block_migration_takes_what_juju_run_sends() {
+        use crate::config::BlockMigration;
+        let bm = |v: Value| {
+            let p: BTreeMap<String, Value> = [("block-migration".to_string(), v)].into();
+            Params::from_action(Kind::Evacuate, &p).map(|p| p.block_migration)
+        };
+        // YAML booleans (juju run block-migration=true) and strings
+        // (--string-args, or auto).
+        assert_eq!(bm(Value::Bool(true)), Ok(Some(BlockMigration::True)));
+        assert_eq!(bm(Value::Bool(false)), Ok(Some(BlockMigration::False)));
+        assert_eq!(bm(Value::from("true")), Ok(Some(BlockMigration::True)));
+        assert_eq!(bm(Value::from("false")), Ok(Some(BlockMigration::False)));
+        assert_eq!(bm(Value::from("auto")), Ok(Some(BlockMigration::Auto)));
+        assert_eq!(bm(Value::Null), Ok(None));
+        let e = bm(Value::from(3)).unwrap_err();
+        assert_eq!(e, "block-migration must be auto, true or false, got \"3\"");
+        let e = bm(Value::from("x".repeat(1000))).unwrap_err();
+        assert!(e.len() < 200, "{e}");
     }
 
     fn line(level: &str, ctx: bool, msg: &str) -> String {

@@ -9,6 +9,7 @@ pub mod control;
 pub mod credentials;
 pub mod drain;
 pub mod gather;
+pub mod hint;
 pub mod host;
 pub mod juju;
 pub mod openstack;

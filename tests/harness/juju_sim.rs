@@ -4,7 +4,16 @@
 //!   action-get, action-set, ..., systemctl — reads and updates $JUJU_SIM_STATE.
 //! As a command:
 //!   juju-sim new STATE [--config KEY=VALUE]... [--credentials RELATION.json]
-//!   juju-sim run --charm-dir DIR --state STATE [--echo] [--env K=V]... EVENT [KEY=VALUE]...
+//!   juju-sim run --charm-dir DIR --state STATE [--echo] [--env K=V]...
+//!                [--string-args] [--wait SECONDS] EVENT [KEY=VALUE]...
+//!     KEY=VALUE as `juju run` takes them: YAML values unless --string-args;
+//!     the controller's schema check first. --wait (default 60, as juju
+//!     run): past it, prints `timed out waiting for results from: unit U`
+//!     and exits 1; dispatch is still waited for (its locks stay held).
+//!   juju-sim exec (--unit UNIT | --machine N) --host DIR [--env K=V]... -- COMMAND...
+//!     `juju exec`: --unit as root in that unit's hook context, after its
+//!     running operation and under the machine lock; --machine as an
+//!     unprivileged user (Juju: ubuntu) with no Juju context.
 //!   juju-sim unpack CHARM DIR
 
 #[path = "sim.rs"]
@@ -39,6 +48,7 @@ fn command(args: &[String]) -> Result<u8, String> {
     match args.first().map(String::as_str) {
         Some("new") => new_state(&args[1..]),
         Some("run") => run(&args[1..]),
+        Some("exec") => exec(&args[1..]),
         Some("unpack") => {
             let [charm, dir] = &args[1..] else {
                 return Err("usage: juju-sim unpack CHARM DIR".into());
@@ -102,6 +112,8 @@ fn run(args: &[String]) -> Result<u8, String> {
     let mut charm_dir = None;
     let mut state = None;
     let mut echo = false;
+    let mut string_args = false;
+    let mut wait = sim::JUJU_RUN_DEFAULT_WAIT;
     let mut env = Vec::new();
     let mut rest = Vec::new();
     let mut i = 0;
@@ -122,6 +134,15 @@ fn run(args: &[String]) -> Result<u8, String> {
                 i += 1;
             }
             "--echo" => echo = true,
+            "--string-args" => string_args = true,
+            "--wait" => {
+                let secs: f64 = args
+                    .get(i + 1)
+                    .and_then(|v| v.trim_end_matches('s').parse().ok())
+                    .ok_or("--wait needs a number of seconds")?;
+                wait = std::time::Duration::from_secs_f64(secs);
+                i += 1;
+            }
             other => rest.push(other.to_string()),
         }
         i += 1;
@@ -133,11 +154,15 @@ fn run(args: &[String]) -> Result<u8, String> {
         .ok_or("an event (hooks/NAME or actions/NAME) is required")?;
     let mut params = Map::new();
     for kv in &rest[1..] {
-        let (k, v) = sim::parse_param(kv)?;
+        let (k, v) = if string_args {
+            sim::parse_param_string(kv)?
+        } else {
+            sim::parse_param(kv)?
+        };
         params.insert(k, v);
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = sim::run_event(sim::Run {
+    let running = sim::start_event(sim::Run {
         charm_dir: &charm_dir,
         state_path: &state_path,
         event,
@@ -146,6 +171,19 @@ fn run(args: &[String]) -> Result<u8, String> {
         env,
         echo,
     })?;
+    let mut timed_out = false;
+    let out = match running.wait_for(wait) {
+        Ok(out) => out?,
+        Err(timed_out_run) => {
+            let (running, msg) = *timed_out_run;
+            eprintln!("{msg}");
+            timed_out = true;
+            running.wait()?
+        }
+    };
+    if timed_out {
+        return Ok(1);
+    }
     if let Some(msg) = &out.action_failed {
         eprintln!("action failed: {msg}");
     }
@@ -159,4 +197,49 @@ fn run(args: &[String]) -> Result<u8, String> {
     } else {
         1
     })
+}
+
+fn exec(args: &[String]) -> Result<u8, String> {
+    let usage =
+        "usage: juju-sim exec (--unit UNIT | --machine N) --host DIR [--env K=V]... -- COMMAND...";
+    let mut unit = None;
+    let mut machine = None;
+    let mut host = None;
+    let mut env = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let value = || args.get(i + 1).cloned().ok_or(usage);
+        match args[i].as_str() {
+            "--unit" => unit = Some(value()?),
+            "--machine" => machine = Some(value()?),
+            "--host" => host = Some(PathBuf::from(value()?)),
+            "--env" => {
+                let kv = value()?;
+                let (k, v) = kv.split_once('=').ok_or("--env needs K=V")?;
+                env.push((k.to_string(), v.to_string()));
+            }
+            "--" => break,
+            other => return Err(format!("unexpected argument {other:?}; {usage}")),
+        }
+        i += 2;
+    }
+    let command = args.get(i + 1..).unwrap_or_default().join(" ");
+    if command.is_empty() {
+        return Err(usage.into());
+    }
+    let host = host.ok_or(usage)?;
+    let e = sim::Exec {
+        host: &host,
+        command: &command,
+        path: Vec::new(),
+        env,
+    };
+    let out = match (unit, machine) {
+        (Some(u), None) => sim::exec_unit(e, &u, "0")?,
+        (None, Some(_)) => sim::exec_machine(e)?,
+        _ => return Err(usage.into()),
+    };
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    Ok(out.code.clamp(0, 255) as u8)
 }

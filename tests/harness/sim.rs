@@ -336,18 +336,52 @@ impl Schema {
         Ok(out)
     }
 
-    /// Validates action parameters as the controller does and inserts
-    /// schema defaults. The error text follows Juju's
-    /// (`validation failed: (root) : Additional property x is not allowed`).
+    /// The action's spec in actions.yaml (`None` when the charm has no
+    /// such action).
+    pub fn action_spec(&self, action: &str) -> Option<&Map<String, Value>> {
+        self.actions.get(action).and_then(Value::as_object)
+    }
+
+    /// `parallel: true` (and no `execution-group`): the action runs without
+    /// the machine lock. Juju: `NeedsGlobalMachineLock() = !Parallel() ||
+    /// ExecutionGroup() != ""` (internal/worker/uniter/operation/runaction.go).
+    pub fn action_lock(&self, action: &str) -> Option<String> {
+        let spec = self.action_spec(action)?;
+        let parallel = spec
+            .get("parallel")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let group = spec
+            .get("execution-group")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match (parallel, group) {
+            (true, "") => None,
+            (_, "") => Some(MACHINE_LOCK.to_string()),
+            (_, g) => Some(format!("{MACHINE_LOCK}-{g}")),
+        }
+    }
+
+    /// Validates action parameters as the controller does when it enqueues
+    /// the task, and inserts schema defaults. Juju 3.6: `state/unit.go`
+    /// `PrepareActionPayload` calls `spec.ValidateParams` then
+    /// `spec.InsertDefaults` (juju/charm `actions.go`), a JSON-schema draft 4
+    /// check by `github.com/juju/gojsonschema`; a refusal is
+    /// `validation failed: ` and the validator's errors joined by `; `, each
+    /// worded as that library words it (`locales.go`, `result.go`
+    /// `"%s : %s, given %s"`), e.g.
+    /// `validation failed: (root).block-migration : must be of type string, given true`.
+    /// The task is then not created. Errors are listed root first, then the
+    /// properties by name (the library follows Go map order there).
     pub fn action_params(
         &self,
+        unit: &str,
         action: &str,
         given: &Map<String, Value>,
     ) -> Result<Map<String, Value>, String> {
-        let Some(spec) = self.actions.get(action) else {
+        let Some(spec) = self.action_spec(action) else {
             return Err(format!(
-                "action {action:?} not defined on unit (have {})",
-                self.actions.keys().cloned().collect::<Vec<_>>().join(", ")
+                "action \"{action}\" not defined on unit \"{unit}\""
             ));
         };
         let props = spec
@@ -355,55 +389,90 @@ impl Schema {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
+        // Juju 3 (juju/charm v12 ReadActionsYaml) leaves additionalProperties
+        // unset (= allowed) unless actions.yaml says false.
         let additional = spec
             .get("additionalProperties")
             .and_then(Value::as_bool)
             .unwrap_or(true);
-        let fail = |msg: String| Err(format!("validation failed: (root) : {msg}"));
-        for (k, v) in given {
-            let Some(p) = props.get(k) else {
-                if additional {
-                    continue;
-                }
-                return fail(format!("Additional property {k} is not allowed"));
-            };
-            let ty = p.get("type").and_then(Value::as_str).unwrap_or("string");
-            let ok = match ty {
-                "string" => v.is_string(),
-                "integer" => v.is_i64() || v.is_u64(),
-                "number" => v.is_number(),
-                "boolean" => v.is_boolean(),
-                "array" => v.is_array(),
-                "object" => v.is_object(),
-                _ => true,
-            };
-            if !ok {
-                return fail(format!(
-                    "{k} : Invalid type. Expected: {ty}, given: {}",
-                    type_name(v)
-                ));
-            }
-            if let Some(choices) = p.get("enum").and_then(Value::as_array)
-                && !choices.contains(v)
-            {
-                let list: Vec<String> = choices.iter().map(|c| c.to_string()).collect();
-                return fail(format!(
-                    "{k} : {k} must be one of the following: {}",
-                    list.join(", ")
-                ));
-            }
-            if let (Some(min), Some(n)) = (p.get("minimum").and_then(Value::as_f64), v.as_f64())
-                && n < min
-            {
-                return fail(format!("{k} : Must be greater than or equal to {min}"));
-            }
-        }
+        let doc = Value::Object(given.clone());
+        let mut errors = Vec::new();
+        let err = |ctx: &str, desc: String, value: &Value| -> String {
+            format!("{ctx} : {desc}, given {}", go_json(value))
+        };
         if let Some(required) = spec.get("required").and_then(Value::as_array) {
             for r in required.iter().filter_map(Value::as_str) {
                 if !given.contains_key(r) {
-                    return fail(format!("{r} is required"));
+                    errors.push(err(
+                        "(root)",
+                        format!("\"{r}\" property is missing and required"),
+                        &doc,
+                    ));
                 }
             }
+        }
+        if !additional {
+            for k in given.keys() {
+                if !props.contains_key(k) {
+                    errors.push(err(
+                        "(root)",
+                        format!("additional property \"{k}\" is not allowed"),
+                        &doc,
+                    ));
+                }
+            }
+        }
+        for (k, p) in &props {
+            let Some(v) = given.get(k) else { continue };
+            let ctx = format!("(root).{k}");
+            let types: Vec<&str> = match p.get("type") {
+                Some(Value::String(t)) => vec![t.as_str()],
+                Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            if !types.is_empty() && !types.iter().any(|t| json_type_matches(t, v)) {
+                let shown = if types.len() == 1 {
+                    types[0].to_string()
+                } else {
+                    format!("[{}]", types.join(","))
+                };
+                errors.push(err(&ctx, format!("must be of type {shown}"), v));
+                continue;
+            }
+            if let Some(n) = v.as_f64() {
+                if let Some(min) = p.get("minimum").and_then(Value::as_f64)
+                    && n < min
+                {
+                    errors.push(err(
+                        &ctx,
+                        format!("must be greater than or equal to {}", go_number(min)),
+                        &Value::String(go_number(n)),
+                    ));
+                }
+                if let Some(max) = p.get("maximum").and_then(Value::as_f64)
+                    && n > max
+                {
+                    errors.push(err(
+                        &ctx,
+                        format!("must be lower than or equal to {}", go_number(max)),
+                        &Value::String(go_number(n)),
+                    ));
+                }
+            }
+            if let Some(choices) = p.get("enum").and_then(Value::as_array) {
+                let given_json = go_json(v);
+                let listed: Vec<String> = choices.iter().map(go_json).collect();
+                if !listed.contains(&given_json) {
+                    errors.push(err(
+                        &ctx,
+                        format!("must match one of the enum values [{}]", listed.join(",")),
+                        v,
+                    ));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(format!("validation failed: {}", errors.join("; ")));
         }
         let mut out = given.clone();
         for (k, p) in &props {
@@ -415,40 +484,271 @@ impl Schema {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+/// gojsonschema's largest integer (ECMA's MAX_SAFE_INTEGER, utils.go).
+const MAX_JSON_INT: f64 = 9_007_199_254_740_991.0;
+
+/// The machine lock's name (`core/machinelock`: "machine-lock", or
+/// "machine-lock-<group>" for an execution group).
+pub const MACHINE_LOCK: &str = "machine-lock";
+
+/// Whether `v` (as gojsonschema sees it after a JSON round trip: every
+/// number a float64) is of JSON-schema type `ty` (validation.go
+/// `validateRecursive`: an integral float64 is an integer).
+fn json_type_matches(ty: &str, v: &Value) -> bool {
+    match (ty, v) {
+        ("null", Value::Null)
+        | ("boolean", Value::Bool(_))
+        | ("string", Value::String(_))
+        | ("array", Value::Array(_))
+        | ("object", Value::Object(_))
+        | ("number", Value::Number(_)) => true,
+        // utils.go `isFloat64AnInteger`: integral and within ±(2^53 - 1).
+        ("integer", Value::Number(n)) => n
+            .as_f64()
+            .is_some_and(|f| f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_JSON_INT),
+        _ => false,
     }
 }
 
-/// Parses `key=value` as `juju run` does: the value as YAML (so `true` is a
-/// boolean and `3` an integer), falling back to the plain string.
-pub fn parse_param(arg: &str) -> Result<(String, Value), String> {
-    let (k, v) = arg
-        .split_once('=')
-        .ok_or_else(|| format!("argument {arg:?} is not key=value"))?;
-    let value = match v {
-        "true" => Value::Bool(true),
-        "false" => Value::Bool(false),
-        _ => {
-            if let Ok(n) = v.parse::<i64>() {
-                Value::from(n)
-            } else if let Ok(f) = v.parse::<f64>()
-                && f.is_finite()
-            {
-                Value::from(f)
-            } else {
-                Value::String(v.to_string())
-            }
+/// A number as gojsonschema prints it (`resultErrorFormatNumber`: `%d` for
+/// an integral value, else `%g`).
+fn go_number(n: f64) -> String {
+    if n.is_finite() && n.fract() == 0.0 && n.abs() <= MAX_JSON_INT {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+/// A value as Go's `json.Marshal` prints it after the round trip to
+/// float64: integral numbers without a fraction, object keys sorted.
+fn go_json(v: &Value) -> String {
+    match v {
+        // Go prints a float64 in full below 1e21 (strconv 'f', shortest).
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
+            Some(f) => format!("{f}"),
+            None => n.to_string(),
+        },
+        Value::Array(a) => format!("[{}]", a.iter().map(go_json).collect::<Vec<_>>().join(",")),
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", Value::String((*k).clone()), go_json(&m[*k])))
+                .collect();
+            format!("{{{}}}", parts.join(","))
         }
+        other => other.to_string(),
+    }
+}
+
+/// What `juju run` makes of one `key=value` argument (cmd/juju/action/run.go
+/// `Init` and `enqueueActions`): the key split on `.`, every segment checked
+/// against the action-name rule, the value parsed as YAML by gopkg.in/yaml.v2
+/// unless `--string-args` (then the raw string). `juju config` values
+/// (`new --config`) use the same parser here.
+pub fn parse_param(arg: &str) -> Result<(String, Value), String> {
+    parse_run_arg(arg, false)
+}
+
+/// `juju run --string-args key=value`: the value as the raw string.
+pub fn parse_param_string(arg: &str) -> Result<(String, Value), String> {
+    parse_run_arg(arg, true)
+}
+
+fn parse_run_arg(arg: &str, string_args: bool) -> Result<(String, Value), String> {
+    let Some((k, v)) = arg.split_once('=') else {
+        return Err(format!(
+            "argument \"{arg}\" must be of the form key.key.key...=value"
+        ));
     };
+    for seg in k.split('.') {
+        if !valid_name_rule(seg) {
+            return Err(format!(
+                "key \"{seg}\" must start and end with lowercase alphanumeric, and contain only lowercase alphanumeric and hyphens"
+            ));
+        }
+    }
+    let value = if string_args {
+        Value::String(v.to_string())
+    } else {
+        yaml_v2_value(v)?
+    };
+    // Dotted keys build nested maps (run.go addValueToMap); the charm's
+    // parameters are flat, so a dotted key stays one name here.
     Ok((k.to_string(), value))
+}
+
+/// `^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$` (run.go `nameRule`).
+fn valid_name_rule(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// One `juju run` value parsed as gopkg.in/yaml.v2 parses a document into
+/// `interface{}`: plain scalars resolved by YAML 1.1 rules (resolve.go:
+/// `y|yes|on|true` and `n|no|off|false` in three casings are booleans,
+/// `~|null` are null (an empty value stays the empty string), integers in base 10, `0x` hex,
+/// `0b` binary and leading-`0` octal with `_` ignored, floats; timestamps
+/// stay strings in an `interface{}`), quoted and flow values (`"123"`,
+/// `[a, b]`) by a YAML parser. NaN and infinities cannot be sent as JSON:
+/// an error, as the client's JSON encoding fails on them.
+pub fn yaml_v2_value(raw: &str) -> Result<Value, String> {
+    let v = raw.trim_matches(|c| c == ' ' || c == '\t');
+    // An empty (or blank) document leaves run.go's `cleansedValue`, which
+    // starts as the raw string, as it was: `vm=` sends "".
+    if v.is_empty() {
+        return Ok(Value::String(raw.to_string()));
+    }
+    let structured = v.starts_with(['"', '\'', '[', '{', '!', '&', '*', '|', '>'])
+        || v.contains(": ")
+        || v.contains(" #")
+        || v.starts_with("- ");
+    if structured {
+        let parsed: Value = serde_saphyr::from_str(v).map_err(|e| format!("yaml: {e}"))?;
+        return Ok(parsed);
+    }
+    const TRUE: [&str; 11] = [
+        "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON",
+    ];
+    const FALSE: [&str; 11] = [
+        "n", "N", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF",
+    ];
+    if TRUE.contains(&v) {
+        return Ok(Value::Bool(true));
+    }
+    if FALSE.contains(&v) {
+        return Ok(Value::Bool(false));
+    }
+    if ["", "~", "null", "Null", "NULL"].contains(&v) {
+        return Ok(Value::Null);
+    }
+    let non_json = [
+        ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf",
+        "-.Inf", "-.INF",
+    ];
+    if non_json.contains(&v) {
+        return Err(format!("json: unsupported value: {v}"));
+    }
+    let first = v.as_bytes()[0];
+    if first == b'.' {
+        if let Ok(f) = v.parse::<f64>() {
+            return Ok(Value::from(f));
+        }
+        return Ok(Value::String(v.to_string()));
+    }
+    if !(first.is_ascii_digit() || first == b'+' || first == b'-') {
+        return Ok(Value::String(v.to_string()));
+    }
+    if looks_like_timestamp(v) {
+        return Ok(Value::String(v.to_string()));
+    }
+    let plain = v.replace('_', "");
+    if let Some(n) = go_parse_int_base0(&plain) {
+        if let Ok(i) = i64::try_from(n) {
+            return Ok(Value::from(i));
+        }
+        if let Ok(u) = u64::try_from(n) {
+            return Ok(Value::from(u));
+        }
+    }
+    if yaml_style_float(&plain)
+        && let Ok(f) = plain.parse::<f64>()
+        && f.is_finite()
+    {
+        return Ok(Value::from(f));
+    }
+    Ok(Value::String(v.to_string()))
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)` prefixes: sign, then `0x`, `0b`, `0o`,
+/// a leading `0` (octal) or decimal digits; `None` if not all digits.
+fn go_parse_int_base0(s: &str) -> Option<i128> {
+    let (neg, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (radix, digits) = if let Some(d) = lower.strip_prefix("0x") {
+        (16, d)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (2, d)
+    } else if let Some(d) = lower.strip_prefix("0o") {
+        (8, d)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..])
+    } else {
+        (10, lower.as_str())
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let n = i128::from_str_radix(digits, radix).ok()?;
+    if n > u64::MAX as i128 {
+        return None;
+    }
+    Some(if neg { -n } else { n })
+}
+
+/// yaml.v2's `yamlStyleFloat`: `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`.
+fn yaml_style_float(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    if i < b.len() && (b[i] == b'-' || b[i] == b'+') {
+        i += 1;
+    }
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let int_digits = i - int_start;
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let frac_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if int_digits == 0 && i == frac_start {
+            return false;
+        }
+    } else if int_digits == 0 {
+        return false;
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'-' || b[i] == b'+') {
+            i += 1;
+        }
+        let exp_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == exp_start {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// yaml.v2 `parseTimestamp`'s quick check (four digits then `-`) followed by
+/// a date: such values stay strings in an `interface{}`.
+fn looks_like_timestamp(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && {
+        let rest = &s[5..];
+        let date: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '-')
+            .collect();
+        let parts: Vec<&str> = date.split('-').collect();
+        parts.len() >= 2 && parts[0].len() <= 2 && !parts[0].is_empty() && !parts[1].is_empty()
+    }
 }
 
 /// What `run_event` needs.
@@ -479,14 +779,69 @@ pub struct Running {
     state_path: PathBuf,
     echo_path: Option<PathBuf>,
     event: String,
+    unit: String,
     /// The charm's state dir (`NLM_STATE_DIR` given to dispatch), to keep.
     charm_state_dir: Option<PathBuf>,
+    /// The unit's operation lock and, for a hook or a non-parallel action,
+    /// the machine lock: held until dispatch has ended and the state out is
+    /// saved (dropped with `self`).
+    _locks: Vec<Held>,
 }
+
+/// `juju run` waits this long for a task unless `--wait` says otherwise,
+/// then prints `timed out waiting for results from: unit <unit>` and exits
+/// non-zero while the task runs on (cmd/juju/action run: the wait flag's
+/// default 0 becomes 60 s in `runCommandBase.Init`).
+pub const JUJU_RUN_DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The largest action result the harness accepts: Juju stores a task's
+/// results in one controller document (3.6: the `actions` collection,
+/// state/action.go), and a MongoDB document is at most 16 MiB. No smaller
+/// limit exists in the uniter (runner.go `updateActionResults` copies stdout
+/// and stderr whole); one `action-set` argument is further bounded by the
+/// kernel's MAX_ARG_STRLEN (128 KiB), which the real exec of the hook tool
+/// already enforces here.
+pub const MAX_ACTION_RESULTS_BYTES: usize = 16 * 1024 * 1024;
 
 impl Running {
     /// The dispatch process id (e.g. to SIGKILL it as `juju cancel-task` does).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `juju cancel-task` on a running task: the agent SIGKILLs the
+    /// dispatch process (not its group) and the task ends `aborted`
+    /// (internal/worker/uniter/runner/runner.go `runCharmProcessOnLocal`
+    /// kills the process on the action's cancel channel; operation/runaction.go
+    /// watches for `ActionAborting`). No hook runs after it.
+    pub fn cancel(mut self) -> Result<State, String> {
+        self.child
+            .kill()
+            .map_err(|e| format!("SIGKILL dispatch: {e}"))?;
+        self.wait()
+    }
+
+    /// `juju run --wait=<d>`: the state out if dispatch ends within `d`,
+    /// else the client's refusal `timed out waiting for results from: unit
+    /// <unit>` with the task still running (returned, to wait for or
+    /// cancel). [`JUJU_RUN_DEFAULT_WAIT`] is what `juju run` waits without
+    /// `--wait`.
+    pub fn wait_for(
+        mut self,
+        d: std::time::Duration,
+    ) -> Result<Result<State, String>, Box<(Running, String)>> {
+        let t0 = std::time::Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return Ok(self.wait()),
+                Ok(None) if t0.elapsed() >= d => {
+                    let msg = format!("timed out waiting for results from: unit {}", self.unit);
+                    return Err(Box::new((self, msg)));
+                }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) => return Ok(Err(e.to_string())),
+            }
+        }
     }
 
     /// Waits for dispatch to end (killed or not) and returns the state out.
@@ -504,6 +859,18 @@ impl Running {
         });
         state.stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         state.stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let results_bytes: usize = state
+            .action_results
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+            + state.stdout.len()
+            + state.stderr.len();
+        if state.action.is_some() && results_bytes > MAX_ACTION_RESULTS_BYTES {
+            state.action_failed = Some(format!(
+                "juju-sim: the task's results are {results_bytes} bytes, more than the {MAX_ACTION_RESULTS_BYTES} one controller document holds"
+            ));
+        }
         save(&self.state_path, &state)?;
         if let Some(root) = suite_out() {
             keep_run(
@@ -665,10 +1032,10 @@ fn copy_tree(src: &Path, dst: &Path, not_kept: &mut Vec<String>) -> std::io::Res
 
 /// Like [`run_event`], but returns as soon as dispatch is started.
 pub fn start_event(run: Run<'_>) -> Result<Running, String> {
-    let mut state = load(run.state_path)?;
+    let pre = load(run.state_path)?;
     let schema = Schema::load(run.charm_dir)?;
-    let config = schema.config_values(&state.config)?;
-    state.clear_outputs();
+    let host = host_dir(run.state_path, &run.env);
+    let state = &pre;
     let (kind, name) = run.event.split_once('/').ok_or_else(|| {
         format!(
             "event {:?} is not hooks/<name> or actions/<name>",
@@ -685,8 +1052,39 @@ pub fn start_event(run: Run<'_>) -> Result<Running, String> {
             ));
         }
     };
-    if is_action {
-        let params = schema.action_params(name, &run.params)?;
+    // The controller refuses bad parameters before anything queues.
+    let params = if is_action {
+        Some(schema.action_params(&state.unit, name, &run.params)?)
+    } else {
+        None
+    };
+    // One operation at a time per unit: the uniter runs hooks, actions and
+    // juju-exec commands one after the other (operation/executor.go runs
+    // each op synchronously; PR #12548 "for a given unit agent, actions for
+    // that agent are still run sequentially", whatever `parallel` says).
+    let mut locks = vec![take_lock(
+        &unit_lock_path(&host, &state.unit),
+        &format!("unit {}", state.unit),
+    )?];
+    // The machine lock: every hook, and an action unless it is `parallel:
+    // true` without an execution group (operation/runhook.go and
+    // runaction.go `NeedsGlobalMachineLock`).
+    let machine_lock = if is_action {
+        schema.action_lock(name)
+    } else {
+        Some(MACHINE_LOCK.to_string())
+    };
+    if let Some(lock) = machine_lock {
+        locks.push(take_lock(
+            &host.join(LOCKS_DIR).join(&lock),
+            &format!("the {lock} of machine {}", state.machine),
+        )?);
+    }
+    // The state file is only touched under the unit's lock.
+    let mut state = load(run.state_path)?;
+    let config = schema.config_values(&state.config)?;
+    state.clear_outputs();
+    if let Some(params) = params {
         state.action = Some(ActionRun {
             name: name.to_string(),
             id: "1".to_string(),
@@ -803,7 +1201,9 @@ pub fn start_event(run: Run<'_>) -> Result<Running, String> {
         state_path: run.state_path.to_path_buf(),
         echo_path: run.echo.then_some(echo_path),
         event: run.event.to_string(),
+        unit: state.unit.clone(),
         charm_state_dir,
+        _locks: locks,
     })
 }
 
@@ -862,6 +1262,210 @@ fn relation_endpoint(hook: &str) -> Option<&str> {
         }
     }
     None
+}
+
+// ---------------------------------------------------------------------------
+// The agent's locks and `juju exec`.
+
+/// Where a host's locks live, under its host dir.
+pub const LOCKS_DIR: &str = "juju-sim-locks";
+
+/// The host a run belongs to: the parent of the charm's state dir
+/// (`NLM_STATE_DIR` in its environment) when given, so that two harness
+/// states on the same host paths are one machine; else the state file's dir.
+pub fn host_dir(state_path: &Path, env: &[(String, String)]) -> PathBuf {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == "NLM_STATE_DIR")
+        .and_then(|(_, v)| Path::new(v).parent().map(Path::to_path_buf))
+        .or_else(|| state_path.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The lock serialising one unit's operations.
+pub fn unit_lock_path(host: &Path, unit: &str) -> PathBuf {
+    host.join(LOCKS_DIR)
+        .join(format!("unit-{}.lock", unit.replace('/', "-")))
+}
+
+/// A held exclusive lock (flock); released on drop.
+pub struct Held {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+fn held_here() -> &'static std::sync::Mutex<std::collections::BTreeSet<PathBuf>> {
+    static HELD: std::sync::OnceLock<std::sync::Mutex<std::collections::BTreeSet<PathBuf>>> =
+        std::sync::OnceLock::new();
+    HELD.get_or_init(Default::default)
+}
+
+/// Takes the lock at `path`, waiting while another process holds it (the
+/// agent queues the operation). When this process itself holds it (an
+/// operation it started and has not waited for), waiting would never end:
+/// that is an error naming what Juju would do.
+pub fn take_lock(path: &Path, what: &str) -> Result<Held, String> {
+    if held_here()
+        .lock()
+        .map(|h| h.contains(path))
+        .unwrap_or(false)
+    {
+        return Err(format!(
+            "{what} is busy with an operation this process started: Juju would queue this one until that one ends (one operation at a time per unit; hooks and non-parallel actions share the machine lock)"
+        ));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.lock()
+        .map_err(|e| format!("lock {}: {e}", path.display()))?;
+    if let Ok(mut h) = held_here().lock() {
+        h.insert(path.to_path_buf());
+    }
+    Ok(Held {
+        _file: file,
+        path: path.to_path_buf(),
+    })
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut h) = held_here().lock() {
+            h.remove(&self.path);
+        }
+    }
+}
+
+/// The user `juju exec --machine` runs commands as here. Juju runs them as
+/// `ubuntu` (internal/worker/machineactions/handleactions.go `RunAsUser =
+/// "ubuntu"`); what matters to the charm's CLI is that it is not root, and
+/// `nobody` (uid 65534) exists on every Debian and Ubuntu machine without
+/// the harness adding a user.
+pub const EXEC_MACHINE_UID: u32 = 65534;
+
+/// What a `juju exec` command printed.
+#[derive(Debug, Clone)]
+pub struct ExecOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `juju exec` on this host.
+pub struct Exec<'a> {
+    /// The host's dir (see [`host_dir`]).
+    pub host: &'a Path,
+    /// The bash command line, as `juju exec -- <command>` gives it.
+    pub command: &'a str,
+    /// Directories to put first on PATH (e.g. where the CLI link is).
+    pub path: Vec<PathBuf>,
+    /// Host-path overrides (`NLM_*`) the command sees; Juju sets none.
+    pub env: Vec<(String, String)>,
+}
+
+fn exec_output(out: std::process::Output) -> ExecOut {
+    ExecOut {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn exec_path(extra: &[PathBuf], tools: Option<&Path>) -> String {
+    let mut parts: Vec<String> = tools.iter().map(|t| t.display().to_string()).collect();
+    parts.extend(extra.iter().map(|p| p.display().to_string()));
+    parts.push("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    parts.join(":")
+}
+
+/// `juju exec --unit <unit> -- <command>`: a `juju-exec` operation of that
+/// unit's agent. It runs as root (the unit agent's user) in the unit's hook
+/// context (its `JUJU_*` variables and hook tools on PATH, but no
+/// `JUJU_DISPATCH_PATH`: runner.go `runCommandsWithTimeout` vs
+/// `runCharmHookWithLocation`), after the unit's running operation, and it
+/// takes the machine lock (the juju-exec action is not parallel unless
+/// `juju exec --parallel`). For a subordinate's abort it is the principal
+/// (`nova-compute/K`) that is named: that unit is not the one running the
+/// evacuation.
+pub fn exec_unit(e: Exec<'_>, unit: &str, machine: &str) -> Result<ExecOut, String> {
+    let _unit = take_lock(&unit_lock_path(e.host, unit), &format!("unit {unit}"))?;
+    let _machine = take_lock(
+        &e.host.join(LOCKS_DIR).join(MACHINE_LOCK),
+        &format!("the {MACHINE_LOCK} of machine {machine}"),
+    )?;
+    let unit_tag = unit.replace('/', "-");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(e.command)
+        .env_clear()
+        .envs(e.env.iter().cloned())
+        .env("PATH", exec_path(&e.path, None))
+        .env("LANG", "C.UTF-8")
+        .env("JUJU_UNIT_NAME", unit)
+        .env("JUJU_CONTEXT_ID", format!("{unit}-run-commands-1"))
+        .env(
+            "JUJU_AGENT_SOCKET_ADDRESS",
+            format!("@/var/lib/juju/agents/unit-{unit_tag}/agent.socket"),
+        )
+        .env("JUJU_AGENT_SOCKET_NETWORK", "unix")
+        .env("JUJU_MODEL_NAME", "sim")
+        .env("JUJU_MACHINE_ID", machine)
+        .env(
+            "JUJU_CHARM_DIR",
+            format!("/var/lib/juju/agents/unit-{unit_tag}/charm"),
+        )
+        .env("JUJU_VERSION", "3.6.14")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("bash: {e}"))?;
+    Ok(exec_output(out))
+}
+
+/// `juju exec --machine <n> -- <command>`: run by the machine agent, not a
+/// unit's, so no unit lock, no machine lock and no `JUJU_*` context; as the
+/// user `ubuntu` (here [`EXEC_MACHINE_UID`]: handleactions.go
+/// `runCommandWithTimeout` sets `User: RunAsUser`).
+pub fn exec_machine(e: Exec<'_>) -> Result<ExecOut, String> {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(e.command)
+        .env_clear()
+        .envs(e.env.iter().cloned())
+        .env("PATH", exec_path(&e.path, None))
+        .env("LANG", "C.UTF-8")
+        .current_dir("/")
+        .uid(EXEC_MACHINE_UID)
+        .gid(EXEC_MACHINE_UID)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("bash as uid {EXEC_MACHINE_UID}: {e}"))?;
+    Ok(exec_output(out))
+}
+
+/// `juju ssh <machine> -- sudo <command>`: a login as `ubuntu` on the
+/// machine, then sudo: root, with sudo's reset environment (no `JUJU_*`),
+/// and no lock of any agent (it does not go through Juju's agents at all).
+pub fn ssh_sudo(e: Exec<'_>) -> Result<ExecOut, String> {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(e.command)
+        .env_clear()
+        .envs(e.env.iter().cloned())
+        .env("PATH", exec_path(&e.path, None))
+        .env("LANG", "C.UTF-8")
+        .env("SUDO_USER", "ubuntu")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("bash: {e}"))?;
+    Ok(exec_output(out))
 }
 
 // ---------------------------------------------------------------------------

@@ -283,6 +283,142 @@ fn cli_status_shows_the_journal_and_abort_requests_reach_a_running_drain() {
     drop(lock);
 }
 
+/// The README's abort/status flows beside a running evacuation, as Juju
+/// runs them (tests/harness/sim.rs `exec_unit`, `exec_machine`,
+/// `ssh_sudo`): the evacuation is the subordinate's operation (its unit
+/// busy, no machine lock: `parallel: true`) and its process holds the run
+/// lock.
+#[test]
+fn abort_and_status_beside_a_running_evacuation_through_the_ways_juju_runs_them() {
+    use crate::juju::sim;
+    use std::os::unix::fs::PermissionsExt;
+    let mut sim_unit = unreachable_sim();
+    // A host's /tmp-like dirs are traversable; the test's temp dir is not
+    // by default.
+    std::fs::set_permissions(sim_unit.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = sim_unit.hook("install").clone();
+    no_secret(&out, SIM_PASSWORD);
+    let state = sim_unit.path("state");
+    let hint_path = state.join(nlm::hint::HINT_FILE);
+    let mode = std::fs::metadata(&hint_path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "the hint is world-readable");
+    let hint = std::fs::read_to_string(&hint_path).unwrap();
+    assert!(!hint.contains(SIM_PASSWORD), "no secret in the hint");
+    let hint: Value = serde_json::from_str(&hint).unwrap();
+    assert_eq!(hint["principal"], "nova-compute/0");
+    assert_eq!(hint["machine"], "0");
+    interrupted_fixture(&state);
+
+    // The evacuation: the subordinate unit's running operation (parallel,
+    // so no machine lock) whose process holds the run lock.
+    let host = sim::host_dir(&sim_unit.path("state.json"), &sim_unit.host_env());
+    let _evacuating = sim::take_lock(
+        &sim::unit_lock_path(&host, "nova-live-migration/0"),
+        "unit nova-live-migration/0",
+    )
+    .unwrap();
+    let _run_lock = nlm::state::RunLock::try_acquire(&state).unwrap().unwrap();
+    let env = sim_unit.host_env();
+    let bin = vec![sim_unit.path("bin")];
+    let exec = |command: &'static str| sim::Exec {
+        host: &host,
+        command,
+        path: bin.clone(),
+        env: env.clone(),
+    };
+    // The running drain's side: it takes the queued request.
+    let took = |state: PathBuf| {
+        std::thread::spawn(move || {
+            let queue = nlm::state::AbortRequests::in_dir(&state);
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(20) {
+                if let Some(r) = queue.take_next_since(0) {
+                    return Some(serde_json::to_string(&r).unwrap());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        })
+    };
+    let nothing_queued = || {
+        nlm::state::AbortRequests::in_dir(&state)
+            .pending()
+            .is_empty()
+    };
+
+    // juju exec --machine 0: as the user ubuntu, refused with exit 2 and
+    // exactly what to run instead.
+    for (cmd, line) in [
+        ("nova-live-migration abort", "nova-live-migration abort"),
+        ("nova-live-migration status", "nova-live-migration status"),
+        (
+            "nova-live-migration abort --vm focal-2",
+            "nova-live-migration abort --vm focal-2",
+        ),
+    ] {
+        let out = sim::exec_machine(exec(cmd)).unwrap();
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(
+            out.stderr
+                .contains(&format!("  juju exec --unit nova-compute/0 -- {line}\n")),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr
+                .contains(&format!("  juju ssh 0 -- sudo {line}\n")),
+            "{}",
+            out.stderr
+        );
+        assert!(nothing_queued(), "a refused abort writes nothing");
+    }
+
+    // juju exec --unit nova-live-migration/0 would queue behind the
+    // evacuation: not a way to stop it.
+    let e = sim::exec_unit(
+        exec("nova-live-migration abort"),
+        "nova-live-migration/0",
+        "0",
+    )
+    .unwrap_err();
+    assert!(e.contains("unit nova-live-migration/0 is busy"), "{e}");
+
+    // juju exec --unit nova-compute/0: root, the principal's operation,
+    // beside the evacuation.
+    let taker = took(state.clone());
+    let out = sim::exec_unit(
+        exec("nova-live-migration abort --vm focal-2"),
+        "nova-compute/0",
+        "0",
+    )
+    .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("took the request"), "{}", out.stdout);
+    let v: Value = serde_json::from_str(&taker.join().unwrap().expect("request")).unwrap();
+    assert_eq!(v["vm"], "focal-2");
+    let out = sim::exec_unit(exec("nova-live-migration status"), "nova-compute/0", "0").unwrap();
+    // The credentials are readable (root); Nova is not reachable here, so
+    // status shows the journal and says why it could not ask Nova.
+    assert!(!out.stderr.contains("needs root"), "{out:?}");
+    assert!(!out.stdout.contains(SIM_PASSWORD) && !out.stderr.contains(SIM_PASSWORD));
+
+    // juju ssh 0 -- sudo: root, outside Juju's agents.
+    let taker = took(state.clone());
+    let out = sim::ssh_sudo(exec("nova-live-migration abort")).unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("took the request"), "{}", out.stdout);
+    let v: Value = serde_json::from_str(&taker.join().unwrap().expect("request")).unwrap();
+    assert_eq!(v["vm"], Value::Null);
+    sim::keep_output(
+        "ssh sudo abort",
+        &[
+            ("stdout", out.stdout.as_bytes()),
+            ("stderr", out.stderr.as_bytes()),
+        ],
+    )
+    .unwrap();
+}
+
 #[test]
 fn abort_action_asks_a_running_drain_and_a_second_drain_is_refused() {
     let mut sim = unreachable_sim().config("poll-interval", json!(0.2));
@@ -443,7 +579,8 @@ fn cloud_cli_abort_stops_a_running_evacuation_and_enable_status_follow() {
     let state_dir = PathBuf::from(&env.iter().find(|(k, _)| k == "NLM_STATE_DIR").unwrap().1);
     let mut beside = Beside::new(&cloud, env.clone());
     // The hooks write the CLI's credentials.
-    beside.run("hooks/config-changed", &[]);
+    // install links the host CLI; its update-status writes the CLI's credentials.
+    beside.run("hooks/install", &[]);
 
     let evac_env = env.clone();
     let evacuation = std::thread::spawn(move || {
@@ -477,10 +614,57 @@ fn cloud_cli_abort_stops_a_running_evacuation_and_enable_status_follow() {
         Duration::from_secs(60),
     ));
 
-    // status during the run.
-    let out = beside.run("actions/status", &[]);
-    assert_eq!(out.action_failed, None, "{:?}", out.action_results);
-    let r = report(&out);
+    // During the run this unit's own operations (an action, update-status)
+    // queue behind the evacuation, as in Juju: what runs beside it is the
+    // host CLI as root in the principal's context (juju exec --unit
+    // nova-compute/0), which takes the machine lock evacuate does not hold.
+    let host = crate::juju::sim::host_dir(&state_dir.join("x"), &env);
+    let bin = vec![
+        PathBuf::from(&env.iter().find(|(k, _)| k == "NLM_CLI_LINK").unwrap().1)
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    ];
+    let exec_unit = |command: &str| {
+        let out = crate::juju::sim::exec_unit(
+            crate::juju::sim::Exec {
+                host: &host,
+                command,
+                path: bin.clone(),
+                env: env.clone(),
+            },
+            "nova-compute/0",
+            "0",
+        )
+        .unwrap_or_else(|e| panic!("juju exec --unit nova-compute/0 -- {command}: {e}"));
+        crate::juju::sim::keep_output(
+            &format!("exec-unit {command}"),
+            &[
+                ("stdout", out.stdout.as_bytes()),
+                ("stderr", out.stderr.as_bytes()),
+            ],
+        )
+        .unwrap();
+        assert!(
+            !out.stdout.contains(&password) && !out.stderr.contains(&password),
+            "a secret leaked"
+        );
+        out
+    };
+    let again = beside
+        .sim
+        .start_env("actions/status", &[], beside.env.clone())
+        .err()
+        .expect("this unit's next operation waits for the evacuation");
+    assert!(
+        again.contains("unit nova-live-migration/0 is busy"),
+        "{again}"
+    );
+
+    // status --json during the run: the status action's report.
+    let out = exec_unit("nova-live-migration status --json");
+    assert_eq!(out.code, 0, "{out:?}");
+    let r: Value = serde_json::from_str(out.stdout.trim()).expect("status --json");
     assert_eq!(r["evacuation"]["state"], "running", "{r}");
     assert_eq!(r["service"]["status"], "disabled", "{r}");
     assert_eq!(r["instances"].as_array().unwrap().len(), 3, "{r}");
@@ -491,39 +675,18 @@ fn cloud_cli_abort_stops_a_running_evacuation_and_enable_status_follow() {
             .any(|m| m["status"] == "running" && m["percent"].is_number()),
         "{r}"
     );
-    assert_eq!(out.action_results["evacuation"], "running");
-    no_secret(&out, &password);
-
-    // enable refused during the run.
-    let out = beside.run("actions/enable", &[]);
-    let msg = out.action_failed.clone().expect("enable refused");
-    assert!(
-        msg.contains("still in flight") && msg.contains("running"),
-        "{msg}"
-    );
-
-    // update-status: maintenance with the journal's progress.
-    let out = beside.run("hooks/update-status", &[]);
-    let st = out.statuses.last().unwrap();
-    assert_eq!(st.status, "maintenance");
-    assert!(
-        st.message
-            .starts_with(&format!("nova-compute/0 on {SOURCE}: evacuate running, ")),
-        "{}",
-        st.message
-    );
 
     // The CLI: status, then abort.
-    let (code, out, err) = cli(&env, &["status"]);
-    assert_eq!(code, 0, "{out}{err}");
+    let out = exec_unit("nova-live-migration status");
+    assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.contains("migrations in flight") && out.contains("(running)"),
-        "{out}"
+        out.stdout.contains("migrations in flight") && out.stdout.contains("(running)"),
+        "{}",
+        out.stdout
     );
-    assert!(!out.contains(&password) && !err.contains(&password));
-    let (code, out, err) = cli(&env, &["abort"]);
-    assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("took the request"), "{out}");
+    let out = exec_unit("nova-live-migration abort");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("took the request"), "{}", out.stdout);
 
     let (_sim, result) = evacuation.join().unwrap();
     let out = result.expect("evacuate ran");

@@ -271,7 +271,9 @@ async fn bad_input_on_the_cloud_is_refused_and_changes_nothing() {
         Case {
             name: "migrate-vm of a stopped vm",
             action: "migrate-vm",
-            params: vec!["vm=off".into()],
+            // Quoted: juju run reads a bare vm=off as the YAML boolean
+            // false, which the controller refuses (or use --string-args).
+            params: vec!["vm='off'".into()],
             node: fresh(),
             needles: vec![
                 "pre-flight failed, nothing was changed".into(),

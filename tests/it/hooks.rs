@@ -315,28 +315,32 @@ fn the_controller_refuses_bad_action_parameters() {
         (
             "evacuate",
             &["dry_run=true"],
-            "Additional property dry_run is not allowed",
+            "key \"dry_run\" must start and end with lowercase alphanumeric",
         ),
         (
             "evacuate",
             &["max-concurrent=0"],
-            "Must be greater than or equal to 1",
+            "validation failed: (root).max-concurrent : must be greater than or equal to 1, given \"0\"",
         ),
         (
             "evacuate",
             &["max-concurrent=two"],
-            "Invalid type. Expected: integer",
+            "validation failed: (root).max-concurrent : must be of type integer, given \"two\"",
         ),
         (
             "evacuate",
             &["block-migration=sometimes"],
-            "must be one of the following",
+            "(root).block-migration : must match one of the enum values [\"auto\",\"true\",\"false\",true,false], given \"sometimes\"",
         ),
-        ("migrate-vm", &[], "vm is required"),
+        (
+            "migrate-vm",
+            &[],
+            "validation failed: (root) : \"vm\" property is missing and required, given {}",
+        ),
         (
             "force-complete",
             &["vm=x", "now=true"],
-            "Additional property now is not allowed",
+            "(root) : additional property \"now\" is not allowed, given {\"now\":true,\"vm\":\"x\"}",
         ),
     ];
     for (action, params, want) in cases {

@@ -14,6 +14,7 @@ mod drain_cloud;
 mod drain_fake;
 mod hooks;
 mod juju;
+mod juju_model;
 mod no_panic;
 mod openstack_cloud;
 mod openstack_fake;
