@@ -71,13 +71,20 @@ pub fn run(unit: &Unit, name: &str) -> Result<(), ToolError> {
         "migrate-vm" => Kind::MigrateVm,
         other => return rt.block_on(run_control(unit, &ready, other, &params)),
     };
+    let t0 = crate::time::now_ms();
     let done = rt.block_on(run_drain(unit, &ready, kind, &params));
     drop(rt);
     // The drain kept the status while it ran (update-status waits behind
-    // the action); once it is over, a true one: what update-status says.
-    if params.get("dry-run") != Some(&Value::Bool(true))
-        && let Err(e) = unit.update_status()
-    {
+    // the action); once a run it made or resumed is over, a true one: what
+    // update-status says. (A refused or dry run changed nothing.)
+    let ran = crate::state::last_run(&unit.paths.state_dir)
+        .ok()
+        .flatten()
+        .is_some_and(|r| {
+            let r = &r.record;
+            r.started_at >= t0 || r.ended_at.is_some_and(|e| e >= t0)
+        });
+    if ran && let Err(e) = unit.update_status() {
         tracing::warn!("status after {name}: {e}");
     }
     done

@@ -497,7 +497,10 @@ fn check_resumable(env: &Env<'_>, rec: &RunRecord, params: &Params) -> Result<()
             ),
         };
         return Err(DrainError::Refused(format!(
-            "{what} is still in flight; run {again} to resume it, or abort to end it; nothing was changed"
+            "the {} started at {} is still in flight ({}); run {again} to resume it, or abort to end it",
+            rec.kind.as_str(),
+            iso(rec.started_at),
+            rec.progress()
         )));
     }
     if rec.kind == Kind::MigrateVm
