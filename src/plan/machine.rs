@@ -2012,7 +2012,7 @@ pub(crate) mod tests {
             vcpus: 1,
             ram_mb,
             disk_gb: 1,
-            destination: "scheduler".into(),
+            destination: Some(Destination::Scheduler),
             fits: true,
             estimated_host: None,
             demand: BTreeMap::new(),

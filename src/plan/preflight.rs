@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::InstanceId;
+use super::types::Destination;
 
 /// Resource class names used when deriving demand from a flavor.
 pub const VCPU: &str = "VCPU";
@@ -186,7 +187,7 @@ pub struct PlanEntry {
     pub ram_mb: u64,
     pub disk_gb: u64,
     /// `target-host` or `"scheduler"` (`"none"` for skipped instances).
-    pub destination: String,
+    pub destination: Option<Destination>,
     /// Fits in the capacity plan (false for skipped instances).
     pub fits: bool,
     /// The host first-fit placed it on (an estimate; the scheduler decides).
@@ -198,7 +199,7 @@ pub struct PlanEntry {
 impl PlanEntry {
     /// The `target-host` it is sent to, `None` for the scheduler.
     pub fn target_host(&self) -> Option<&str> {
-        (self.moves() && self.destination != "scheduler").then_some(self.destination.as_str())
+        self.destination.as_ref().and_then(Destination::host)
     }
     pub fn moves(&self) -> bool {
         !matches!(self.action, Action::Skip { .. })
@@ -624,10 +625,11 @@ fn classify_all(
 
 /// The one place that sets [`PlanEntry::destination`]: `target-host`, else
 /// the scheduler's choice (`"scheduler"`); `"none"` for a skipped instance.
-fn destination(action: &Action, target: Option<&String>) -> String {
+/// Where it goes: `None` for an instance that stays.
+fn destination(action: &Action, target: Option<&String>) -> Option<Destination> {
     match action {
-        Action::Skip { .. } => "none".into(),
-        Action::Live | Action::Cold => target.cloned().unwrap_or_else(|| "scheduler".into()),
+        Action::Skip { .. } => None,
+        Action::Live | Action::Cold => Some(Destination::from_target(target.map(String::as_str))),
     }
 }
 
@@ -972,8 +974,8 @@ mod tests {
                 reason: "excluded".into()
             }
         );
-        assert_eq!(by("x").destination, "none");
-        assert_eq!(by("a").destination, "scheduler");
+        assert_eq!(by("x").destination, None);
+        assert_eq!(by("a").destination, Some(Destination::Scheduler));
         assert!(p.can_proceed(), "{:?}", p);
 
         let p2 = preflight(
@@ -1163,7 +1165,17 @@ mod tests {
             },
         );
         assert!(p.can_proceed());
-        assert_eq!(p.entries[0].destination, "node2");
+        assert_eq!(
+            p.entries[0].destination,
+            Some(Destination::Host("node2".into()))
+        );
+        // A host may be called `scheduler`: it is still that host (the
+        // drain sends it there, not to Nova's scheduler).
+        let mut e = p.entries[0].clone();
+        e.destination = Some(Destination::Host("scheduler".into()));
+        assert_eq!(e.target_host(), Some("scheduler"));
+        let d = crate::plan::Drain::new("node1", [&e], crate::plan::Policy::default(), 0);
+        assert_eq!(d.instances[0].target.as_deref(), Some("scheduler"));
     }
 
     #[test]

@@ -130,6 +130,16 @@ pub struct PlanSummary {
     pub fits: bool,
 }
 
+impl PlanSummary {
+    /// SPEC's `plan.destination`: the host, `scheduler`, or `none` for an
+    /// instance that stays (strings of the report only; the plan is typed).
+    fn label(e: &PlanEntry) -> String {
+        e.destination
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |d| d.label().to_string())
+    }
+}
+
 impl From<&PlanEntry> for PlanSummary {
     fn from(e: &PlanEntry) -> Self {
         PlanSummary {
@@ -137,7 +147,7 @@ impl From<&PlanEntry> for PlanSummary {
             vcpus: e.vcpus,
             ram_mb: e.ram_mb,
             disk_gb: e.disk_gb,
-            destination: e.destination.clone(),
+            destination: PlanSummary::label(e),
             fits: e.fits,
         }
     }
@@ -232,7 +242,7 @@ impl Report {
                         name: e.name.clone(),
                         result: ResultKind::Planned,
                         source: plan.host.clone(),
-                        destination: Some(e.destination.clone()),
+                        destination: Some(PlanSummary::label(e)),
                         block_migration: block_migration.to_string(),
                         migration_id: None,
                         attempts: 0,
@@ -421,7 +431,7 @@ mod tests {
             },
             512,
         );
-        skip.destination = "none".into();
+        skip.destination = None;
         skip.fits = false;
         Plan {
             host: "node1.maas".into(),

@@ -30,12 +30,26 @@ impl Kind {
     }
 }
 
-/// v1 → v2 (the core's rework for a shared cloud, issue 12): each
-/// instance's `track.abort_sent` becomes `abort_reason` (an abort the
-/// earlier version had sent); an ended run counts as reported (v1 did not
-/// record it, and taking it as reported never hands an old result to a new
-/// action). Every field v2 adds takes its default.
+/// v1 → v2 (the core's rework for a shared cloud, issue 12): each plan
+/// entry's `destination` marker string becomes the typed destination
+/// (`"none"` → null, `"scheduler"` → `"scheduler"`, a host → `{"host": …}`:
+/// v1 could not tell a host named `scheduler` from the scheduler, and read
+/// it as the scheduler, so that is what it becomes); each instance's
+/// `track.abort_sent` becomes `abort_reason` (an abort the earlier version
+/// had sent); an ended run counts as reported (v1 did not record it, and
+/// taking it as reported never hands an old result to a new action). Every
+/// field v2 adds takes its default.
 pub fn v1_to_v2(mut s: Value) -> Result<Value, String> {
+    if let Some(entries) = s.pointer_mut("/plan/entries").and_then(Value::as_array_mut) {
+        for e in entries {
+            let d = match e.get("destination").and_then(Value::as_str) {
+                None | Some("none") => Value::Null,
+                Some("scheduler") => Value::from("scheduler"),
+                Some(host) => serde_json::json!({ "host": host }),
+            };
+            e["destination"] = d;
+        }
+    }
     let instances = s
         .pointer_mut("/drain/instances")
         .and_then(Value::as_array_mut)
@@ -353,6 +367,27 @@ mod tests {
         ] {
             assert_eq!(v["state"][k], orig["state"][k], "{k}");
         }
+    }
+
+    #[test]
+    fn v1_destination_markers_become_typed() {
+        let mut doc: Value = serde_json::from_str(V1_ENDED).unwrap();
+        doc["state"]["plan"]["entries"][1]["destination"] = Value::from("node7.maas");
+        doc["state"]["plan"]["entries"][2]["destination"] = Value::from("none");
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::in_dir(dir.path());
+        std::fs::write(j.path(), doc.to_string()).unwrap();
+        let rec: RunRecord = j.load().unwrap().unwrap();
+        use crate::plan::Destination;
+        assert_eq!(
+            rec.plan.entries[0].destination,
+            Some(Destination::Scheduler)
+        );
+        assert_eq!(
+            rec.plan.entries[1].destination,
+            Some(Destination::Host("node7.maas".into()))
+        );
+        assert_eq!(rec.plan.entries[2].destination, None);
     }
 
     #[test]
