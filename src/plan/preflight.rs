@@ -186,7 +186,7 @@ pub struct PlanEntry {
     pub vcpus: u64,
     pub ram_mb: u64,
     pub disk_gb: u64,
-    /// `target-host` or `"scheduler"` (`"none"` for skipped instances).
+    /// Where it goes (`None`: it stays; the report shows `none`).
     pub destination: Option<Destination>,
     /// Fits in the capacity plan (false for skipped instances).
     pub fits: bool,
@@ -624,8 +624,7 @@ fn classify_all(
 }
 
 /// The one place that sets [`PlanEntry::destination`]: `target-host`, else
-/// the scheduler's choice (`"scheduler"`); `"none"` for a skipped instance.
-/// Where it goes: `None` for an instance that stays.
+/// the scheduler's choice; `None` for an instance that stays.
 fn destination(action: &Action, target: Option<&String>) -> Option<Destination> {
     match action {
         Action::Skip { .. } => None,
