@@ -13,6 +13,7 @@
 //! | `abort-requests/<id>.taken` | the running drain, when it takes `<id>` | the requester (then removes it) | the request as above |
 //! | `cli-credentials.json` | hooks (`update-status`, relation and config hooks) | host CLI | `{"relation_id", "unit", "data": {<identity-credentials bag>}, "config": {<config-get>}}` |
 //! | `journal.json` | drain action; `abort` ending an interrupted run | status, update-status, CLI, resume | `{"version": N, "state": <RunRecord>}` ([`journal`]) |
+//! | `operator-hint.json` | every hook (`crate::hint`, 0644: the one file anyone may read) | the host CLI run by a non-root user | `{"principal": "<unit>", "machine": "<id>"}`; no secret |
 //!
 //! Semantics:
 //!
