@@ -336,7 +336,7 @@ pub(crate) fn assert_journal(node: &Node, ended: bool) -> Value {
     let meta = std::fs::metadata(node.journal_path()).expect("journal written");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "journal mode");
     let j = node.journal().unwrap();
-    assert_eq!(j["version"], 1);
+    assert_eq!(j["version"], nlm::state::journal::VERSION);
     assert_eq!(!j["state"]["ended_at"].is_null(), ended, "ended_at: {j:#}");
     j
 }
