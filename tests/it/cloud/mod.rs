@@ -373,6 +373,20 @@ impl CloudEnv {
         (status, v)
     }
 
+    /// A GET that may fail below HTTP (e.g. while nova-api restarts):
+    /// `Err` with the transport error instead of a panic.
+    pub async fn try_get(&self, path: &str) -> Result<u16, String> {
+        let a = self.auth().await;
+        self.http
+            .get(format!("{}{path}", a.nova))
+            .header("X-Auth-Token", &a.token)
+            .header("OpenStack-API-Version", MICROVERSION)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
+    }
+
     /// GET that must answer 200.
     pub async fn get(&self, path: &str) -> Value {
         let (s, v) = self.nova(reqwest::Method::GET, path, None).await;
