@@ -52,10 +52,17 @@ lv_install() {
     done
     if [ ${#bp[@]} -gt 0 ] || [ ${#missing[@]} -gt 0 ]; then
         if [ ! -f "$LV_SOURCES" ]; then
+            # The machine's own Debian mirror (the first URIs of its
+            # debian.sources, or of a bookworm line in sources.list).
+            local mirror
+            mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)
+            [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 ~ /^bookworm/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
+            [ -n "$mirror" ] || die "no Debian apt source on this machine to add bookworm-backports from"
+            mirror=${mirror%% *}
             cat >"$LV_SOURCES" <<SRC
 # written by tests/cloud/cloud install (NLM_CLOUD_VIRT=libvirt): qemu and libvirt from bookworm-backports
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $mirror
 Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
