@@ -252,10 +252,6 @@ fn migration_view(m: &openstack::Migration) -> Option<MigrationView> {
     ))
 }
 
-/// Pre-flight's facts (moved to [`crate::gather`]; re-exported while
-/// callers move).
-pub use crate::gather::gather;
-
 fn policy(env: &Env<'_>, params_max: Option<u32>) -> Policy {
     let c = env.config;
     let nova = host::read_nova_conf(&env.paths.nova_conf)
@@ -318,7 +314,7 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         env.host,
         env.os.compute().microversion()
     ));
-    let input = gather(env.os, &env.host).await?;
+    let input = crate::gather::gather(env.os, &env.host).await?;
     let pf = PreflightParams {
         target_host: params.target_host.clone(),
         include_stopped: params.include_stopped,
@@ -557,13 +553,12 @@ async fn resume(
                 })
                 .await?
                 .iter()
-                .filter_map(|m| {
-                    Some(plan::MigrationRecord {
-                        id: MigrationId::from_api(m.id)?,
-                        status: MigrationStatus::from(m.status.clone()),
-                        created_at: m.created_at.as_deref().and_then(parse_iso).unwrap_or(0),
-                        dest_compute: m.dest_compute.clone(),
-                    })
+                .filter_map(migration_view)
+                .map(|v| plan::MigrationRecord {
+                    id: v.id,
+                    status: v.status,
+                    created_at: v.created_at.unwrap_or(0),
+                    dest_compute: v.dest_compute,
                 })
                 .collect();
             obs.push(plan::ResumeObservation {
