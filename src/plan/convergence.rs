@@ -230,7 +230,7 @@ impl Convergence {
 /// Bytes as MiB: one decimal below 100 MiB, whole MiB above.
 pub fn mib(b: u64) -> String {
     let m = b as f64 / MIB as f64;
-    if m < 100.0 && b % MIB != 0 {
+    if m < 100.0 && !b.is_multiple_of(MIB) {
         format!("{m:.1} MiB")
     } else {
         format!("{m:.0} MiB")
