@@ -107,6 +107,11 @@ pub const FORCE_GRACE_MS: Millis = 120_000;
 pub const CONTROL_RETRIES: u32 = 3;
 /// Soonest re-poll when a running migration is about to complete.
 pub const MIN_WAKE_MS: Millis = 250;
+/// How long an instance whose migration this drain aborted is watched
+/// after the abort ended it: Nova 34's libvirt driver flips the record to
+/// "error" and may put the instance in vm_state ERROR seconds after
+/// "cancelled" (tests/fixtures/qemu/dirty-8-200-abort.json: 3.5 s).
+pub const SETTLE_MS: Millis = 10_000;
 
 /// `timeout-action`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +146,10 @@ pub struct Policy {
     pub conflict_retries: u32,
     /// First back-off after a 409 (doubles, capped at 120 s).
     pub conflict_backoff_ms: u64,
+    /// `reset-after-abort`: an instance Nova left in ERROR after our abort
+    /// is reset to active when its guest is confirmed running on this node.
+    #[serde(default)]
+    pub reset_after_abort: bool,
 }
 
 impl Default for Policy {
@@ -157,6 +166,7 @@ impl Default for Policy {
             nova_completion_timeout_s_per_gib: 800,
             conflict_retries: 5,
             conflict_backoff_ms: 15_000,
+            reset_after_abort: false,
         }
     }
 }
@@ -290,6 +300,8 @@ pub enum Control {
     ConfirmResize,
     ForceComplete,
     Abort,
+    /// `os-resetState` to active (reset-after-abort).
+    ResetState,
 }
 
 impl Control {
@@ -298,6 +310,7 @@ impl Control {
             Control::ConfirmResize => "confirm-resize",
             Control::ForceComplete => "force-complete",
             Control::Abort => "abort",
+            Control::ResetState => "reset-state",
         }
     }
 }
@@ -344,6 +357,36 @@ pub enum Observation {
     /// `nova-live-migration abort [--vm X]`: abort the in-flight migrations
     /// and start no more (or only X: abort it, or leave it unstarted).
     AbortRequested { vm: Option<String> },
+    /// What libvirt on this node says of the instance's guest (answer to
+    /// [`Command::CheckGuest`]).
+    Guest {
+        instance: InstanceId,
+        state: GuestState,
+    },
+}
+
+/// The instance's guest on this node, from a read-only libvirt query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "detail", rename_all = "kebab-case")]
+pub enum GuestState {
+    Running,
+    /// Defined here but not running (libvirt's word: "paused", "shut off"…).
+    NotRunning(String),
+    /// No such domain on this node.
+    Absent,
+    /// The query failed (why).
+    Unknown(String),
+}
+
+impl GuestState {
+    fn describe(&self) -> String {
+        match self {
+            GuestState::Running => "running".into(),
+            GuestState::NotRunning(s) => s.clone(),
+            GuestState::Absent => "not defined on this node".into(),
+            GuestState::Unknown(e) => format!("unknown ({e})"),
+        }
+    }
 }
 
 impl Observation {
@@ -355,7 +398,8 @@ impl Observation {
             | Observation::ServerGone { instance }
             | Observation::Migration { instance, .. }
             | Observation::CommandDone { instance, .. }
-            | Observation::CommandFailed { instance, .. } => Some(instance),
+            | Observation::CommandFailed { instance, .. }
+            | Observation::Guest { instance, .. } => Some(instance),
             Observation::Listed { .. } | Observation::AbortRequested { .. } => None,
         }
     }
@@ -425,6 +469,18 @@ pub enum Command {
     Abort {
         instance: InstanceId,
         migration_id: MigrationId,
+        reason: String,
+    },
+    /// Ask libvirt on this node, read-only, for the state of the
+    /// instance's guest (`virsh -r domstate <instance_name>`) →
+    /// [`Observation::Guest`].
+    CheckGuest {
+        instance: InstanceId,
+    },
+    /// `os-resetState` to active → `CommandDone`/`CommandFailed` with
+    /// [`Control::ResetState`].
+    ResetState {
+        instance: InstanceId,
         reason: String,
     },
     /// One `action-log` line (emitted only when it changed).
@@ -497,6 +553,22 @@ pub struct Track {
     pub abort_reason: Option<String>,
     pub confirm_sent: bool,
     pub confirm_failures: u32,
+    /// Our abort ended the attempt at this time: watching how Nova leaves
+    /// the instance ([`SETTLE_MS`]).
+    #[serde(default)]
+    pub settle_since: Option<Millis>,
+    /// The guest check: asked at, and its answer.
+    #[serde(default)]
+    pub guest_asked: Option<Millis>,
+    #[serde(default)]
+    pub guest: Option<GuestState>,
+    /// reset-after-abort: sent and not answered, accepted, refusals.
+    #[serde(default)]
+    pub reset_pending: bool,
+    #[serde(default)]
+    pub reset_accepted: bool,
+    #[serde(default)]
+    pub reset_failures: u32,
     /// One-shot notes already emitted.
     pub noted: BTreeSet<String>,
 }
@@ -795,6 +867,12 @@ impl Drain {
         }
         match o {
             Observation::AbortRequested { .. } | Observation::Listed { .. } => unreachable!(),
+            Observation::Guest { state, .. } => {
+                if r.track.settle_since.is_none() {
+                    return No(Ignored::WrongPhase);
+                }
+                r.track.guest = Some(state.clone());
+            }
             Observation::Started {
                 attempt, result, ..
             } => {
@@ -901,6 +979,12 @@ impl Drain {
                     r.track.force_accepted_at.get_or_insert(now);
                 }
                 Control::ConfirmResize => {}
+                Control::ResetState => {
+                    r.track.reset_pending = false;
+                    r.track.reset_accepted = true;
+                    // Read the server again before concluding.
+                    r.track.server_at = None;
+                }
             },
             Observation::CommandFailed {
                 command,
@@ -999,11 +1083,20 @@ impl Drain {
         {
             at = at.min(self.list_asked.map_or(now, |t| t + tick));
         }
-        let free = self.in_flight() < self.policy.max_concurrent() && !self.stop_starting;
+        // As many due instances as there are free slots, in order (as
+        // `start_next` takes them).
+        let mut free = if self.stop_starting {
+            0
+        } else {
+            self.policy
+                .max_concurrent()
+                .saturating_sub(self.in_flight())
+        };
         for r in &self.instances {
             match r.phase {
                 Phase::Waiting { until } if until > now => at = at.min(until),
-                Phase::Pending | Phase::Waiting { .. } if free => {
+                Phase::Pending | Phase::Waiting { .. } if free > 0 => {
+                    free -= 1;
                     // Startable now, or once its server read is answered
                     // (or asked again).
                     let fresh = r.seen_at == Some(now);
@@ -1412,6 +1505,10 @@ fn command_failed(
             }
         }
         Control::ForceComplete => {}
+        Control::ResetState => {
+            r.track.reset_pending = false;
+            r.track.reset_failures += 1;
+        }
     }
 }
 
@@ -1491,12 +1588,19 @@ fn attempt_failed(r: &mut InstanceRecord, why: String, ctx: &Ctx<'_>, out: &mut 
     if let Some(m) = r.migration_id.take() {
         r.past_migrations.push(m);
     }
-    if r.abort_requested || r.track.abort_accepted_at.is_some() || r.track.abort_reason.is_some() {
+    if aborted_by_us(r) {
         let e = match r.error.take() {
             Some(a) if a.starts_with("aborted") => format!("{a} ({why})"),
             _ => format!("aborted ({why})"),
         };
-        finish(r, Outcome::Aborted, ctx.now, Some(e), ctx.total, out);
+        if r.kind == MoveKind::Live {
+            // Not the end yet: watch how Nova leaves the instance.
+            r.error = Some(e);
+            r.track.settle_since.get_or_insert(ctx.now);
+            after_abort(r, ctx, out);
+        } else {
+            finish(r, Outcome::Aborted, ctx.now, Some(e), ctx.total, out);
+        }
         return;
     }
     r.error = Some(why.clone());
@@ -1521,10 +1625,134 @@ fn attempt_failed(r: &mut InstanceRecord, why: String, ctx: &Ctx<'_>, out: &mut 
     }
 }
 
+/// This drain sent (or was asked to send) an abort of the attempt.
+fn aborted_by_us(r: &InstanceRecord) -> bool {
+    r.abort_requested || r.track.abort_accepted_at.is_some() || r.track.abort_reason.is_some()
+}
+
+/// After our abort ended a live migration: Nova may yet flip the instance
+/// to ERROR while its guest keeps running here. Watch it for [`SETTLE_MS`];
+/// when it is in ERROR, ask libvirt on this node for the guest and report
+/// exactly that (with `reset-after-abort`, reset it to active when — and
+/// only when — its guest is confirmed running).
+fn after_abort(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
+    let (source, total, now, policy) = (ctx.source, ctx.total, ctx.now, ctx.policy);
+    let t0 = *r.track.settle_since.get_or_insert(now);
+    let waited = now.saturating_sub(t0);
+    let base = r.error.clone().unwrap_or_else(|| "aborted".into());
+    let Some(s) = r.track.server.clone() else {
+        if waited >= SETTLE_MS {
+            finish(r, Outcome::Aborted, now, Some(base), total, out);
+        }
+        return;
+    };
+    let moved = s.host != source && !s.host.is_empty();
+    if moved && s.idle() && s.vm_state.is_live() {
+        // The abort came too late: it completed.
+        r.destination = Some(s.host.clone());
+        finish(r, Outcome::Migrated, now, None, total, out);
+        return;
+    }
+    if s.vm_state == VmState::Error && !moved {
+        let Some(g) = r.track.guest.clone() else {
+            if waited >= ABORT_GRACE_MS {
+                let e = format!(
+                    "{base}; Nova left the instance in ERROR on {source} and its guest could not be checked: check it (virsh domstate), then openstack server set --state active {}",
+                    r.id
+                );
+                finish(r, Outcome::Aborted, now, Some(e), total, out);
+            } else if r
+                .track
+                .guest_asked
+                .is_none_or(|t| now >= t + policy.interval_ms())
+            {
+                r.track.guest_asked = Some(now);
+                note(
+                    r,
+                    "guest-check",
+                    format!(
+                        "Nova put the instance in ERROR on {source} after the abort; checking its guest on this node"
+                    ),
+                    total,
+                    out,
+                );
+                out.push(Command::CheckGuest {
+                    instance: r.id.clone(),
+                });
+            }
+            return;
+        };
+        let remedy = format!(
+            "after checking the guest, openstack server set --state active {}",
+            r.id
+        );
+        if g != GuestState::Running {
+            let e = format!(
+                "{base}; Nova left the instance in ERROR on {source} and its guest is {} here: not reset; check the guest and nova-compute.log before anything else",
+                g.describe()
+            );
+            finish(r, Outcome::Aborted, now, Some(e), total, out);
+            return;
+        }
+        if !policy.reset_after_abort {
+            let e = format!(
+                "{base}; Nova left the instance in ERROR on {source} although its guest is running there: {remedy} (or set reset-after-abort=true)"
+            );
+            finish(r, Outcome::Aborted, now, Some(e), total, out);
+            return;
+        }
+        if r.track.reset_failures >= CONTROL_RETRIES || waited >= ABORT_GRACE_MS {
+            let e = format!(
+                "{base}; Nova left the instance in ERROR on {source} although its guest is running there, and the reset to active did not take ({} refusals): {remedy}",
+                r.track.reset_failures
+            );
+            finish(r, Outcome::Aborted, now, Some(e), total, out);
+            return;
+        }
+        if !r.track.reset_pending && !r.track.reset_accepted {
+            r.track.reset_pending = true;
+            let why = format!(
+                "reset-after-abort: Nova left the instance in ERROR on {source} while its guest runs here (libvirt: running); resetting it to active"
+            );
+            decide(r, why.clone(), total, out);
+            out.push(Command::ResetState {
+                instance: r.id.clone(),
+                reason: why,
+            });
+        }
+        return;
+    }
+    if !moved && s.vm_state.is_live() && s.idle() {
+        if r.track.reset_accepted {
+            let e = format!(
+                "{base}; Nova had left it in ERROR: reset to active (its guest was confirmed running on {source})"
+            );
+            finish(r, Outcome::Aborted, now, Some(e), total, out);
+        } else if waited >= SETTLE_MS {
+            finish(r, Outcome::Aborted, now, Some(base), total, out);
+        }
+        return;
+    }
+    if waited >= ABORT_GRACE_MS {
+        let e = format!(
+            "{base}; {} ({}) on {} {} s after the abort",
+            s.vm_state.as_str(),
+            s.status,
+            s.host,
+            waited / 1000
+        );
+        finish(r, Outcome::Aborted, now, Some(e), total, out);
+    }
+}
+
 fn evaluate(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
     let Phase::Started { since, .. } = r.phase.clone() else {
         return;
     };
+    if r.track.settle_since.is_some() {
+        after_abort(r, ctx, out);
+        return;
+    }
     let (source, total, now) = (ctx.source, ctx.total, ctx.now);
     let mig = r.track.migration.clone();
     if let Some(s) = r.track.server.clone() {
@@ -1558,6 +1786,16 @@ fn evaluate(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
             }
         }
         let settled = s.idle() || mig.as_ref().is_some_and(|m| m.status.is_terminal());
+        if s.vm_state == VmState::Error && settled && !moved && aborted_by_us(r) {
+            // Our abort's end, not a failure (Nova 34 after an aborted job).
+            let why = format!(
+                "migration {} ended {} with the server in ERROR on {source}",
+                mig.as_ref().map_or("?".into(), |m| m.id.to_string()),
+                mig.as_ref().map_or("?", |m| m.status.as_str())
+            );
+            attempt_failed(r, why, ctx, out);
+            return;
+        }
         if s.vm_state == VmState::Error && settled {
             let e = format!(
                 "instance is in ERROR on {}{}; check the guest, then reset its state — not retried",
@@ -2180,6 +2418,15 @@ pub(crate) mod tests {
     fn here_stopped(id: &str) -> Observation {
         server(id, sv("node1", "SHUTOFF", "stopped", None))
     }
+    /// After an abort ended the migration: Nova leaves it ACTIVE on node1
+    /// for the whole settle window (SETTLE_MS).
+    fn settle_active(d: &mut Drain, now: Millis, id: &str) -> Vec<Command> {
+        d.step(
+            now + SETTLE_MS,
+            &[server(id, sv("node1", "ACTIVE", "active", None))],
+        )
+    }
+
     fn migration(id: &str, v: MigrationView) -> Observation {
         Observation::Migration {
             instance: id.into(),
@@ -2490,6 +2737,7 @@ pub(crate) mod tests {
                 server("i0", sv("node1", "ACTIVE", "active", None)),
             ],
         );
+        settle_active(&mut d, 94_000, "i0");
         let r = d.get("i0").unwrap();
         assert_eq!(r.outcome(), Some(Outcome::Aborted));
         assert!(r.decisions.iter().any(|x| x.starts_with("abort: stalled")));
@@ -2634,6 +2882,7 @@ pub(crate) mod tests {
                 server("i0", sv("node1", "ACTIVE", "active", None)),
             ],
         );
+        settle_active(&mut d, 4000, "i0");
         assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Aborted));
         assert!(d.is_done());
     }
@@ -2785,6 +3034,7 @@ pub(crate) mod tests {
                 server("i0", sv("node1", "ACTIVE", "active", None)),
             ],
         );
+        settle_active(&mut d, 50, "i0");
         let r = d.get("i0").unwrap();
         assert_eq!(r.outcome(), Some(Outcome::Aborted));
         assert!(
@@ -2849,13 +3099,18 @@ pub(crate) mod tests {
             ],
         );
         assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Migrated));
+        // Aborted, watched for SETTLE_MS (Nova may yet put it in ERROR),
+        // holding its slot meanwhile.
+        assert_eq!(d.get("i1").unwrap().outcome(), None);
+        assert!(starts(&c).is_empty(), "{c:?}");
+        let c = settle_active(&mut d, 3, "i1");
         assert_eq!(d.get("i1").unwrap().outcome(), Some(Outcome::Aborted));
         // One named instance's abort is not the run's: the others go on.
         assert!(!d.stop_starting);
         assert!(c.contains(&Command::ReadServer {
             instance: "i2".into()
         }));
-        assert_eq!(starts(&d.step(4, &[here("i2")])), vec!["i2"]);
+        assert_eq!(starts(&d.step(4 + SETTLE_MS, &[here("i2")])), vec!["i2"]);
         assert!(!d.is_done());
     }
 
@@ -3052,6 +3307,7 @@ pub(crate) mod tests {
             14_002,
             &[server("i0", sv("node1", "ACTIVE", "active", None))],
         );
+        settle_active(&mut d, 14_002, "i0");
         let r = d.get("i0").unwrap();
         assert_eq!(r.outcome(), Some(Outcome::Aborted), "{r:#?}");
     }
@@ -3466,5 +3722,228 @@ mod recorded {
         // Not one line per sample (30 samples): one per pass or status.
         assert!(l.len() <= 8, "{l:#?}");
         assert!(!l.iter().any(|(_, x)| x.contains("100%")), "{l:#?}");
+    }
+}
+
+#[cfg(test)]
+mod after_abort {
+    //! Nova 34 after an aborted live migration (tests/fixtures/qemu/
+    //! dirty-8-200-abort.json): "cancelled", then the record "error" and the
+    //! instance in vm_state ERROR while its guest keeps running on node1.
+    use super::tests::{entry, mv, sv};
+    use super::*;
+
+    const G: u64 = 1 << 30;
+
+    fn aborted(reset: bool) -> Drain {
+        let mut d = Drain::new(
+            "node1",
+            &[entry("i0", Action::Live, 4096)],
+            Policy {
+                reset_after_abort: reset,
+                ..Policy::default()
+            },
+            0,
+        );
+        d.step(0, &[]);
+        d.step(
+            0,
+            &[
+                Observation::Started {
+                    instance: "i0".into(),
+                    attempt: 1,
+                    result: StartResult::Accepted,
+                },
+                Observation::MigrationFound {
+                    instance: "i0".into(),
+                    migration_id: MigrationId(5),
+                },
+            ],
+        );
+        d.step(1000, &[mig(mv(5, "running", 4 * G, 2 * G))]);
+        let c = d.step(2000, &[Observation::AbortRequested { vm: None }]);
+        assert!(
+            c.iter().any(|c| matches!(c, Command::Abort { .. })),
+            "{c:?}"
+        );
+        d.step(
+            2100,
+            &[Observation::CommandDone {
+                instance: "i0".into(),
+                command: Control::Abort,
+            }],
+        );
+        d
+    }
+    fn mig(v: MigrationView) -> Observation {
+        Observation::Migration {
+            instance: "i0".into(),
+            view: v,
+        }
+    }
+    fn srv(status: &str, vm: &str) -> Observation {
+        Observation::Server {
+            instance: "i0".into(),
+            view: sv("node1", status, vm, None),
+        }
+    }
+    fn guest(state: GuestState) -> Observation {
+        Observation::Guest {
+            instance: "i0".into(),
+            state,
+        }
+    }
+    /// Cancelled and ACTIVE, then error, then ERROR: the real sequence.
+    fn nova_flips(d: &mut Drain) -> Vec<Command> {
+        d.step(
+            3000,
+            &[
+                mig(mv(5, "cancelled", 4 * G, 2 * G)),
+                srv("ACTIVE", "active"),
+            ],
+        );
+        assert_eq!(d.get("i0").unwrap().outcome(), None, "watched, not ended");
+        d.step(
+            4000,
+            &[mig(mv(5, "error", 4 * G, 2 * G)), srv("ACTIVE", "active")],
+        );
+        d.step(5500, &[srv("ERROR", "error")])
+    }
+
+    #[test]
+    fn error_after_our_abort_is_the_aborts_end_and_is_reported_with_the_remedy() {
+        let mut d = aborted(false);
+        let c = nova_flips(&mut d);
+        assert!(
+            c.contains(&Command::CheckGuest {
+                instance: "i0".into()
+            }),
+            "{c:?}"
+        );
+        let c = d.step(5600, &[guest(GuestState::Running)]);
+        assert!(!c.iter().any(|c| matches!(c, Command::ResetState { .. })));
+        let r = d.get("i0").unwrap();
+        assert_eq!(
+            r.outcome(),
+            Some(Outcome::Aborted),
+            "not a failure to retry"
+        );
+        let e = r.error.as_deref().unwrap();
+        assert!(
+            e.contains("Nova left the instance in ERROR on node1 although its guest is running")
+                && e.contains("openstack server set --state active i0")
+                && e.contains("reset-after-abort=true"),
+            "{e}"
+        );
+        assert_eq!(r.attempts, 1);
+    }
+
+    #[test]
+    fn reset_after_abort_resets_only_a_running_guest() {
+        let mut d = aborted(true);
+        nova_flips(&mut d);
+        let c = d.step(5600, &[guest(GuestState::Running)]);
+        assert!(
+            c.iter()
+                .any(|c| matches!(c, Command::ResetState { instance, .. } if instance == "i0")),
+            "{c:?}"
+        );
+        // Sent once.
+        let c = d.step(6000, &[srv("ERROR", "error")]);
+        assert!(!c.iter().any(|c| matches!(c, Command::ResetState { .. })));
+        d.step(
+            6100,
+            &[Observation::CommandDone {
+                instance: "i0".into(),
+                command: Control::ResetState,
+            }],
+        );
+        d.step(7000, &[srv("ACTIVE", "active")]);
+        let r = d.get("i0").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Aborted));
+        assert!(
+            r.error.as_deref().unwrap().contains("reset to active"),
+            "{r:#?}"
+        );
+        assert!(
+            r.decisions
+                .iter()
+                .any(|x| x.starts_with("reset-after-abort:"))
+        );
+
+        for g in [
+            GuestState::NotRunning("paused".into()),
+            GuestState::Absent,
+            GuestState::Unknown("failed to connect".into()),
+        ] {
+            let mut d = aborted(true);
+            nova_flips(&mut d);
+            let c = d.step(5600, &[guest(g.clone())]);
+            assert!(
+                !c.iter().any(|c| matches!(c, Command::ResetState { .. })),
+                "{g:?}: {c:?}"
+            );
+            let r = d.get("i0").unwrap();
+            assert_eq!(r.outcome(), Some(Outcome::Aborted), "{g:?}");
+            assert!(r.error.as_deref().unwrap().contains("not reset"), "{r:#?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_reset_is_bounded() {
+        let mut d = aborted(true);
+        nova_flips(&mut d);
+        d.step(5600, &[guest(GuestState::Running)]);
+        let mut t = 6000;
+        for _ in 0..CONTROL_RETRIES {
+            d.step(
+                t,
+                &[
+                    Observation::CommandFailed {
+                        instance: "i0".into(),
+                        command: Control::ResetState,
+                        message: "403".into(),
+                        gone: false,
+                    },
+                    srv("ERROR", "error"),
+                ],
+            );
+            t += 2000;
+        }
+        d.step(t, &[srv("ERROR", "error")]);
+        let r = d.get("i0").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Aborted), "{r:#?}");
+        assert!(r.error.as_deref().unwrap().contains("did not take"));
+    }
+
+    #[test]
+    fn active_through_the_settle_window_ends_aborted_as_before() {
+        let mut d = aborted(false);
+        d.step(
+            3000,
+            &[
+                mig(mv(5, "cancelled", 4 * G, 2 * G)),
+                srv("ACTIVE", "active"),
+            ],
+        );
+        let c = d.step(3000 + SETTLE_MS, &[srv("ACTIVE", "active")]);
+        assert!(!c.iter().any(|c| matches!(c, Command::CheckGuest { .. })));
+        assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Aborted));
+        assert!(d.is_done());
+    }
+
+    #[test]
+    fn error_seen_at_once_after_our_abort_is_not_failed() {
+        // The instance already in ERROR at the first look after the abort.
+        let mut d = aborted(false);
+        let c = d.step(
+            3000,
+            &[mig(mv(5, "error", 4 * G, 2 * G)), srv("ERROR", "error")],
+        );
+        assert!(c.contains(&Command::CheckGuest {
+            instance: "i0".into()
+        }));
+        d.step(3100, &[guest(GuestState::Running)]);
+        assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Aborted));
     }
 }

@@ -45,8 +45,8 @@ pub mod types;
 mod props;
 
 pub use machine::{
-    AbortFact, Command, Control, Drain, Handled, Ignored, InstanceRecord, MoveKind, Observation,
-    Outcome, Phase, Policy, StartResult, TimeoutAction,
+    AbortFact, Command, Control, Drain, GuestState, Handled, Ignored, InstanceRecord, MoveKind,
+    Observation, Outcome, Phase, Policy, StartResult, TimeoutAction,
 };
 pub use preflight::{
     Action, Failure, FailureKind, Flavor, HostCandidate, Inventory, Plan, PlanEntry,
