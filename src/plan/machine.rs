@@ -1686,6 +1686,14 @@ fn after_abort(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
             "after checking the guest, openstack server set --state active {}",
             r.id
         );
+        if let GuestState::Unknown(why) = &g {
+            let e = format!(
+                "{base}; Nova left the instance in ERROR on {source} and its guest could not be checked ({why}): not reset; check it (virsh domstate), then openstack server set --state active {}",
+                r.id
+            );
+            finish(r, Outcome::Aborted, now, Some(e), total, out);
+            return;
+        }
         if g != GuestState::Running {
             let e = format!(
                 "{base}; Nova left the instance in ERROR on {source} and its guest is {} here: not reset; check the guest and nova-compute.log before anything else",
@@ -3886,6 +3894,12 @@ mod after_abort {
             let r = d.get("i0").unwrap();
             assert_eq!(r.outcome(), Some(Outcome::Aborted), "{g:?}");
             assert!(r.error.as_deref().unwrap().contains("not reset"), "{r:#?}");
+            if let GuestState::Unknown(_) = g {
+                assert!(
+                    r.error.as_deref().unwrap().contains("could not be checked"),
+                    "{r:#?}"
+                );
+            }
         }
     }
 
