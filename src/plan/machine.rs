@@ -31,8 +31,9 @@
 //! 3. `ListMigrations` → one [`Observation::Migration`] per record listed,
 //!    then [`Observation::Listed`] (also when the call failed).
 //!    `ReadServer` → `Server`, or `ServerGone` on 404. `ReadProgress` →
-//!    `Migration` with the progress fields. A control command →
-//!    `CommandDone` or `CommandFailed`.
+//!    `Migration` with the progress fields. A control command (and
+//!    `ResetState`) → `CommandDone` or `CommandFailed`. `CheckGuest` →
+//!    `Guest` (a read-only libvirt query on this node).
 //!
 //! Invariants the machine owns (ARCHITECTURE.md, I1 and I2):
 //! * **Bounded.** Every phase has a bound: a start waits at most its
@@ -76,6 +77,12 @@
 //!   `conflict_retries` times; a start that never reached Nova within
 //!   `retries` (it uses the same budget as a failed attempt, but is
 //!   counted apart: `unsent`).
+//! * **After our abort**: the instance is watched for [`SETTLE_MS`] more
+//!   (Nova 34 flips the record to "error" and may put the instance in
+//!   ERROR while its guest runs on). "error"/ERROR is the abort's end, not
+//!   a failure; an instance in ERROR gets a `CheckGuest`, is reported as
+//!   it is, and with `reset_after_abort` is reset (`ResetState`) only when
+//!   its guest is `Running`.
 //! * **Retries**: an attempt that ends with the server idle on the source
 //!   (migration `failed`/`error`/`cancelled`, or `completed` while the
 //!   server is still on the source — a known Nova failure mode) is retried
