@@ -508,6 +508,44 @@ async fn evacuate_mixed_states_then_include_stopped() {
     // migration, server reads only when a migration is unknown or ended.
     assert_api_budget(&st, 4);
     assert_journal(&node, true);
+    // Juju runs update-status only after the action (one operation at a
+    // time per unit): the action kept the status itself — maintenance with
+    // its progress, set on each change — and left a true one at its end.
+    let during: Vec<&str> = st
+        .statuses
+        .iter()
+        .filter(|s| s.status == "maintenance")
+        .map(|s| s.message.as_str())
+        .collect();
+    assert!(
+        during
+            .iter()
+            .any(|m| m.contains(&format!("evacuating {SOURCE}: 0/4 moved"))),
+        "{during:#?}"
+    );
+    assert!(
+        during
+            .iter()
+            .any(|m| m.contains(&format!("evacuating {SOURCE}: 2/4 moved"))),
+        "{during:#?}"
+    );
+    // Once per change (a run shorter than the once-a-minute refresh repeats
+    // no line).
+    if rep["duration_s"].as_f64().unwrap() < 55.0 {
+        let mut dedup = during.clone();
+        dedup.dedup();
+        assert_eq!(
+            dedup.len(),
+            during.len(),
+            "at most once per change: {during:#?}"
+        );
+    }
+    let last = st.statuses.last().expect("a status at the end");
+    assert_eq!(last.status, "active", "{last:?}");
+    assert!(
+        last.message.contains(&format!("on {SOURCE}: disabled (")),
+        "{last:?}"
+    );
 
     // Again with include-stopped: the SHUTOFF one is cold-migrated (and
     // confirmed), the service stays disabled with the first reason.
