@@ -28,7 +28,11 @@
 //! * **Stalled** when T seconds passed since the last progress and either
 //!   at least one pass since then failed to shrink the dirty memory
 //!   (*not converging*), or nothing was copied for T seconds either
-//!   (*copying stopped*: frozen counters).
+//!   (*copying stopped*: frozen counters), or memory was copied but
+//!   remaining did not fall within the current pass for T seconds
+//!   (*not shrinking*: the same pages sent again without a pass ending —
+//!   what the fake driver's stall and a guest dirtying faster than the link
+//!   inside one pass look like).
 //!
 //! Repeated samples (the stats refresh is not aligned with the polls) and
 //! samples with zero counters (before libvirt's first stats) carry no
@@ -72,6 +76,10 @@ pub enum StallKind {
     NotConverging,
     /// Nothing was copied: the counters are frozen.
     CopyingStopped,
+    /// Memory is being copied, but remaining has not fallen within the
+    /// current pass: the same pages are sent again and again (a guest that
+    /// dirties faster than the link inside one pass, the fake driver's stall).
+    NotShrinking,
 }
 
 /// The convergence state of one attempt (part of the journal).
@@ -89,6 +97,10 @@ pub struct Convergence {
     pub pass_at: Option<Millis>,
     /// Lowest remaining in the current pass.
     pub low: u64,
+    /// When remaining last reached a new low of the current pass (or the
+    /// pass began).
+    #[serde(default)]
+    pub low_at: Option<Millis>,
     /// Dirty memory left by the previous pass (the value after the rise);
     /// `None` in the first pass.
     pub dirty: Option<u64>,
@@ -139,6 +151,7 @@ impl Convergence {
             self.pass = 1;
             self.pass_at = Some(t);
             self.low = s.remaining;
+            self.low_at = Some(t);
             self.progress_at = Some(t);
             self.copying_at = Some(t);
             return Event::Progress;
@@ -153,6 +166,7 @@ impl Convergence {
             self.pass += 1;
             self.pass_at = Some(t);
             self.low = s.remaining;
+            self.low_at = Some(t);
             self.dirty = Some(s.remaining);
             self.copying_at = Some(t);
             let reference = self.best_dirty.unwrap_or(s.total);
@@ -183,6 +197,7 @@ impl Convergence {
         let new_low = s.remaining.saturating_add(margin) <= self.low;
         if new_low {
             self.low = s.remaining;
+            self.low_at = Some(t);
         }
         if new_low || copied {
             self.copying_at = Some(t);
@@ -211,6 +226,8 @@ impl Convergence {
             Some(StallKind::NotConverging)
         } else if since(self.copying_at) >= stall_ms {
             Some(StallKind::CopyingStopped)
+        } else if since(self.low_at) >= stall_ms {
+            Some(StallKind::NotShrinking)
         } else {
             None
         }
@@ -361,7 +378,12 @@ mod tests {
                 let ms = t * 1000;
                 let (at, kind) =
                     first_stall(&s, ms).unwrap_or_else(|| panic!("{name}: never stalled at {t} s"));
-                assert_eq!(kind, StallKind::NotConverging, "{name} {t} s");
+                // Passes that do not shrink, or a pass whose remaining
+                // stays on its floor for T: both are "not converging".
+                assert!(
+                    matches!(kind, StallKind::NotConverging | StallKind::NotShrinking),
+                    "{name} {t} s: {kind:?}"
+                );
                 assert!(at >= start + ms, "{name} {t} s: stalled too soon at {at}");
                 assert!(
                     at <= end1 + ms + pass,
@@ -422,6 +444,52 @@ mod tests {
         }
         assert_eq!(old(&s, 15_000), None, "the old rule's clock restarted");
         assert_eq!(first_stall(&s, 15_000).map(|x| x.0), Some(28_240));
+    }
+
+    #[test]
+    fn flat_remaining_while_copying_is_not_shrinking() {
+        // The fake driver's stall (and a guest that dirties faster than the
+        // link inside one pass): remaining stays where it is while processed
+        // grows (the same pages sent again), no pass ever ends.
+        let total = 128 * MIB;
+        let mut c = Convergence::default();
+        let mut t = 0;
+        for i in 0..40u64 {
+            let remaining = if i < 5 {
+                total - i * 15 * MIB
+            } else {
+                total - 60 * MIB
+            };
+            c.observe(
+                t,
+                Sample {
+                    total,
+                    processed: i * 15 * MIB,
+                    remaining,
+                },
+            );
+            t += 500;
+        }
+        // Lowest remaining at 2 s; stall-timeout 3 s.
+        assert_eq!(c.stalled(4_500, 3_000), None, "{c:?}");
+        assert_eq!(
+            c.stalled(5_000, 3_000),
+            Some(StallKind::NotShrinking),
+            "{c:?}"
+        );
+        // The same flat remaining with frozen counters is copying stopped.
+        let mut c = Convergence::default();
+        for i in 0..10u64 {
+            c.observe(
+                i * 500,
+                Sample {
+                    total,
+                    processed: 15 * MIB,
+                    remaining: total - 15 * MIB,
+                },
+            );
+        }
+        assert_eq!(c.stalled(10_000, 3_000), Some(StallKind::CopyingStopped));
     }
 
     #[test]
@@ -534,7 +602,7 @@ mod tests {
             let got = first_stall(&s, ms);
             prop_assert!(got.is_some(), "never stalled");
             let (at, kind) = got.unwrap();
-            prop_assert_eq!(kind, StallKind::NotConverging);
+            prop_assert!(matches!(kind, StallKind::NotConverging | StallKind::NotShrinking), "{:?}", kind);
             prop_assert!(at <= end1 + ms + pass + 300, "at {} > {} + {} + {}", at, end1, ms, pass);
         }
 

@@ -2293,6 +2293,16 @@ fn timeout_decision(
                 c.since_progress_s(now),
                 policy.stall_timeout_s
             ),
+            StallKind::NotShrinking => format!(
+                "stalled: not converging: remaining has not fallen below {} for {} s while memory was copied again (stall-timeout {} s); {now_s}, {} its memory copied",
+                convergence::mib(c.low),
+                c.since_progress_s(now),
+                policy.stall_timeout_s,
+                convergence::copied_times(
+                    m.memory_processed_bytes.unwrap_or(0),
+                    m.memory_total_bytes.unwrap_or(0)
+                )
+            ),
         };
         let act = if fca_hit {
             if policy.timeout_action == TimeoutAction::Abort {
