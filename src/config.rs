@@ -86,6 +86,9 @@ pub struct Config {
     /// Seconds.
     pub poll_interval: f64,
     pub log_level: String,
+    /// Reset an instance Nova left in ERROR after an abort to active, only
+    /// when its guest is confirmed running on this node.
+    pub reset_after_abort: bool,
 }
 
 /// One invalid option, with what is allowed.
@@ -185,6 +188,25 @@ impl Reader<'_> {
                 self.bad(
                     option,
                     format!("must be a whole number, got {}", shown(&v.to_string(), 64)),
+                );
+                default
+            }
+        }
+    }
+
+    fn boolean(&mut self, option: &'static str, default: bool) -> bool {
+        match self.raw.get(option) {
+            None | Some(Value::Null) => default,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s.trim() == "true" => true,
+            Some(Value::String(s)) if s.trim() == "false" => false,
+            Some(other) => {
+                self.bad(
+                    option,
+                    format!(
+                        "must be true or false, got {}",
+                        shown(&other.to_string(), 64)
+                    ),
                 );
                 default
             }
@@ -323,6 +345,7 @@ impl Config {
             |s| crate::juju::log::parse_level(s).map(|_| s.to_string()),
             "error, warn, info, debug, trace",
         );
+        let reset_after_abort = r.boolean("reset-after-abort", false);
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
@@ -340,6 +363,7 @@ impl Config {
             retries,
             poll_interval,
             log_level,
+            reset_after_abort,
         })
     }
 }
@@ -359,6 +383,7 @@ mod tests {
         let c = cfg(json!({})).unwrap();
         assert_eq!(c.endpoint_interface, EndpointInterface::Internal);
         assert_eq!(c.stall_timeout, 300);
+        assert!(!c.reset_after_abort);
         assert_eq!(c.retries, 1);
         assert_eq!(c.poll_interval, 2.0);
         assert_eq!(c.block_migration, BlockMigration::Auto);

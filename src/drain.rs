@@ -274,6 +274,7 @@ fn policy(env: &Env<'_>, params_max: Option<u32>) -> Policy {
         force_complete_at: c.force_complete_at,
         poll_interval_ms: (c.poll_interval * 1000.0).round() as u64,
         can_abort_queued,
+        reset_after_abort: c.reset_after_abort,
         ..Policy::default()
     }
 }
@@ -824,6 +825,24 @@ async fn execute(
                 .await
                 .map(|_| ());
             obs.push(control(instance, plan::Control::Abort, r));
+        }
+        Command::CheckGuest { instance } => {
+            let state = match compute.server(instance).await {
+                Ok(srv) => host::guest_state(
+                    &env.paths.virsh,
+                    srv.instance_name.as_deref().unwrap_or_default(),
+                ),
+                Err(e) => plan::GuestState::Unknown(format!("reading the server: {e}")),
+            };
+            obs.push(Observation::Guest {
+                instance: instance.clone(),
+                state,
+            });
+        }
+        Command::ResetState { instance, reason } => {
+            tracing::info!("reset-state {instance} to active: {reason}");
+            let r = compute.reset_state_active(instance).await;
+            obs.push(control(instance, plan::Control::ResetState, r.map(|_| ())));
         }
     }
 }

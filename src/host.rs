@@ -136,9 +136,87 @@ pub fn log_lines_naming(log: &Path, needle: &str, max: usize, window: u64) -> Ve
     hits
 }
 
+/// The state of a guest on this node, read-only: `virsh -r domstate
+/// <instance_name>` (libvirt's default URI for root, `qemu:///system`).
+pub fn guest_state(virsh: &Path, instance_name: &str) -> crate::plan::GuestState {
+    use crate::plan::GuestState;
+    if instance_name.is_empty() || instance_name.starts_with('-') {
+        return GuestState::Unknown(format!("no usable libvirt domain name ({instance_name:?})"));
+    }
+    match Command::new(virsh)
+        .args(["-r", "domstate", instance_name])
+        .output()
+    {
+        Ok(out) => parse_domstate(
+            out.status.success(),
+            &String::from_utf8_lossy(&out.stdout),
+            &String::from_utf8_lossy(&out.stderr),
+        ),
+        Err(e) => GuestState::Unknown(format!("cannot run {}: {e}", virsh.display())),
+    }
+}
+
+/// `virsh domstate`'s answer: "running", another state, or no such domain.
+pub fn parse_domstate(ok: bool, stdout: &str, stderr: &str) -> crate::plan::GuestState {
+    use crate::plan::GuestState;
+    let state = stdout.lines().map(str::trim).find(|l| !l.is_empty());
+    if ok {
+        return match state {
+            Some("running") => GuestState::Running,
+            Some(s) => GuestState::NotRunning(s.chars().take(64).collect()),
+            None => GuestState::Unknown("virsh domstate printed nothing".into()),
+        };
+    }
+    let err: String = stderr.trim().chars().take(300).collect();
+    if err.contains("failed to get domain") || err.contains("Domain not found") {
+        GuestState::Absent
+    } else {
+        GuestState::Unknown(if err.is_empty() {
+            "virsh domstate failed".into()
+        } else {
+            err
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domstate() {
+        use crate::plan::GuestState;
+        assert_eq!(parse_domstate(true, "running\n\n", ""), GuestState::Running);
+        assert_eq!(
+            parse_domstate(true, "paused\n", ""),
+            GuestState::NotRunning("paused".into())
+        );
+        assert_eq!(
+            parse_domstate(true, "shut off\n", ""),
+            GuestState::NotRunning("shut off".into())
+        );
+        assert_eq!(
+            parse_domstate(
+                false,
+                "",
+                "error: failed to get domain 'instance-00000001'\n"
+            ),
+            GuestState::Absent
+        );
+        assert!(matches!(
+            parse_domstate(false, "", "error: failed to connect to the hypervisor"),
+            GuestState::Unknown(e) if e.contains("failed to connect")
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            guest_state(&dir.path().join("no-virsh"), "instance-1"),
+            GuestState::Unknown(e) if e.contains("cannot run")
+        ));
+        assert!(matches!(
+            guest_state(Path::new("virsh"), "--help"),
+            GuestState::Unknown(_)
+        ));
+    }
 
     #[test]
     fn nova_conf() {

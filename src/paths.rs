@@ -14,6 +14,8 @@ pub struct Paths {
     pub nova_conf: PathBuf,
     /// nova-compute's log (`/var/log/nova/nova-compute.log`, `NLM_NOVA_COMPUTE_LOG`).
     pub nova_compute_log: PathBuf,
+    /// libvirt's client, run read-only (`virsh`, looked up on PATH; `NLM_VIRSH`).
+    pub virsh: PathBuf,
 }
 
 impl Paths {
@@ -30,6 +32,7 @@ impl Paths {
             state_dir: pick("NLM_STATE_DIR", "/var/lib/nova-live-migration"),
             nova_conf: pick("NLM_NOVA_CONF", "/etc/nova/nova.conf"),
             nova_compute_log: pick("NLM_NOVA_COMPUTE_LOG", "/var/log/nova/nova-compute.log"),
+            virsh: pick("NLM_VIRSH", "virsh"),
         }
     }
 }

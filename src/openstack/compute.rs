@@ -958,6 +958,14 @@ impl Compute {
             .await
     }
 
+    /// Resets the instance's state to active (`{"os-resetState": {"state":
+    /// "active"}}`, admin). Only for an instance whose guest was confirmed
+    /// running (reset-after-abort).
+    pub async fn reset_state_active(&self, server_id: &str) -> Result<Accepted> {
+        self.action(server_id, json!({ "os-resetState": { "state": "active" } }))
+            .await
+    }
+
     async fn action(&self, server_id: &str, body: Value) -> Result<Accepted> {
         let c = self
             .call(

@@ -9,6 +9,8 @@
 //! * [`machine`] — the drain state machine ([`Drain::step`]): bounded
 //!   concurrency, success verification, 409 back-off, stall / timeout /
 //!   force-complete policy, retries, abort. Its state is the journal body.
+//! * [`convergence`] — is a running live migration converging? The stall
+//!   rule over the real progress series (passes, dirty memory per pass).
 //! * [`resume`] — reconcile a journal loaded after a crash with fresh
 //!   observations from Nova ([`reconcile`]), never migrating an instance twice.
 //! * [`report`] — the report model of SPEC §4 (`Report`, counts, summary,
@@ -32,6 +34,7 @@
 //! Report::from_drain(..)
 //! ```
 
+pub mod convergence;
 pub mod machine;
 pub mod preflight;
 pub mod report;
@@ -42,8 +45,8 @@ pub mod types;
 mod props;
 
 pub use machine::{
-    AbortFact, Command, Control, Drain, Handled, Ignored, InstanceRecord, MoveKind, Observation,
-    Outcome, Phase, Policy, StartResult, TimeoutAction,
+    AbortFact, Command, Control, Drain, GuestState, Handled, Ignored, InstanceRecord, MoveKind,
+    Observation, Outcome, Phase, Policy, StartResult, TimeoutAction,
 };
 pub use preflight::{
     Action, Failure, FailureKind, Flavor, HostCandidate, Inventory, Plan, PlanEntry,

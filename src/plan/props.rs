@@ -20,7 +20,8 @@ use proptest::prelude::*;
 
 use super::machine::tests::entry;
 use super::machine::{
-    Command, Control, Drain, MoveKind, Observation, Outcome, Policy, StartResult, TimeoutAction,
+    Command, Control, Drain, GuestState, MoveKind, Observation, Outcome, Policy, StartResult,
+    TimeoutAction,
 };
 use super::preflight::{Action, Plan};
 use super::report::{Report, ServiceReport};
@@ -53,6 +54,8 @@ struct FInst {
     gone: bool,
     /// Moved, stopped or paused by someone else.
     touched: bool,
+    /// In ERROR after our abort with its guest still running on the source.
+    guest_running_in_error: bool,
 }
 
 #[derive(Debug)]
@@ -291,6 +294,15 @@ impl Nova {
                         m.status = st("cancelled");
                         i.task_state = None;
                         i.status = "ACTIVE".into();
+                        if fate % 4 == 3 && !i.cold {
+                            // Nova 34's libvirt driver after an aborted job:
+                            // the record "error", the instance in ERROR,
+                            // its guest still running here.
+                            m.status = st("error");
+                            i.vm_state = "error".into();
+                            i.status = "ERROR".into();
+                            i.guest_running_in_error = true;
+                        }
                         None
                     }
                     _ => Some(Observation::CommandFailed {
@@ -300,6 +312,31 @@ impl Nova {
                         gone: false,
                     }),
                 }
+            }
+            Command::CheckGuest { instance } => {
+                let i = &self.inst[instance];
+                Some(Observation::Guest {
+                    instance: instance.clone(),
+                    state: if i.host == SRC && (i.vm_state != "error" || i.guest_running_in_error) {
+                        GuestState::Running
+                    } else {
+                        GuestState::Absent
+                    },
+                })
+            }
+            Command::ResetState { instance, .. } => {
+                let i = self.inst.get_mut(instance).unwrap();
+                assert!(
+                    i.guest_running_in_error,
+                    "{instance}: reset although its guest was not confirmed running"
+                );
+                i.vm_state = "active".into();
+                i.status = "ACTIVE".into();
+                i.guest_running_in_error = false;
+                Some(Observation::CommandDone {
+                    instance: instance.clone(),
+                    command: Control::ResetState,
+                })
             }
             Command::Progress { .. }
             | Command::ListMigrations { .. }
@@ -456,6 +493,7 @@ fn policy() -> impl Strategy<Value = Policy> {
             nova_completion_timeout_s_per_gib: 800,
             conflict_retries: cr,
             conflict_backoff_ms: 15_000,
+            reset_after_abort: caq,
         })
 }
 
@@ -519,6 +557,7 @@ fn run(n: usize, cold_mask: u8, policy: Policy, events: Vec<Ev>) {
                         moves: 0,
                         gone: false,
                         touched: false,
+                        guest_running_in_error: false,
                     },
                 )
             })

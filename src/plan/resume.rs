@@ -265,6 +265,11 @@ fn reconcile_one(
             running_since,
             // A fresh stall window: we could not watch while we were away.
             progress_at: Some(now),
+            // Our abort survives the restart: its end is not a failure to
+            // retry (and the watch after it goes on).
+            abort_reason: r.track.abort_reason.clone(),
+            abort_accepted_at: r.track.abort_accepted_at,
+            settle_since: r.track.settle_since,
             ..Track::default()
         };
     };
@@ -401,6 +406,54 @@ mod tests {
         );
         assert_eq!(r.track.progress_at, Some(2_000_000), "fresh stall window");
         assert_eq!(starts(&d.step(2_000_001, &[])), 0);
+    }
+
+    #[test]
+    fn a_crash_after_our_abort_is_not_retried_after_the_restart() {
+        // Our abort was accepted (the run was watching how Nova leaves the
+        // instance) when the process died: after the restart the cancelled
+        // migration is the abort's end, not a failure to retry.
+        let mut d = drain_starting();
+        d.step(
+            1_000_100,
+            &[Observation::Started {
+                instance: "a".into(),
+                attempt: 1,
+                result: StartResult::Accepted,
+            }],
+        );
+        let r = d.instances.iter_mut().find(|r| r.id == "a").unwrap();
+        r.track.abort_reason = Some("stalled".into());
+        r.track.abort_accepted_at = Some(1_000_200);
+        r.error = Some("aborted: stalled".into());
+        let s = serde_json::to_string(&d).unwrap();
+        let mut d: Drain = serde_json::from_str(&s).unwrap();
+        reconcile(
+            &mut d,
+            2_000_000,
+            &ob(
+                Some(sv("node1", "ACTIVE", "active", None)),
+                vec![rec(9, "cancelled", 1_000_500)],
+            ),
+        );
+        let mut t = 2_000_001;
+        for _ in 0..20 {
+            let c = d.step(
+                t,
+                &[Observation::Server {
+                    instance: "a".into(),
+                    view: sv("node1", "ACTIVE", "active", None),
+                }],
+            );
+            assert_eq!(starts(&c), 0, "retried after our abort: {c:?}");
+            t += 2_000;
+        }
+        assert_eq!(
+            d.get("a").unwrap().outcome(),
+            Some(crate::plan::Outcome::Aborted),
+            "{:#?}",
+            d.get("a")
+        );
     }
 
     #[test]

@@ -96,6 +96,7 @@ fn config_yaml_defaults_are_valid_config() {
         "retries",
         "poll-interval",
         "log-level",
+        "reset-after-abort",
     ];
     let mut got: Vec<&str> = options.keys().map(String::as_str).collect();
     got.sort();

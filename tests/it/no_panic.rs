@@ -177,6 +177,7 @@ fn paths_in(dir: &std::path::Path) -> Paths {
         state_dir: dir.join("state"),
         nova_conf: dir.join("nova.conf"),
         nova_compute_log: dir.join("nova-compute.log"),
+        virsh: dir.join("virsh"),
     }
 }
 
