@@ -114,6 +114,11 @@ pub const FORCE_GRACE_MS: Millis = 120_000;
 pub const CONTROL_RETRIES: u32 = 3;
 /// Soonest re-poll when a running migration is about to complete.
 pub const MIN_WAKE_MS: Millis = 250;
+/// The server of a migration that has not ended is read again when its
+/// last view is this old: a record can stay "queued" for ever after its
+/// server was deleted, stopped or moved by someone else, and only the
+/// server says so.
+pub const SERVER_RECHECK_MS: Millis = 10_000;
 /// How long an instance whose migration this drain aborted is watched
 /// after the abort ended it: Nova 34's libvirt driver flips the record to
 /// "error" and may put the instance in vm_state ERROR seconds after
@@ -1262,7 +1267,12 @@ impl Drain {
                 .is_none_or(|m| m.status.is_terminal());
             let stale = r.track.server_at.is_none_or(|t| t < listed);
             let asked = r.track.server_asked.is_some_and(|t| t >= listed);
-            if ended_or_unknown && stale && !asked {
+            // Not ended: the record alone may never say the server is gone.
+            let recheck = r
+                .track
+                .server_at
+                .is_none_or(|t| now >= t + SERVER_RECHECK_MS);
+            if (ended_or_unknown || recheck) && stale && !asked {
                 r.track.server_asked = Some(now);
                 out.push(Command::ReadServer {
                     instance: r.id.clone(),
@@ -3325,6 +3335,49 @@ pub(crate) mod tests {
                 .any(|c| matches!(c, Command::Progress { line, .. } if line.contains("skipped")))
         );
         assert_eq!(d.poll_timeout(3000), None);
+    }
+
+    /// Found by the other-actors test (seed 1796152173883): a server deleted
+    /// while its migration was queued behind another left Nova's record
+    /// "queued" for ever; the drain read only the record, and waited
+    /// STUCK_MS (600 s) for an abort that was answered 404.
+    #[test]
+    fn a_server_deleted_while_its_migration_is_queued_is_seen_at_a_recheck() {
+        let mut d = drain(1, Policy::default());
+        running(&mut d);
+        let mut asks = vec![];
+        let mut now = 1000;
+        while now <= 4 * SERVER_RECHECK_MS && asks.len() < 2 {
+            let mut obs = vec![
+                Observation::Listed { ok: true },
+                migration("i0", mv(5, "queued", 0, 0)),
+            ];
+            if asks.len() == 1 && asks[0] == now - 1000 {
+                // The first read: still here, migrating.
+                obs.push(server(
+                    "i0",
+                    sv("node1", "MIGRATING", "active", Some("migrating")),
+                ));
+            }
+            let c = d.step(now, &obs);
+            if c.iter()
+                .any(|c| matches!(c, Command::ReadServer { instance } if instance == "i0"))
+            {
+                asks.push(now);
+            }
+            now += 1000;
+        }
+        assert_eq!(
+            asks.len(),
+            2,
+            "the server of a queued migration is read again: {asks:?}"
+        );
+        let gap = asks[1] - (asks[0] + 1000);
+        assert!(gap >= SERVER_RECHECK_MS, "not at every tick: {asks:?}");
+        assert!(gap <= SERVER_RECHECK_MS + 6000, "{asks:?}");
+        d.step(asks[1], &[gone("i0")]);
+        assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Skipped));
+        assert!(d.is_done());
     }
 
     /// Found at eac490e: an abort answered 404 (the record vanished) set
