@@ -21,7 +21,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::cloud::{CloudEnv, DEST, SOURCE, host_of, wait_until};
-use crate::drain_cloud::{Node, Timed, count, inst, migration_records, report};
+use crate::drain_cloud::{
+    Node, Timed, assert_journal, count, inst, log_has, migration_records, report,
+};
 
 /// Images of the Glance stand-in in libvirt mode (tests/cloud/libvirt/lib.sh).
 const IMG_IDLE: &str = "a1a1a1a1-0000-4000-8000-000000000010";
@@ -425,5 +427,73 @@ async fn qemu_reset_after_abort_leaves_the_instance_active_with_its_guest() {
     if reset {
         assert!(why.contains("reset to active"), "{why}");
     }
+    cloud.reset().await;
+}
+
+/// The dispatch process SIGKILLed (as `juju cancel-task` does) while a real
+/// migration of a dirtying guest runs; the next `evacuate` resumes from the
+/// journal, finds that migration in Nova, applies the stall policy to it
+/// and force-completes it: one live-migration record, the guest alive on
+/// node4 with the same boot id.
+#[tokio::test]
+async fn qemu_resume_after_sigkill_with_a_real_migration_in_flight() {
+    let Some(cloud) = libvirt_cloud() else {
+        return;
+    };
+    let cloud = &cloud;
+    let _lock = cloud.lock();
+    let _t = Timed::start("qemu_resume_after_sigkill_with_a_real_migration_in_flight");
+    cloud.reset().await;
+    let guests = boot_guests(cloud, IMG_DIRTY, &["qemu-dirty-kill"]).await;
+    let (id, boot) = &guests[0];
+    let n0 = heartbeat(cloud, id).await.unwrap().1;
+
+    let mut node = Node::new(cloud)
+        .config("stall-timeout", json!(10))
+        .config("migration-timeout", json!(150))
+        .config("timeout-action", json!("force-complete"))
+        .config("poll-interval", json!(1.0));
+    let run = node.start("evacuate", &[]);
+    // Killed once QEMU is copying memory (real counters in the record).
+    let m = wait_until(
+        || async {
+            cloud
+                .running_migration(id)
+                .await
+                .filter(|m| m["memory_processed_bytes"].as_u64().unwrap_or(0) > 0)
+        },
+        T,
+    )
+    .await;
+    let st = node.kill(run);
+    eprintln!(
+        "killed with migration {} running: {:#?}",
+        m["id"], st.action_log
+    );
+    node.assert_no_secrets(&st);
+    let j = assert_journal(&node, false);
+    eprintln!("journal after the kill: {}", j["state"]["phase"]);
+
+    let st = node.run("evacuate", &[]);
+    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    assert!(
+        log_has(&st, "resuming the evacuate started at"),
+        "{:#?}",
+        st.action_log
+    );
+    assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
+    let rep = report(&st);
+    let i = inst(&rep, id);
+    eprintln!("report entry: {i}");
+    assert_eq!(i["result"], "migrated", "{i:#}");
+    let why = decisions(i);
+    assert!(why.contains("force-complete"), "{why}");
+    assert!(why.contains("stalled"), "{why}");
+    // Never migrated twice: the one record is the one the killed run began.
+    let lm = migration_records(cloud, id, "live-migration").await;
+    assert_eq!(lm.len(), 1, "{lm:?}");
+    assert_eq!(lm[0]["id"], m["id"], "{lm:?}");
+    assert_eq!(lm[0]["status"], "completed");
+    assert_alive_on(cloud, id, DEST, boot, n0).await;
     cloud.reset().await;
 }
