@@ -497,3 +497,95 @@ async fn qemu_resume_after_sigkill_with_a_real_migration_in_flight() {
     assert_alive_on(cloud, id, DEST, boot, n0).await;
     cloud.reset().await;
 }
+
+/// The QEMU process of `host` whose pid file names instance `name`
+/// (`/run/libvirt/qemu/<name>.pid` of that node).
+fn qemu_pid(cloud: &CloudEnv, host: &str) -> Option<i32> {
+    let dir = cloud.dir().join("nodes").join(host).join("run/qemu");
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let p = e.path();
+        if p.extension()? != "pid" {
+            return None;
+        }
+        let pid: i32 = std::fs::read_to_string(&p).ok()?.trim().parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmd)
+            .contains("qemu-system")
+            .then_some(pid)
+    })
+}
+
+/// Another actor: the destination's QEMU dies mid-migration (as when
+/// node4's guest process is OOM-killed). Nova fails the migration and rolls
+/// back; the charm reports `failed` with Nova's own words from this node's
+/// real nova-compute.log, and the guest keeps running on node1.
+#[tokio::test]
+async fn qemu_failed_migration_carries_real_nova_compute_log_lines() {
+    let Some(cloud) = libvirt_cloud() else {
+        return;
+    };
+    let cloud = &cloud;
+    let _lock = cloud.lock();
+    let _t = Timed::start("qemu_failed_migration_carries_real_nova_compute_log_lines");
+    cloud.reset().await;
+    let guests = boot_guests(cloud, IMG_DIRTY, &["qemu-dirty-fail"]).await;
+    let (id, boot) = &guests[0];
+    let n0 = heartbeat(cloud, id).await.unwrap().1;
+
+    let mut node = Node::new(cloud)
+        .config("stall-timeout", json!(0))
+        .config("migration-timeout", json!(150))
+        .config("retries", json!(0))
+        .config("poll-interval", json!(1.0));
+    let run = node.start("evacuate", &[]);
+    wait_until(
+        || async {
+            cloud
+                .running_migration(id)
+                .await
+                .filter(|m| m["memory_processed_bytes"].as_u64().unwrap_or(0) > 0)
+        },
+        T,
+    )
+    .await;
+    let pid = qemu_pid(cloud, DEST).expect("the incoming QEMU on node4");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success(), "kill -KILL {pid}");
+    eprintln!("killed node4's incoming QEMU {pid}");
+    let st = node.sim.finish(run).expect("state").clone();
+    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    let rep = report(&st);
+    let i = inst(&rep, id);
+    eprintln!("report entry: {i}");
+    assert_eq!(i["result"], "failed", "{i:#}");
+    assert_eq!(i["attempts"], 1, "{i:#}");
+    let err = i["error"].as_str().unwrap_or_default();
+    let d: Vec<&str> = i["decisions"]
+        .as_array()
+        .map(|d| d.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    // Nova's own words, from the real log: the instance's ERROR lines,
+    // without request context.
+    let log_lines: Vec<&&str> = d
+        .iter()
+        .filter(|l| l.starts_with("nova-compute.log: "))
+        .collect();
+    assert!(!log_lines.is_empty(), "{d:#?}");
+    for l in &log_lines {
+        assert!(l.contains(&format!("[instance: {id}]")), "{l}");
+        assert!(!l.contains("req-"), "request context left in {l}");
+    }
+    assert!(
+        log_lines.iter().any(|l| l.contains(" ERROR ")),
+        "{log_lines:#?}"
+    );
+    assert!(err.contains("nova-compute.log: "), "{err}");
+    // Rolled back: still on node1, the same guest.
+    let lm = migration_records(cloud, id, "live-migration").await;
+    assert_eq!(lm.len(), 1, "{lm:?}");
+    assert_alive_on(cloud, id, SOURCE, boot, n0).await;
+    cloud.reset().await;
+}
