@@ -237,8 +237,21 @@ def reset(timeout=120):
     return 1
 
 
+def forget_hosts(hosts):
+    """Removes the nova-compute services of these (stopped) hosts from Nova:
+    their compute nodes and Placement providers go with them."""
+    n = nova()
+    for s in n.get("/os-services", params={"binary": "nova-compute"})["services"]:
+        if s["host"] in hosts:
+            n.req("DELETE", "/os-services/" + s["id"], ok=(204, 404))
+            log("forgot compute %s" % s["host"])
+    return 0
+
+
 def main():
     cmd = sys.argv[1]
+    if cmd == "forget-hosts":
+        return forget_hosts(sys.argv[2:])
     if cmd == "seed-keystone":
         seed_keystone()
         return 0
