@@ -66,10 +66,11 @@ mod secret;
 use std::sync::Arc;
 
 pub use compute::{
-    Accepted, AttachedVolume, BlockMigration, Compute, Fault, Flavor, FlavorRef, Hypervisor,
-    HypervisorService, InstanceAction, InstanceActionEvent, LiveMigrate, MAX_MICROVERSION,
-    MIN_MICROVERSION, Microversion, Migration, MigrationFilter, PAGE_SIZE, Server, ServerFlavor,
-    ServerGroup, ServerGroupRules, ServerMigration, Service, ServiceId, VersionInfo,
+    Accepted, Aggregate, AttachedVolume, BlockMigration, Compute, Fault, Flavor, FlavorRef,
+    Hypervisor, HypervisorService, InstanceAction, InstanceActionEvent, LiveMigrate,
+    MAX_MICROVERSION, MIN_MICROVERSION, Microversion, Migration, MigrationFilter, PAGE_SIZE,
+    Server, ServerFlavor, ServerGroup, ServerGroupRules, ServerMigration, Service, ServiceId,
+    VersionInfo,
 };
 pub use error::{Error, Result, TransportKind};
 pub use http::{RequestStats, RetryPolicy, Session, SessionOptions, StatsSnapshot};

@@ -32,6 +32,7 @@
 //! Report::from_drain(..)
 //! ```
 
+pub mod budget;
 pub mod machine;
 pub mod preflight;
 pub mod report;

@@ -96,6 +96,8 @@ fn config_yaml_defaults_are_valid_config() {
         "retries",
         "poll-interval",
         "log-level",
+        "max-nodes-in-maintenance",
+        "max-nodes-in-maintenance-per-az",
     ];
     let mut got: Vec<&str> = options.keys().map(String::as_str).collect();
     got.sort();
