@@ -535,6 +535,27 @@ mod tests {
         }
     }
 
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Config and disable reasons are input: no panic, and a limit
+            /// parsed is within bounds.
+            #[test]
+            fn any_text_is_a_reason_or_not_and_a_limit_or_an_error(s in ".{0,80}", z in "[a-z0-9*=, -]{0,40}") {
+                let _ = reason_time(&s);
+                if let Ok(l) = ZoneLimits::parse(&z) {
+                    prop_assert!(l.default.is_none_or(|n| n <= MAX_LIMIT));
+                    prop_assert!(l.zones.values().all(|n| *n <= MAX_LIMIT));
+                }
+                let _ = ZoneLimits::parse(&s);
+            }
+        }
+    }
+
     #[test]
     fn zone_limits_parse_with_clear_errors() {
         assert_eq!(ZoneLimits::parse("").unwrap(), ZoneLimits::default());
