@@ -408,6 +408,7 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         if let Some(refused) = hold_budget(env, &journal, &rec, &reason).await? {
             return Ok(refused);
         }
+        tell_instance_ha(env).await;
     } else {
         journal.store(&rec)?;
     }
@@ -441,6 +442,12 @@ async fn disable(env: &Env<'_>, reason: &str) -> Result<(), DrainError> {
     compute.disable_service(&service, reason).await?;
     (env.log)(&format!("disabled nova-compute on {}: {reason}", env.host));
     Ok(())
+}
+
+/// Masakari told to stand back while the node is drained (one line).
+async fn tell_instance_ha(env: &Env<'_>) {
+    let note = crate::fleet::instance_ha_maintenance(env.os, &env.host, true).await;
+    (env.log)(note.line());
 }
 
 /// The maintenance budget counted again after the disable
@@ -581,6 +588,7 @@ async fn resume(
     if let Some(reason) = rec.disabled_reason.clone() {
         // The kill may have come before the disable call.
         disable(env, &reason).await?;
+        tell_instance_ha(env).await;
     }
     loop {
         let mut obs = Vec::new();

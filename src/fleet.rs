@@ -96,3 +96,72 @@ pub async fn hold_budget(
         tokio::time::sleep(poll).await;
     }
 }
+
+/// What telling Masakari came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceHaNote {
+    /// No `instance-ha` in the catalog: nothing to tell.
+    Absent(String),
+    /// Masakari answered (set, cleared, not a host of any segment) or
+    /// failed; the line says which.
+    Told(String),
+}
+
+impl InstanceHaNote {
+    pub fn line(&self) -> &str {
+        match self {
+            InstanceHaNote::Absent(l) | InstanceHaNote::Told(l) => l,
+        }
+    }
+}
+
+/// Sets (`on`) or clears `host`'s `on_maintenance` in every Masakari
+/// segment that has it, so instance HA does not "recover" the instances a
+/// drain is moving. Never fails the caller: an error is the line it returns.
+pub async fn instance_ha_maintenance(
+    os: &openstack::OpenStack,
+    host: &str,
+    on: bool,
+) -> InstanceHaNote {
+    let verb = if on { "set" } else { "cleared" };
+    let ha = match os.instance_ha().await {
+        Ok(Some(ha)) => ha,
+        Ok(None) => {
+            return InstanceHaNote::Absent(format!(
+                "instance-ha: no Masakari in the catalog; on_maintenance not {verb}"
+            ));
+        }
+        Err(e) => return InstanceHaNote::Told(format!("instance-ha: cannot reach Masakari: {e}")),
+    };
+    let hosts = match ha.hosts_of(host).await {
+        Ok(h) => h,
+        Err(e) => {
+            return InstanceHaNote::Told(format!("instance-ha: cannot list Masakari's hosts: {e}"));
+        }
+    };
+    if hosts.is_empty() {
+        return InstanceHaNote::Told(format!(
+            "instance-ha: {host} is in no Masakari segment; on_maintenance not {verb}"
+        ));
+    }
+    let mut done = Vec::new();
+    for h in &hosts {
+        if h.on_maintenance == on {
+            done.push(format!("segment {} (already)", h.failover_segment_id));
+            continue;
+        }
+        match ha.set_on_maintenance(h, on).await {
+            Ok(_) => done.push(format!("segment {}", h.failover_segment_id)),
+            Err(e) => {
+                return InstanceHaNote::Told(format!(
+                    "instance-ha: could not set on_maintenance={on} on {host} in segment {}: {e}",
+                    h.failover_segment_id
+                ));
+            }
+        }
+    }
+    InstanceHaNote::Told(format!(
+        "instance-ha: on_maintenance {verb} on {host} ({})",
+        done.join(", ")
+    ))
+}

@@ -59,6 +59,7 @@ mod arbitrary;
 mod compute;
 mod error;
 mod http;
+mod instance_ha;
 mod keystone;
 mod placement;
 mod secret;
@@ -74,6 +75,7 @@ pub use compute::{
 };
 pub use error::{Error, Result, TransportKind};
 pub use http::{RequestStats, RetryPolicy, Session, SessionOptions, StatsSnapshot};
+pub use instance_ha::{HaHost, InstanceHa, Segment};
 #[cfg(test)]
 pub(crate) use keystone::TEST_CA_PEM;
 pub use keystone::{
@@ -111,6 +113,11 @@ impl OpenStack {
     /// A Placement client (looks the endpoint up in the catalog).
     pub async fn placement(&self) -> Result<Placement> {
         Placement::connect(self.session.clone()).await
+    }
+
+    /// The Masakari client, `None` without Masakari in the catalog.
+    pub async fn instance_ha(&self) -> Result<Option<InstanceHa>> {
+        InstanceHa::connect(self.session.clone()).await
     }
 
     /// The shared session.

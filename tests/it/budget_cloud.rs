@@ -46,9 +46,13 @@ fn failure(st: &State) -> Option<&str> {
     st.action_failed.as_deref()
 }
 
-/// Back to three enabled computes, no servers, no server groups of ours.
+/// Back to three enabled computes, no servers, no server groups of ours,
+/// no host on maintenance in the Masakari stand-in (when there is one).
 async fn clean(cloud: &CloudEnv) {
     cloud.reset().await;
+    if let Some(port) = stand_in_port(cloud) {
+        clear_maintenance(port).await;
+    }
     let v = cloud.get("/os-server-groups?all_projects=True").await;
     for g in v["server_groups"].as_array().into_iter().flatten() {
         if g["name"].as_str().is_some_and(|n| n.starts_with("budget-")) {
@@ -211,4 +215,142 @@ async fn boot_in_group(cloud: &CloudEnv, name: &str, host: &str, group: &str) ->
     let id = v["server"]["id"].as_str().unwrap().to_string();
     crate::drain_cloud::wait_status(cloud, &id, "ACTIVE").await;
     id
+}
+
+fn stand_in_port(cloud: &CloudEnv) -> Option<u16> {
+    std::fs::read_to_string(cloud.dir().join("masakari.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["port"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+}
+
+/// Every host of the stand-in off maintenance.
+async fn clear_maintenance(port: u16) {
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let http = reqwest::Client::new();
+    let segs: Value = http
+        .get(format!("{base}/segments"))
+        .header("X-Auth-Token", "test")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for seg in segs["segments"].as_array().into_iter().flatten() {
+        let seg = seg["uuid"].as_str().unwrap();
+        let hosts: Value = http
+            .get(format!("{base}/segments/{seg}/hosts"))
+            .header("X-Auth-Token", "test")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for h in hosts["hosts"].as_array().into_iter().flatten() {
+            let url = format!(
+                "{base}/segments/{seg}/hosts/{}",
+                h["uuid"].as_str().unwrap()
+            );
+            let r = http
+                .put(url)
+                .header("X-Auth-Token", "test")
+                .json(&json!({"host": {"on_maintenance": false}}))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+    }
+}
+
+/// The Masakari stand-in's port (`NLM_CLOUD_MASAKARI=1`), else skipped or failed.
+fn masakari_port(cloud: &CloudEnv) -> Option<u16> {
+    let port = stand_in_port(cloud);
+    if port.is_none() {
+        skip_or_fail(
+            "the local cloud has no Masakari stand-in",
+            "start it with NLM_CLOUD_MASAKARI=1 tests/cloud/cloud up (tests/cloud/README.md)",
+        );
+    }
+    port
+}
+
+/// `on_maintenance` of `host` in the stand-in's one segment.
+async fn on_maintenance(port: u16, host: &str) -> bool {
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let req = http
+            .get(format!("{base}{path}"))
+            .header("X-Auth-Token", "test");
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let segs = get("/segments".into()).await;
+    let seg = segs["segments"][0]["uuid"].as_str().unwrap().to_string();
+    let hosts = get(format!("/segments/{seg}/hosts")).await;
+    hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == host)
+        .unwrap_or_else(|| panic!("{host} not in the segment: {hosts}"))["on_maintenance"]
+        .as_bool()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn instance_ha_stands_back_while_draining_and_returns_on_enable() {
+    let Some(cloud) = three_computes().await else {
+        return;
+    };
+    let Some(port) = masakari_port(&cloud) else {
+        return;
+    };
+    let cloud = &cloud;
+    let _lock = cloud.lock();
+    let _t = Timed::start("instance_ha_stands_back_while_draining_and_returns_on_enable");
+    clean(cloud).await;
+    cloud.boot_on(SOURCE, &["budget-ha"], &[]).await;
+    assert!(!on_maintenance(port, SOURCE).await);
+    let mut a = unit_on(cloud, SOURCE);
+    let st = a.run("evacuate", &[]);
+    assert_eq!(failure(&st), None);
+    let line = st
+        .action_log
+        .iter()
+        .find(|l| l.starts_with("instance-ha:"))
+        .expect("one instance-ha line");
+    eprintln!("{line}");
+    assert!(
+        line.starts_with("instance-ha: on_maintenance set on node1.maas (segment "),
+        "{line}"
+    );
+    // Set before the first migration started.
+    let at = |needle: &str| {
+        st.action_log
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap()
+    };
+    assert!(at("instance-ha:") < at("starting live migration"));
+    assert!(on_maintenance(port, SOURCE).await);
+    assert!(!on_maintenance(port, DEST).await);
+
+    let st = a.run("enable", &[]);
+    let summary = st
+        .action_results
+        .get("summary")
+        .cloned()
+        .unwrap_or_default();
+    eprintln!("{summary}");
+    assert!(
+        summary.contains("instance-ha: on_maintenance cleared on node1.maas (segment "),
+        "{summary}"
+    );
+    assert!(!on_maintenance(port, SOURCE).await);
+    assert_eq!(service(cloud, SOURCE).await["status"], "enabled");
+    clean(cloud).await;
 }
