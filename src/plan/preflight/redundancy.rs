@@ -231,6 +231,50 @@ mod tests {
     }
 
     #[test]
+    fn nodes_in_maintenance_give_no_capacity() {
+        use crate::plan::{Flavor, Inventory, ServerInfo, preflight};
+        let memory = |mb: u64| {
+            BTreeMap::from([(
+                "MEMORY_MB".to_string(),
+                Inventory {
+                    total: mb,
+                    reserved: 0,
+                    min_unit: 1,
+                    max_unit: 4096,
+                    step_size: 1,
+                    allocation_ratio: 1.0,
+                },
+            )])
+        };
+        // node4 is held in maintenance by another unit (disabled): its
+        // room does not count; node5 has 32 MB.
+        let mut node4 = cand("node4", false);
+        node4.inventories = memory(4096);
+        let mut node5 = cand("node5", true);
+        node5.inventories = memory(32);
+        let mut inp = input(Cloud::default(), vec![node4, node5]);
+        inp.servers = vec![ServerInfo {
+            id: "a".into(),
+            name: "vm-a".into(),
+            status: "ACTIVE".into(),
+            vm_state: "active".into(),
+            image_backed: true,
+            flavor: Flavor {
+                ram_mb: 64,
+                ..Default::default()
+            },
+            ..Default::default()
+        }];
+        let p = preflight(&inp, &PreflightParams::default());
+        assert_eq!(p.overridable.len(), 1, "{:?}", p.overridable);
+        assert!(
+            p.overridable[0].message.contains("MEMORY_MB short by 32"),
+            "{:?}",
+            p.overridable
+        );
+    }
+
+    #[test]
     fn two_last_anti_affinity_members_and_one_remaining_host_are_refused() {
         let mut inp = input(
             Cloud::default(),
