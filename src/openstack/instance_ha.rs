@@ -122,3 +122,48 @@ impl InstanceHa {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::openstack::arbitrary::body_with_keys;
+    use proptest::prelude::*;
+
+    const KEYS: &[&str] = &[
+        "segments",
+        "hosts",
+        "host",
+        "uuid",
+        "name",
+        "on_maintenance",
+        "failover_segment_id",
+    ];
+
+    #[derive(Deserialize)]
+    struct Segments {
+        #[allow(dead_code)]
+        segments: Vec<Segment>,
+    }
+    #[derive(Deserialize)]
+    struct Hosts {
+        #[allow(dead_code)]
+        hosts: Vec<HaHost>,
+    }
+    #[derive(Deserialize)]
+    struct OneHost {
+        #[allow(dead_code)]
+        host: HaHost,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// I4: no Masakari answer panics its decoders.
+        #[test]
+        fn masakari_decoders_never_panic(body in body_with_keys(KEYS)) {
+            let _ = serde_json::from_slice::<Segments>(&body);
+            let _ = serde_json::from_slice::<Hosts>(&body);
+            let _ = serde_json::from_slice::<OneHost>(&body);
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! OpenStack client (Keystone v3, Nova, Placement). The only module that speaks HTTP.
+//! OpenStack client (Keystone v3, Nova, Placement, Masakari). The only module that speaks HTTP.
 //!
 //! [`OpenStack::connect`] authenticates ([`Session`]), negotiates the compute
 //! microversion (`min(server max, 2.104)`, refusing below 2.60) and hands out
@@ -51,8 +51,11 @@
 //! | [`Compute::server_groups`] | `GET /os-server-groups?all_projects=True&limit=&offset=` (until an empty page) | `policy`/`rules` ≥ 2.64 |
 //! | [`Compute::instance_actions`] / [`Compute::instance_action`] | `GET /servers/{id}/os-instance-actions[/{req}]` | event `details` ≥ 2.84 |
 //! | [`Compute::hypervisors`] | `GET /os-hypervisors[?hypervisor_hostname_pattern=]` (never `/detail`) | uuid ids ≥ 2.53 |
+//! | [`Compute::aggregates`] | `GET /os-aggregates` | N |
 //! | [`Placement::resource_provider_by_name`] | `GET /resource_providers?name=` | placement 1.14 |
 //! | [`Placement::inventories`] / [`Placement::usages`] / [`Placement::allocations`] | `GET /resource_providers/{uuid}/inventories\|usages\|allocations` | placement 1.14 |
+//! | [`InstanceHa::segments`] / [`InstanceHa::hosts_named`] | `GET {instance-ha}/segments`, `GET /segments/{uuid}/hosts` | Masakari v1 |
+//! | [`InstanceHa::set_on_maintenance`] | `PUT /segments/{uuid}/hosts/{uuid} {"host": {"on_maintenance": b}}` | Masakari v1 |
 
 #[cfg(test)]
 mod arbitrary;
