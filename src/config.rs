@@ -89,6 +89,8 @@ pub struct Config {
     /// Reset an instance Nova left in ERROR after an abort to active, only
     /// when its guest is confirmed running on this node.
     pub reset_after_abort: bool,
+    /// `max-nodes-in-maintenance` and `max-nodes-in-maintenance-per-az`.
+    pub maintenance: crate::plan::budget::Limits,
 }
 
 /// One invalid option, with what is allowed.
@@ -255,6 +257,21 @@ pub fn decode_ssl_ca(raw: &str) -> Result<Vec<u8>, String> {
     Ok(pem)
 }
 
+impl Reader<'_> {
+    /// The maintenance budget: a number, and a per-zone string
+    /// (`plan::budget::ZoneLimits::parse` says what is allowed).
+    fn maintenance_limits(&mut self) -> crate::plan::budget::Limits {
+        let max = i64::from(crate::plan::budget::MAX_LIMIT);
+        let total = self.int("max-nodes-in-maintenance", 0, 0, max) as u32;
+        let raw = self.string("max-nodes-in-maintenance-per-az", "");
+        let per_az = crate::plan::budget::ZoneLimits::parse(&raw).unwrap_or_else(|e| {
+            self.bad("max-nodes-in-maintenance-per-az", e);
+            Default::default()
+        });
+        crate::plan::budget::Limits { total, per_az }
+    }
+}
+
 fn valid_host(s: &str) -> bool {
     s.len() <= MAX_NAME_BYTES
         && s.bytes()
@@ -346,6 +363,7 @@ impl Config {
             "error, warn, info, debug, trace",
         );
         let reset_after_abort = r.boolean("reset-after-abort", false);
+        let maintenance = r.maintenance_limits();
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
@@ -364,6 +382,7 @@ impl Config {
             poll_interval,
             log_level,
             reset_after_abort,
+            maintenance,
         })
     }
 }
@@ -389,6 +408,31 @@ mod tests {
         assert_eq!(c.block_migration, BlockMigration::Auto);
         assert_eq!(c.region, None);
         assert_eq!(c.log_level, "info");
+    }
+
+    #[test]
+    fn maintenance_budget_options() {
+        let c = cfg(
+            json!({"max-nodes-in-maintenance": 2, "max-nodes-in-maintenance-per-az": "az1=1,*=3"}),
+        )
+        .unwrap();
+        assert_eq!(c.maintenance.total, 2);
+        assert_eq!(c.maintenance.per_az.of("az1"), Some(1));
+        assert_eq!(c.maintenance.per_az.of("az2"), Some(3));
+        assert_eq!(cfg(json!({})).unwrap().maintenance, Default::default());
+        let err = cfg(
+            json!({"max-nodes-in-maintenance": -1, "max-nodes-in-maintenance-per-az": "az1=one"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("max-nodes-in-maintenance: -1 is out of range, allowed 0 to 10000"),
+            "{err}"
+        );
+        assert!(
+            err.contains("max-nodes-in-maintenance-per-az: the limit of az1 \"one\" is not a whole number from 0 to 10000"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -777,6 +777,10 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
         ctl.host,
         service.disabled_reason.as_deref().unwrap_or("no reason")
     );
+    match crate::fleet::instance_ha_maintenance(ctl.os, &ctl.host, false).await {
+        crate::fleet::InstanceHaNote::Told(l) => summary.push_str(&format!("; {l}")),
+        crate::fleet::InstanceHaNote::Absent(l) => tracing::info!("{l}"),
+    }
     if let Some(w) = &warning {
         summary.push_str(&format!("; {w}"));
     }

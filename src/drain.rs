@@ -322,6 +322,7 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         exclude: params.exclude.clone(),
         force: params.force,
         only: params.vm.clone(),
+        budget: env.config.maintenance.clone(),
     };
     let plan = plan::preflight(&input, &pf);
     let block = params.block_migration.unwrap_or(env.config.block_migration);
@@ -405,6 +406,10 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         rec.disabled_reason = Some(reason.clone());
         journal.store(&rec)?;
         disable(env, &reason).await?;
+        if let Some(refused) = hold_budget(env, &journal, &rec, &reason).await? {
+            return Ok(refused);
+        }
+        tell_instance_ha(env).await;
     } else {
         journal.store(&rec)?;
     }
@@ -438,6 +443,53 @@ async fn disable(env: &Env<'_>, reason: &str) -> Result<(), DrainError> {
     compute.disable_service(&service, reason).await?;
     (env.log)(&format!("disabled nova-compute on {}: {reason}", env.host));
     Ok(())
+}
+
+/// Masakari told to stand back while the node is drained (one line).
+async fn tell_instance_ha(env: &Env<'_>) {
+    let note = crate::fleet::instance_ha_maintenance(env.os, &env.host, true).await;
+    (env.log)(note.line());
+}
+
+/// The maintenance budget counted again after the disable
+/// (`fleet::hold_budget`): backed off, the service is enabled again, the
+/// journal set aside (nothing started) and the run refused.
+async fn hold_budget(
+    env: &Env<'_>,
+    journal: &Journal,
+    rec: &RunRecord,
+    reason: &str,
+) -> Result<Option<Outcome>, DrainError> {
+    let poll = Duration::from_secs_f64(env.config.poll_interval);
+    let limits = &env.config.maintenance;
+    let compute = env.os.compute();
+    let Some(m) =
+        crate::fleet::hold_budget(compute, &env.host, reason, limits, poll, env.log).await?
+    else {
+        return Ok(None);
+    };
+    journal.archive("budget-refused")?;
+    let elapsed = now_ms().saturating_sub(rec.started_at) as f64 / 1000.0;
+    let service = compute
+        .compute_service(&env.host)
+        .await?
+        .map(|s| ServiceReport {
+            status: s.status,
+            disabled_reason: s.disabled_reason,
+        })
+        .unwrap_or_default();
+    let mut report = Report::blocked(
+        rec.kind.as_str(),
+        &rec.plan,
+        service,
+        rec.block_migration.as_str(),
+        elapsed,
+    );
+    report.error = Some(m.clone());
+    Ok(Some(Outcome {
+        report,
+        failure: Some(format!("{m}; nothing was migrated")),
+    }))
 }
 
 /// Records that the run's result reached Juju (after `action-set`): the
@@ -537,6 +589,7 @@ async fn resume(
     if let Some(reason) = rec.disabled_reason.clone() {
         // The kill may have come before the disable call.
         disable(env, &reason).await?;
+        tell_instance_ha(env).await;
     }
     loop {
         let mut obs = Vec::new();

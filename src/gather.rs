@@ -80,7 +80,7 @@ impl NodeNames {
 pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openstack::Error> {
     let compute = os.compute();
     // Stage 1: everything that needs nothing but the host name.
-    let (service, servers, services, names, groups, placement, local_units) = tokio::join!(
+    let (service, servers, services, names, groups, placement, local_units, aggregates) = tokio::join!(
         compute.compute_service(host),
         compute.servers_on_host(host),
         compute.services(None, Some("nova-compute")),
@@ -88,10 +88,12 @@ pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openst
         compute.server_groups(),
         os.placement(),
         local_units(),
+        crate::fleet::aggregates(compute),
     );
     let (service, servers, services, groups, placement) =
         (service?, servers?, services?, groups?, placement?);
     let names = names?;
+    let cloud = crate::fleet::cloud(&services, aggregates?);
     // Stage 2: what needs stage 1's answers, again all at once.
     let source_nodes = source_nodes(&names, host, &servers);
     let candidates: Vec<_> = services.into_iter().filter(|s| s.host != host).collect();
@@ -153,6 +155,7 @@ pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openst
             })
             .collect(),
         member_hosts: member_hosts?,
+        cloud,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod drain;
+pub mod fleet;
 pub mod gather;
 pub mod hint;
 pub mod host;

@@ -418,6 +418,15 @@ pub struct MigrationFilter {
     pub max_results: Option<usize>,
 }
 
+/// A host aggregate (`GET /os-aggregates`).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct Aggregate {
+    pub name: String,
+    pub availability_zone: Option<String>,
+    pub hosts: Vec<String>,
+}
+
 /// A server group.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
 #[serde(default)]
@@ -1152,6 +1161,17 @@ impl Compute {
             }
             offset += n;
         }
+    }
+
+    /// Every host aggregate (`GET /os-aggregates`, admin).
+    pub async fn aggregates(&self) -> Result<Vec<Aggregate>> {
+        #[derive(Deserialize, Default)]
+        #[serde(default)]
+        struct W {
+            aggregates: Vec<Aggregate>,
+        }
+        let c = self.call(Method::GET, "/os-aggregates", "GET /os-aggregates");
+        Ok(self.get::<W>(c).await?.aggregates)
     }
 
     /// Instance actions of a server, newest first (no events)

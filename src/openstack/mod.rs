@@ -1,4 +1,4 @@
-//! OpenStack client (Keystone v3, Nova, Placement). The only module that speaks HTTP.
+//! OpenStack client (Keystone v3, Nova, Placement, Masakari). The only module that speaks HTTP.
 //!
 //! [`OpenStack::connect`] authenticates ([`Session`]), negotiates the compute
 //! microversion (`min(server max, 2.104)`, refusing below 2.60) and hands out
@@ -51,14 +51,18 @@
 //! | [`Compute::server_groups`] | `GET /os-server-groups?all_projects=True&limit=&offset=` (until an empty page) | `policy`/`rules` ≥ 2.64 |
 //! | [`Compute::instance_actions`] / [`Compute::instance_action`] | `GET /servers/{id}/os-instance-actions[/{req}]` | event `details` ≥ 2.84 |
 //! | [`Compute::hypervisors`] | `GET /os-hypervisors[?hypervisor_hostname_pattern=]` (never `/detail`) | uuid ids ≥ 2.53 |
+//! | [`Compute::aggregates`] | `GET /os-aggregates` | N |
 //! | [`Placement::resource_provider_by_name`] | `GET /resource_providers?name=` | placement 1.14 |
 //! | [`Placement::inventories`] / [`Placement::usages`] / [`Placement::allocations`] | `GET /resource_providers/{uuid}/inventories\|usages\|allocations` | placement 1.14 |
+//! | [`InstanceHa::segments`] / [`InstanceHa::hosts_named`] | `GET {instance-ha}/segments`, `GET /segments/{uuid}/hosts` | Masakari v1 |
+//! | [`InstanceHa::set_on_maintenance`] | `PUT /segments/{uuid}/hosts/{uuid} {"host": {"on_maintenance": b}}` | Masakari v1 |
 
 #[cfg(test)]
 mod arbitrary;
 mod compute;
 mod error;
 mod http;
+mod instance_ha;
 mod keystone;
 mod placement;
 mod secret;
@@ -66,13 +70,15 @@ mod secret;
 use std::sync::Arc;
 
 pub use compute::{
-    Accepted, AttachedVolume, BlockMigration, Compute, Fault, Flavor, FlavorRef, Hypervisor,
-    HypervisorService, InstanceAction, InstanceActionEvent, LiveMigrate, MAX_MICROVERSION,
-    MIN_MICROVERSION, Microversion, Migration, MigrationFilter, PAGE_SIZE, Server, ServerFlavor,
-    ServerGroup, ServerGroupRules, ServerMigration, Service, ServiceId, VersionInfo,
+    Accepted, Aggregate, AttachedVolume, BlockMigration, Compute, Fault, Flavor, FlavorRef,
+    Hypervisor, HypervisorService, InstanceAction, InstanceActionEvent, LiveMigrate,
+    MAX_MICROVERSION, MIN_MICROVERSION, Microversion, Migration, MigrationFilter, PAGE_SIZE,
+    Server, ServerFlavor, ServerGroup, ServerGroupRules, ServerMigration, Service, ServiceId,
+    VersionInfo,
 };
 pub use error::{Error, Result, TransportKind};
 pub use http::{RequestStats, RetryPolicy, Session, SessionOptions, StatsSnapshot};
+pub use instance_ha::{HaHost, InstanceHa, Segment};
 #[cfg(test)]
 pub(crate) use keystone::TEST_CA_PEM;
 pub use keystone::{
@@ -110,6 +116,11 @@ impl OpenStack {
     /// A Placement client (looks the endpoint up in the catalog).
     pub async fn placement(&self) -> Result<Placement> {
         Placement::connect(self.session.clone()).await
+    }
+
+    /// The Masakari client, `None` without Masakari in the catalog.
+    pub async fn instance_ha(&self) -> Result<Option<InstanceHa>> {
+        InstanceHa::connect(self.session.clone()).await
     }
 
     /// The shared session.

@@ -34,6 +34,7 @@
 //! Report::from_drain(..)
 //! ```
 
+pub mod budget;
 pub mod convergence;
 pub mod machine;
 pub mod preflight;

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::InstanceId;
 use super::types::Destination;
 
+mod redundancy;
+
 /// Resource class names used when deriving demand from a flavor.
 pub const VCPU: &str = "VCPU";
 pub const PCPU: &str = "PCPU";
@@ -141,6 +143,9 @@ pub struct PreflightInput {
     pub groups: Vec<ServerGroup>,
     /// Host of group members that are not on this node (id → service host).
     pub member_hosts: BTreeMap<InstanceId, String>,
+    /// Every compute service and aggregate (budget and redundancy checks).
+    #[serde(default)]
+    pub cloud: super::budget::Cloud,
 }
 
 /// Action parameters that shape the plan.
@@ -153,6 +158,9 @@ pub struct PreflightParams {
     pub force: bool,
     /// `migrate-vm`: only this instance (name or id).
     pub only: Option<String>,
+    /// The maintenance budget (`evacuate` only; default: no limit).
+    #[serde(default)]
+    pub budget: super::budget::Limits,
 }
 
 /// Where the instance's disks live.
@@ -216,6 +224,7 @@ pub enum FailureKind {
     Instance,
     Affinity,
     Capacity,
+    Budget,
 }
 
 /// A failed check with an operator-ready message (what is wrong, what to do).
@@ -434,6 +443,7 @@ pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
         Some(t) if target_ok => check_target_affinity(input, t, &entries, &mut f),
         Some(_) => {}
     }
+    cloud_checks(input, params, &entries, &mut f);
     Plan {
         host: input.host.clone(),
         target_host: target.cloned(),
@@ -443,6 +453,17 @@ pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
         overridable: f.overridable,
         warnings: f.warnings,
     }
+}
+
+/// The checks that look beyond this node: the maintenance budget
+/// (blocking, `plan::budget`) and the redundancy left (`plan::redundancy`).
+fn cloud_checks(input: &PreflightInput, p: &PreflightParams, e: &[PlanEntry], f: &mut Findings) {
+    if p.only.is_none()
+        && let Err(m) = super::budget::admit(&input.cloud, &input.host, &p.budget)
+    {
+        f.block(FailureKind::Budget, m);
+    }
+    f.overridable.extend(redundancy::check(input, p, e));
 }
 
 /// What the checks found, in the order they ran.
@@ -923,6 +944,7 @@ mod tests {
             hosts,
             groups: vec![],
             member_hosts: BTreeMap::new(),
+            cloud: Default::default(),
         }
     }
 

@@ -429,6 +429,7 @@ fn planner_input(n: usize) -> plan::PreflightInput {
         hosts,
         groups: vec![],
         member_hosts: BTreeMap::new(),
+        cloud: Default::default(),
     }
 }
 

@@ -237,8 +237,48 @@ def reset(timeout=120):
     return 1
 
 
+def forget_hosts(hosts):
+    """Removes the nova-compute services of these (stopped) hosts from Nova:
+    their compute nodes and Placement providers go with them."""
+    n = nova()
+    for s in n.get("/os-services", params={"binary": "nova-compute"})["services"]:
+        if s["host"] in hosts:
+            n.req("DELETE", "/os-services/" + s["id"], ok=(204, 404))
+            log("forgot compute %s" % s["host"])
+    return 0
+
+
+def masakari_catalog(url):
+    """The instance-ha service and its endpoints at URL; none when URL is empty."""
+    ks = Api(KS, token())
+    svcs = ks.get("/services", params={"type": "instance-ha"})["services"]
+    if not url:
+        for svc in svcs:
+            for e in ks.get("/endpoints", params={"service_id": svc["id"]})["endpoints"]:
+                ks.req("DELETE", "/endpoints/" + e["id"])
+            ks.req("DELETE", "/services/" + svc["id"])
+            log("instance-ha (Masakari) removed from the catalog")
+        return 0
+    svc = ensure(ks, "services", "service", {"type": "instance-ha"},
+                 {"type": "instance-ha", "name": "masakari", "enabled": True})
+    for iface in ("public", "internal", "admin"):
+        eps = ks.get("/endpoints", params={"service_id": svc["id"], "interface": iface})["endpoints"]
+        if not eps:
+            ks.req("POST", "/endpoints", json={"endpoint": {
+                "service_id": svc["id"], "interface": iface, "url": url,
+                "region_id": "RegionOne", "enabled": True}})
+        elif eps[0]["url"] != url:
+            ks.req("PATCH", "/endpoints/" + eps[0]["id"], json={"endpoint": {"url": url}})
+    log("instance-ha (Masakari stand-in) in the catalog: %s" % url)
+    return 0
+
+
 def main():
     cmd = sys.argv[1]
+    if cmd == "masakari-catalog":
+        return masakari_catalog(sys.argv[2])
+    if cmd == "forget-hosts":
+        return forget_hosts(sys.argv[2:])
     if cmd == "seed-keystone":
         seed_keystone()
         return 0

@@ -14,7 +14,9 @@ properties ``"is_base": false`` (Nova keeps only non-base properties of an
 image: a base ``kernel_id`` would be dropped and the guest would boot from an
 empty disk).
 
-Usage: stubs.py GLANCE_PORT NEUTRON_PORT
+With a third port, also a Masakari (instance-ha) stand-in (class ``Masakari``).
+
+Usage: stubs.py GLANCE_PORT NEUTRON_PORT [MASAKARI_PORT]
 """
 
 import hashlib
@@ -226,18 +228,125 @@ class Neutron(Handler):
         return self.unhandled()
 
 
+class Masakari(Handler):
+    """Masakari (instance-ha) API v1 stand-in: failover segments and their
+    hosts, in memory, the shapes of masakari's api-ref (segments, hosts with
+    ``on_maintenance``). One segment, ``nlm-segment``, holds every compute
+    host named in NLM_STUB_MASAKARI_HOSTS at start. Paths are served with or
+    without a project id after ``/v1`` (the catalog URL has one). A request
+    without a token is refused (401); tokens are not validated."""
+
+    service = "masakari"
+    lock = threading.Lock()
+    segments = {}  # uuid -> segment
+    hosts = {}  # uuid -> host (with failover_segment_id)
+
+    @classmethod
+    def seed(cls, names):
+        seg = {"uuid": "6d3c2a71-0c4e-4b8e-9a55-5b1f0e7c1a01", "id": 1, "name": "nlm-segment",
+               "description": None, "recovery_method": "auto", "service_type": "COMPUTE",
+               "enabled": True, "deleted": False, "created_at": "2026-01-01T00:00:00.000000",
+               "updated_at": None, "deleted_at": None}
+        cls.segments[seg["uuid"]] = seg
+        for i, name in enumerate(names, 1):
+            uuid = "6d3c2a71-0c4e-4b8e-9a55-5b1f0e7c2%03d" % i
+            cls.hosts[uuid] = {"uuid": uuid, "id": i, "name": name, "type": "COMPUTE_HOST",
+                               "control_attributes": "SSH", "reserved": False, "on_maintenance": False,
+                               "deleted": False, "failover_segment_id": seg["uuid"],
+                               "created_at": "2026-01-01T00:00:00.000000", "updated_at": None,
+                               "deleted_at": None}
+
+    def route(self):
+        """['segments', …] below /v1 (and an optional project id), or None."""
+        parts = [p for p in urlsplit(self.path).path.split("/") if p]
+        if not parts or parts[0] != "v1":
+            return None
+        parts = parts[1:]
+        if parts and parts[0] != "segments":
+            parts = parts[1:]  # project id
+        return parts if parts and parts[0] == "segments" else None
+
+    def host_view(self, h):
+        v = dict(h)
+        v["failover_segment"] = dict(self.segments[h["failover_segment_id"]])
+        return v
+
+    def authorized(self):
+        if self.headers.get("X-Auth-Token"):
+            return True
+        self.reply(401, {"error": {"code": 401, "title": "Unauthorized"}})
+        return False
+
+    def do_GET(self):
+        if urlsplit(self.path).path.rstrip("/") == "":
+            return self.reply(200, {"versions": [{"id": "v1.0", "status": "CURRENT"}]})
+        r = self.route()
+        if r is None:
+            return self.unhandled()
+        if not self.authorized():
+            return
+        with self.lock:
+            if len(r) == 1:
+                return self.reply(200, {"segments": list(self.segments.values())})
+            seg = self.segments.get(r[1])
+            if seg is None:
+                return self.reply(404, {"itemNotFound": {"code": 404, "message": "No failover segment with id %s." % r[1]}})
+            mine = [h for h in self.hosts.values() if h["failover_segment_id"] == seg["uuid"]]
+            if len(r) == 2:
+                return self.reply(200, {"segment": seg})
+            if len(r) == 3 and r[2] == "hosts":
+                return self.reply(200, {"hosts": [self.host_view(h) for h in mine]})
+            if len(r) == 4 and r[2] == "hosts":
+                h = next((h for h in mine if h["uuid"] == r[3]), None)
+                if h is not None:
+                    return self.reply(200, {"host": self.host_view(h)})
+                return self.reply(404, {"itemNotFound": {"code": 404, "message": "Host %s could not be found." % r[3]}})
+        return self.unhandled()
+
+    def do_PUT(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        r = self.route()
+        if r is None or len(r) != 4 or r[2] != "hosts":
+            return self.unhandled()
+        if not self.authorized():
+            return
+        try:
+            upd = json.loads(body or b"{}")["host"]
+        except (ValueError, KeyError, TypeError):
+            return self.reply(400, {"badRequest": {"code": 400, "message": "Invalid input: 'host' is a required property"}})
+        with self.lock:
+            h = self.hosts.get(r[3])
+            if h is None or h["failover_segment_id"] != r[1]:
+                return self.reply(404, {"itemNotFound": {"code": 404, "message": "Host %s could not be found." % r[3]}})
+            for k in ("on_maintenance", "reserved"):
+                if k in upd:
+                    v = upd[k]
+                    h[k] = v if isinstance(v, bool) else str(v).lower() in ("true", "1", "yes")
+            h["updated_at"] = "2026-01-01T00:00:01.000000"
+            sys.stdout.write("masakari: host %s on_maintenance=%s\n" % (h["name"], h["on_maintenance"]))
+            sys.stdout.flush()
+            return self.reply(200, {"host": self.host_view(h)})
+
+
 def main():
     glance_port, neutron_port = int(sys.argv[1]), int(sys.argv[2])
     if os.environ.get("NLM_STUB_IMAGES"):
         load_real_images(os.environ["NLM_STUB_IMAGES"])
     servers = [ThreadingHTTPServer(("127.0.0.1", glance_port), Glance),
                ThreadingHTTPServer(("127.0.0.1", neutron_port), Neutron)]
+    if len(sys.argv) > 3:  # the Masakari stand-in (NLM_CLOUD_MASAKARI)
+        Masakari.seed(os.environ.get("NLM_STUB_MASAKARI_HOSTS", "").split())
+        servers.append(ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), Masakari))
     for s in servers:
         s.daemon_threads = True
-    threading.Thread(target=servers[0].serve_forever, daemon=True).start()
-    print("stubs: glance on %d, neutron on %d, images %s" % (
-        glance_port, neutron_port, " ".join([IMAGE_ID] + sorted(REAL))), flush=True)
-    servers[1].serve_forever()
+    for s in servers[:-1]:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    print("stubs: glance on %d, neutron on %d%s, images %s" % (
+        glance_port, neutron_port,
+        ", masakari on %s" % sys.argv[3] if len(sys.argv) > 3 else "",
+        " ".join([IMAGE_ID] + sorted(REAL))), flush=True)
+    servers[-1].serve_forever()
 
 
 if __name__ == "__main__":

@@ -929,6 +929,7 @@ impl FakeNova {
                     .collect();
                 ok(json!({ "server_groups": page }))
             }
+            ("GET", ["v2.1", "os-aggregates"]) if q.is_empty() => ok(json!({"aggregates": []})),
             ("GET", ["v2.1", "servers", id, "os-instance-actions"]) if q.is_empty() => {
                 self.live_server(id)?;
                 ok(json!({"instanceActions": []}))

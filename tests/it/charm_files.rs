@@ -97,6 +97,8 @@ fn config_yaml_defaults_are_valid_config() {
         "poll-interval",
         "log-level",
         "reset-after-abort",
+        "max-nodes-in-maintenance",
+        "max-nodes-in-maintenance-per-az",
     ];
     let mut got: Vec<&str> = options.keys().map(String::as_str).collect();
     got.sort();

@@ -208,6 +208,15 @@ async fn evacuate_moves_every_instance_and_disables_the_service() {
     assert!(!j.in_flight() && !j.aborted, "{}", j.progress());
     assert_eq!(j.progress(), "5/5 done, 0 in flight");
     assert_eq!(j.disabled_reason.as_deref(), Some(reason.as_str()));
+    // No Masakari in this catalog: one info line, nothing else.
+    let ha: Vec<String> = (rig.log.lock().unwrap().iter())
+        .filter(|l| l.starts_with("instance-ha:"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        ha,
+        ["instance-ha: no Masakari in the catalog; on_maintenance not set"]
+    );
     // No secret in the journal, the report or the action log.
     let journal = std::fs::read_to_string(rig.paths.state_dir.join("journal.json")).unwrap();
     let text = format!("{journal}{r:?}{:?}", rig.log.lock().unwrap());

@@ -4,6 +4,7 @@
 mod fake_nova;
 
 mod bad_input;
+mod budget_cloud;
 mod certs;
 mod charm_files;
 mod cloud;
