@@ -594,6 +594,7 @@ fn run(n: usize, cold_mask: u8, policy: Policy, events: Vec<Ev>) {
 
     // The driver's round: execute, hand back what came back, poll again at
     // the same instant until the core is quiet.
+    let rounds = 8 + 4 * n;
     let settle = |d: &mut Drain,
                   nova: &mut Nova,
                   cmds: &mut Vec<Command>,
@@ -601,7 +602,7 @@ fn run(n: usize, cold_mask: u8, policy: Policy, events: Vec<Ev>) {
                   now: Millis,
                   fates: &[u8],
                   benign: bool| {
-        for round in 0..8 {
+        for round in 0..rounds {
             if round > 0 && cmds.iter().all(|c| matches!(c, Command::Progress { .. })) {
                 break;
             }
@@ -615,6 +616,14 @@ fn run(n: usize, cold_mask: u8, policy: Policy, events: Vec<Ev>) {
             }
             *cmds = step(d, now, obs);
         }
+        // Each instance can take a few rounds at one instant (read, start,
+        // refused, the next one's read…): a core still busy after that many
+        // spins. Dropping its commands instead (a fixed 8 rounds) left a
+        // start unanswered for ever.
+        assert!(
+            cmds.iter().all(|c| matches!(c, Command::Progress { .. })),
+            "still acting after {rounds} rounds at {now}: {cmds:?}"
+        );
     };
     cmds = step(&mut d, now, &mut obs);
     let total_events = events.len();
@@ -773,4 +782,40 @@ proptest! {
     ) {
         run(n, cold_mask, policy, events);
     }
+}
+
+/// Found by the model: four starts refused at one instant take more than
+/// the harness's old fixed 8 rounds; it dropped the last start command and
+/// the drain waited for its answer for ever (a harness bug, not the core's).
+#[test]
+fn regression_cold_start_after_an_aborted_live_one() {
+    let t = |dt_s: u16, fates: &[u8]| Ev::Tick {
+        dt_s,
+        fates: fates.to_vec(),
+    };
+    run(
+        4,
+        56,
+        Policy {
+            max_concurrent: 1,
+            retries: 0,
+            stall_timeout_s: 300,
+            migration_timeout_s: 0,
+            timeout_action: TimeoutAction::Abort,
+            force_complete_at: 0,
+            poll_interval_ms: 2000,
+            can_abort_queued: false,
+            nova_completion_timeout_s_per_gib: 800,
+            conflict_retries: 2,
+            conflict_backoff_ms: 15000,
+            reset_after_abort: false,
+        },
+        vec![
+            t(15, &[0, 0, 0]),
+            t(2, &[0]),
+            t(129, &[160]),
+            t(171, &[24]),
+            t(1, &[19]),
+        ],
+    );
 }
