@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::plan::{InstancePolicy, Order};
 use crate::text::{quoted, shown};
 
 /// Keystone catalog interface.
@@ -86,6 +87,10 @@ pub struct Config {
     /// Seconds.
     pub poll_interval: f64,
     pub log_level: String,
+    /// Policy of an instance without `nova-live-migration:policy`.
+    pub default_policy: InstancePolicy,
+    /// Start order after the instances' priority.
+    pub drain_order: Order,
 }
 
 /// One invalid option, with what is allowed.
@@ -323,6 +328,13 @@ impl Config {
             |s| crate::juju::log::parse_level(s).map(|_| s.to_string()),
             "error, warn, info, debug, trace",
         );
+        let default_policy = r.choice(
+            "default-policy",
+            "live",
+            InstancePolicy::parse,
+            InstancePolicy::ALLOWED,
+        );
+        let drain_order = r.choice("drain-order", "largest-first", Order::parse, Order::ALLOWED);
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
@@ -340,6 +352,8 @@ impl Config {
             retries,
             poll_interval,
             log_level,
+            default_policy,
+            drain_order,
         })
     }
 }

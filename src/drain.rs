@@ -239,6 +239,7 @@ fn server_view(s: &openstack::Server) -> ServerView {
             .as_ref()
             .map(|f| f.message.clone())
             .filter(|m| !m.is_empty()),
+        policy: s.metadata.get(plan::policy::POLICY_KEY).cloned(),
     }
 }
 
@@ -321,6 +322,8 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         exclude: params.exclude.clone(),
         force: params.force,
         only: params.vm.clone(),
+        default_policy: env.config.default_policy,
+        order: env.config.drain_order,
     };
     let plan = plan::preflight(&input, &pf);
     let block = params.block_migration.unwrap_or(env.config.block_migration);

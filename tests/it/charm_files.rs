@@ -96,6 +96,8 @@ fn config_yaml_defaults_are_valid_config() {
         "retries",
         "poll-interval",
         "log-level",
+        "default-policy",
+        "drain-order",
     ];
     let mut got: Vec<&str> = options.keys().map(String::as_str).collect();
     got.sort();
