@@ -417,6 +417,30 @@ mod tests {
     }
 
     #[test]
+    fn default_policy_and_drain_order_are_choices() {
+        let c = cfg(json!({})).unwrap();
+        assert_eq!(c.default_policy, InstancePolicy::Live);
+        assert_eq!(c.drain_order, Order::LargestFirst);
+        let c = cfg(json!({"default-policy": "notify", "drain-order": "smallest-first"})).unwrap();
+        assert_eq!(c.default_policy, InstancePolicy::Notify);
+        assert_eq!(c.drain_order, Order::SmallestFirst);
+        // cold is never a node default: stopping needs the owner's opt-in.
+        let err = cfg(json!({"default-policy": "cold", "drain-order": "random"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("default-policy: \"cold\" is not one of live, skip, notify"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "drain-order: \"random\" is not one of largest-first, smallest-first, nova"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn huge_and_oversized_values_are_named_and_not_echoed_whole() {
         let big = "n".repeat(1 << 20);
         let err = cfg(json!({
