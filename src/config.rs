@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde_json::Value;
 
+use crate::plan::{InstancePolicy, Order};
 use crate::text::{quoted, shown};
 
 /// Keystone catalog interface.
@@ -91,6 +92,10 @@ pub struct Config {
     pub reset_after_abort: bool,
     /// `max-nodes-in-maintenance` and `max-nodes-in-maintenance-per-az`.
     pub maintenance: crate::plan::budget::Limits,
+    /// Policy of an instance without `nova-live-migration:policy`.
+    pub default_policy: InstancePolicy,
+    /// Start order after the instances' priority.
+    pub drain_order: Order,
 }
 
 /// One invalid option, with what is allowed.
@@ -364,6 +369,13 @@ impl Config {
         );
         let reset_after_abort = r.boolean("reset-after-abort", false);
         let maintenance = r.maintenance_limits();
+        let default_policy = r.choice(
+            "default-policy",
+            "live",
+            InstancePolicy::parse,
+            InstancePolicy::ALLOWED,
+        );
+        let drain_order = r.choice("drain-order", "largest-first", Order::parse, Order::ALLOWED);
         if !r.problems.is_empty() {
             return Err(ConfigError(r.problems));
         }
@@ -383,6 +395,8 @@ impl Config {
             log_level,
             reset_after_abort,
             maintenance,
+            default_policy,
+            drain_order,
         })
     }
 }
@@ -468,6 +482,30 @@ mod tests {
         assert!(
             text.contains("endpoint-interface: \"private\" is not one of internal, public, admin"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn default_policy_and_drain_order_are_choices() {
+        let c = cfg(json!({})).unwrap();
+        assert_eq!(c.default_policy, InstancePolicy::Live);
+        assert_eq!(c.drain_order, Order::LargestFirst);
+        let c = cfg(json!({"default-policy": "notify", "drain-order": "smallest-first"})).unwrap();
+        assert_eq!(c.default_policy, InstancePolicy::Notify);
+        assert_eq!(c.drain_order, Order::SmallestFirst);
+        // cold is never a node default: stopping needs the owner's opt-in.
+        let err = cfg(json!({"default-policy": "cold", "drain-order": "random"}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("default-policy: \"cold\" is not one of live, skip, notify"),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "drain-order: \"random\" is not one of largest-first, smallest-first, nova"
+            ),
+            "{err}"
         );
     }
 

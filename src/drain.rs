@@ -239,6 +239,7 @@ fn server_view(s: &openstack::Server) -> ServerView {
             .as_ref()
             .map(|f| f.message.clone())
             .filter(|m| !m.is_empty()),
+        policy: s.metadata.get(plan::policy::POLICY_KEY).cloned(),
     }
 }
 
@@ -323,6 +324,8 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         force: params.force,
         only: params.vm.clone(),
         budget: env.config.maintenance.clone(),
+        default_policy: env.config.default_policy,
+        order: env.config.drain_order,
     };
     let plan = plan::preflight(&input, &pf);
     let block = params.block_migration.unwrap_or(env.config.block_migration);

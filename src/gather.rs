@@ -1,7 +1,9 @@
 //! Pre-flight's facts, gathered concurrently: this node's service and
 //! servers, the local units, the Placement allocations of this node's
 //! provider, every other compute host with its capacity, and the server
-//! groups of this node's servers with where their other members run.
+//! groups of this node's servers with where their other members run, the
+//! Neutron ports of the servers (`binding:vnic_type`) and this node's
+//! recent migrations (those coming in).
 //!
 //! The calls that do not depend on one another go out together, so
 //! pre-flight takes about the time of its longest chain
@@ -80,7 +82,7 @@ impl NodeNames {
 pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openstack::Error> {
     let compute = os.compute();
     // Stage 1: everything that needs nothing but the host name.
-    let (service, servers, services, names, groups, placement, local_units, aggregates) = tokio::join!(
+    let (service, servers, services, names, groups, placement, local_units, aggregates, migrations) = tokio::join!(
         compute.compute_service(host),
         compute.servers_on_host(host),
         compute.services(None, Some("nova-compute")),
@@ -89,6 +91,7 @@ pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openst
         os.placement(),
         local_units(),
         crate::fleet::aggregates(compute),
+        recent_migrations(compute, host),
     );
     let (service, servers, services, groups, placement) =
         (service?, servers?, services?, groups?, placement?);
@@ -108,7 +111,8 @@ pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openst
         .filter(|m| !ids.contains(m.as_str()))
         .cloned()
         .collect();
-    let (allocations, capacities, member_hosts) = tokio::join!(
+    let server_ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    let (allocations, capacities, member_hosts, ports) = tokio::join!(
         source_allocations(&placement, &source_nodes),
         join_bounded(
             candidates
@@ -118,8 +122,10 @@ pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openst
             FAN_OUT,
         ),
         member_hosts(compute, others),
+        ports_of(os, &server_ids),
     );
     let allocations = allocations?;
+    let (ports, unchecked) = ports?;
     let mut hosts = Vec::with_capacity(candidates.len());
     for (svc, cap) in candidates.into_iter().zip(capacities) {
         let (inventories, usages) = cap?;
@@ -141,22 +147,91 @@ pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openst
         local_units,
         servers: servers
             .iter()
-            .map(|s| server_info(s, &allocations))
+            .map(|s| server_info(s, &allocations, &ports))
             .collect(),
         hosts,
-        groups: groups
-            .into_iter()
-            .map(|g| plan::ServerGroup {
-                policy: g.policy().unwrap_or_default().to_string(),
-                max_server_per_host: g.rules.max_server_per_host.map(u64::from),
-                id: g.id,
-                name: g.name,
-                members: g.members,
-            })
-            .collect(),
+        groups: groups.into_iter().map(group_view).collect(),
         member_hosts: member_hosts?,
         cloud,
+        migrations: migrations?,
+        unchecked,
     })
+}
+
+fn group_view(g: openstack::ServerGroup) -> plan::ServerGroup {
+    plan::ServerGroup {
+        policy: g.policy().unwrap_or_default().to_string(),
+        max_server_per_host: g.rules.max_server_per_host.map(u64::from),
+        id: g.id,
+        name: g.name,
+        members: g.members,
+    }
+}
+
+/// How far back this node's migrations are listed for the ones coming in
+/// (one still in progress after a day is stuck and shows in `status`).
+const MIGRATIONS_SINCE_MS: u64 = 24 * 3600 * 1000;
+
+/// This node's migrations (to or from it) updated in the last day.
+async fn recent_migrations(
+    compute: &Compute,
+    host: &str,
+) -> Result<Vec<plan::IncomingMigration>, openstack::Error> {
+    let since = crate::time::now_ms().saturating_sub(MIGRATIONS_SINCE_MS);
+    let listed = compute
+        .migrations(&openstack::MigrationFilter {
+            host: Some(host.to_string()),
+            changes_since: Some(crate::time::iso(since)),
+            ..Default::default()
+        })
+        .await?;
+    Ok(listed
+        .into_iter()
+        .map(|m| plan::IncomingMigration {
+            id: m.id,
+            instance: m.instance_uuid,
+            migration_type: m.migration_type.unwrap_or_default(),
+            status: plan::MigrationStatus::parse(&m.status),
+            source_compute: m.source_compute.unwrap_or_default(),
+            dest_compute: m.dest_compute.unwrap_or_default(),
+        })
+        .collect())
+}
+
+type Ports = BTreeMap<String, Vec<plan::PortInfo>>;
+
+/// The Neutron ports of `servers`, by server; a cloud without a network
+/// service in the catalog gets none and a note that ports went unchecked.
+async fn ports_of(
+    os: &OpenStack,
+    servers: &[String],
+) -> Result<(Ports, Vec<String>), openstack::Error> {
+    if servers.is_empty() {
+        return Ok((Ports::new(), vec![]));
+    }
+    let network = match os.network().await {
+        Ok(n) => n,
+        Err(e @ openstack::Error::EndpointNotFound { .. }) => {
+            return Ok((
+                Ports::new(),
+                vec![format!(
+                    "ports not checked for SR-IOV ({e}): an instance with a direct/macvtap/vdpa port would fail its live migration"
+                )],
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut by_server = Ports::new();
+    for p in network.ports_of(servers).await? {
+        by_server
+            .entry(p.device_id)
+            .or_default()
+            .push(plan::PortInfo {
+                id: p.id,
+                vnic_type: p.vnic_type.unwrap_or_else(|| "normal".into()),
+            });
+    }
+    Ok((by_server, vec![]))
 }
 
 /// The hypervisor listing as [`NodeNames`]. A user the policy refuses the
@@ -301,6 +376,7 @@ async fn member_hosts(
 fn server_info(
     s: &openstack::Server,
     allocations: &BTreeMap<String, openstack::Resources>,
+    ports: &Ports,
 ) -> plan::ServerInfo {
     plan::ServerInfo {
         id: s.id.clone(),
@@ -318,6 +394,11 @@ fn server_info(
             swap_mb: s.flavor.swap,
         },
         allocation: allocations.get(&s.id).cloned(),
+        extra_specs: s.flavor.extra_specs.clone(),
+        metadata: s.metadata.clone(),
+        ports: ports.get(&s.id).cloned().unwrap_or_default(),
+        project_id: s.tenant_id.clone(),
+        user_id: s.user_id.clone(),
     }
 }
 

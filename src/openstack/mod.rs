@@ -1,4 +1,4 @@
-//! OpenStack client (Keystone v3, Nova, Placement, Masakari). The only module that speaks HTTP.
+//! OpenStack client (Keystone v3, Nova, Placement, Masakari, Neutron ports). The only module that speaks HTTP.
 //!
 //! [`OpenStack::connect`] authenticates ([`Session`]), negotiates the compute
 //! microversion (`min(server max, 2.104)`, refusing below 2.60) and hands out
@@ -52,6 +52,7 @@
 //! | [`Compute::instance_actions`] / [`Compute::instance_action`] | `GET /servers/{id}/os-instance-actions[/{req}]` | event `details` ≥ 2.84 |
 //! | [`Compute::hypervisors`] | `GET /os-hypervisors[?hypervisor_hostname_pattern=]` (never `/detail`) | uuid ids ≥ 2.53 |
 //! | [`Compute::aggregates`] | `GET /os-aggregates` | N |
+//! | [`Network::ports_of`] | `GET /v2.0/ports?fields=id&fields=device_id&fields=binding:vnic_type&device_id=…` (40 ids a call) | Neutron v2.0 |
 //! | [`Placement::resource_provider_by_name`] | `GET /resource_providers?name=` | placement 1.14 |
 //! | [`Placement::inventories`] / [`Placement::usages`] / [`Placement::allocations`] | `GET /resource_providers/{uuid}/inventories\|usages\|allocations` | placement 1.14 |
 //! | [`InstanceHa::segments`] / [`InstanceHa::hosts_named`] | `GET {instance-ha}/segments`, `GET /segments/{uuid}/hosts` | Masakari v1 |
@@ -64,6 +65,7 @@ mod error;
 mod http;
 mod instance_ha;
 mod keystone;
+mod network;
 mod placement;
 mod secret;
 
@@ -85,6 +87,7 @@ pub use keystone::{
     AuthConfig, CatalogEntry, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, Endpoint, IdName,
     Interface, NameOrId, Token, check_ca_pem, decode_ca_bundle, parse_host, parse_port,
 };
+pub use network::{Network, PORTS_PER_CALL, Port};
 pub use placement::{Inventory, PLACEMENT_MICROVERSION, Placement, ResourceProvider, Resources};
 pub use secret::Secret;
 
@@ -121,6 +124,11 @@ impl OpenStack {
     /// The Masakari client, `None` without Masakari in the catalog.
     pub async fn instance_ha(&self) -> Result<Option<InstanceHa>> {
         InstanceHa::connect(self.session.clone()).await
+    }
+
+    /// A Neutron client (looks the endpoint up in the catalog).
+    pub async fn network(&self) -> Result<Network> {
+        Network::connect(self.session.clone()).await
     }
 
     /// The shared session.

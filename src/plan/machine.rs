@@ -49,8 +49,9 @@
 //! * **Only what is here.** No start is issued unless the latest view of
 //!   the instance, at most one poll interval old (the plan's own listing,
 //!   or a `ReadServer` the machine asks for), shows it on this node, idle,
-//!   in the state it was planned in. An instance that left by other hands,
-//!   was deleted, or changed state, ends `skipped` with the reason.
+//!   in the state and with the policy metadata it was planned with. An
+//!   instance that left by other hands, was deleted, changed state, or
+//!   whose owner changed its policy, ends `skipped` with the reason.
 //!
 //! Decisions (all carry the numbers that triggered them, stored in the
 //! instance's `decisions` and echoed as a `Progress` line):
@@ -94,6 +95,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::convergence::{self, Convergence, Sample, StallKind};
+use super::policy::POLICY_KEY;
 use super::preflight::{Action, PlanEntry};
 pub use super::types::{
     CLOCK_SKEW_MS, Destination, MigrationId, MigrationStatus, MigrationView, ServerView, VmState,
@@ -626,6 +628,10 @@ pub struct InstanceRecord {
     pub track: Track,
     #[serde(default)]
     pub last_line: Option<String>,
+    /// Its metadata `nova-live-migration:policy` when planned: another
+    /// value right before the start leaves it alone (the owner changed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_policy: Option<String>,
 }
 
 impl InstanceRecord {
@@ -765,6 +771,7 @@ impl Drain {
                 abort_requested_at: None,
                 track: Track::default(),
                 last_line: None,
+                planned_policy: e.policy.metadata.clone(),
             })
             .collect();
         Drain {
@@ -1446,6 +1453,19 @@ fn check_before_start(
         let e = format!(
             "moved to {} by someone else before its turn; not migrated by this run",
             s.host
+        );
+        finish(r, Outcome::Skipped, now, Some(e), total, out);
+        return;
+    }
+    if s.policy != r.planned_policy {
+        let shown = |p: &Option<String>| {
+            p.as_deref()
+                .map_or("unset".to_string(), |v| crate::text::shown(v, 32))
+        };
+        let e = format!(
+            "its policy changed since the plan ({POLICY_KEY} {} → {}); left alone: run again to plan with it",
+            shown(&r.planned_policy),
+            shown(&s.policy)
         );
         finish(r, Outcome::Skipped, now, Some(e), total, out);
         return;
@@ -2394,6 +2414,10 @@ pub(crate) mod tests {
             fits: true,
             estimated_host: None,
             demand: BTreeMap::new(),
+            policy: Default::default(),
+            priority: 5,
+            check: None,
+            owner: None,
         }
     }
 
@@ -2404,6 +2428,7 @@ pub(crate) mod tests {
             vm_state: VmState::parse(vm),
             task_state: task.map(Into::into),
             fault: None,
+            policy: None,
         }
     }
 
@@ -3572,6 +3597,32 @@ pub(crate) mod tests {
         );
         assert!(starts(&c).is_empty());
         assert_eq!(d.get("i0").unwrap().outcome(), Some(Outcome::Skipped));
+    }
+
+    /// Issue 14: an owner who sets (or changes) the policy after the plan
+    /// is heard right before the start: the instance is left, saying so.
+    #[test]
+    fn a_policy_changed_since_the_plan_leaves_the_instance_alone() {
+        let mut d = drain(2, Policy::default());
+        assert_eq!(starts(&d.step(0, &[])), vec!["i0"]);
+        d.step(1, &[accepted("i0", 1)]);
+        let c = d.step(2000, &[server("i0", sv("node4", "ACTIVE", "active", None))]);
+        assert!(c.contains(&Command::ReadServer {
+            instance: "i1".into()
+        }));
+        let mut view = sv("node1", "ACTIVE", "active", None);
+        view.policy = Some("skip".into());
+        let c = d.step(2001, &[server("i1", view)]);
+        assert!(starts(&c).is_empty());
+        let r = d.get("i1").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Skipped));
+        let e = r.error.as_deref().unwrap();
+        assert!(
+            e.contains(
+                "its policy changed since the plan (nova-live-migration:policy unset → skip)"
+            ),
+            "{e}"
+        );
     }
 
     /// Found at eac490e: a start that never reached Nova (connection

@@ -6,6 +6,10 @@
 //! * [`preflight`](mod@preflight) — classify the instances of this host, check the service,
 //!   `target-host`, affinity and Placement capacity; produce a [`Plan`]
 //!   (`dry-run` returns exactly it).
+//! * [`policy`] — the per-instance policy (`nova-live-migration:policy`
+//!   over `default-policy`), priority and `drain-order`.
+//! * [`migratability`] — the checks that name what Nova cannot move live
+//!   (SR-IOV ports, PCI passthrough, vTPM, vGPU) and migrations coming in.
 //! * [`machine`] — the drain state machine ([`Drain::step`]): bounded
 //!   concurrency, success verification, 409 back-off, stall / timeout /
 //!   force-complete policy, retries, abort. Its state is the journal body.
@@ -37,6 +41,8 @@
 pub mod budget;
 pub mod convergence;
 pub mod machine;
+pub mod migratability;
+pub mod policy;
 pub mod preflight;
 pub mod report;
 pub mod resume;
@@ -49,12 +55,16 @@ pub use machine::{
     AbortFact, Command, Control, Drain, GuestState, Handled, Ignored, InstanceRecord, MoveKind,
     Observation, Outcome, Phase, Policy, StartResult, TimeoutAction,
 };
+pub use migratability::{Check, IncomingMigration, PortInfo};
+pub use policy::{InstancePolicy, Order, PolicyChoice, PolicySource};
 pub use preflight::{
     Action, Failure, FailureKind, Flavor, HostCandidate, Inventory, Plan, PlanEntry,
     PreflightInput, PreflightParams, ServerGroup, ServerInfo, ServiceView, Storage, parse_exclude,
     preflight,
 };
-pub use report::{Counts, InstanceReport, PlanSummary, Report, ResultKind, ServiceReport};
+pub use report::{
+    Counts, InstanceReport, OwnerToContact, PlanSummary, Report, ResultKind, ServiceReport,
+};
 pub use resume::{MigrationRecord, ResumeAction, ResumeDecision, ResumeObservation, reconcile};
 pub use types::{Destination, MigrationId, MigrationStatus, MigrationView, ServerView, VmState};
 

@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::InstanceId;
+use super::migratability::{self, Check, IncomingMigration, PortInfo};
+use super::policy::{self, InstancePolicy, Order, PolicyChoice};
 use super::types::Destination;
 
 mod redundancy;
@@ -58,6 +60,20 @@ pub struct ServerInfo {
     /// Its Placement allocation on the source provider (class → amount),
     /// when known; preferred over the flavor.
     pub allocation: Option<BTreeMap<String, u64>>,
+    /// The embedded flavor's extra specs (admin view).
+    #[serde(default)]
+    pub extra_specs: BTreeMap<String, String>,
+    /// Server metadata (the owner's policy and priority keys).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Its Neutron ports.
+    #[serde(default)]
+    pub ports: Vec<PortInfo>,
+    /// Owner (`tenant_id`, `user_id`): named for `notify`.
+    #[serde(default)]
+    pub project_id: String,
+    #[serde(default)]
+    pub user_id: String,
 }
 
 /// The nova-compute service of this host (`GET /os-services?binary=nova-compute&host=`).
@@ -146,6 +162,14 @@ pub struct PreflightInput {
     /// Every compute service and aggregate (budget and redundancy checks).
     #[serde(default)]
     pub cloud: super::budget::Cloud,
+    /// This node's recent migrations (`os-migrations?host=`), for the
+    /// ones coming in.
+    #[serde(default)]
+    pub migrations: Vec<IncomingMigration>,
+    /// Facts that could not be gathered (shown as warnings), e.g. no
+    /// network service in the catalog: ports were not checked.
+    #[serde(default)]
+    pub unchecked: Vec<String>,
 }
 
 /// Action parameters that shape the plan.
@@ -161,6 +185,12 @@ pub struct PreflightParams {
     /// The maintenance budget (`evacuate` only; default: no limit).
     #[serde(default)]
     pub budget: super::budget::Limits,
+    /// `default-policy`: the policy of an instance without its own.
+    #[serde(default)]
+    pub default_policy: InstancePolicy,
+    /// `drain-order`, after the instances' priority.
+    #[serde(default)]
+    pub order: Order,
 }
 
 /// Where the instance's disks live.
@@ -202,6 +232,29 @@ pub struct PlanEntry {
     pub estimated_host: Option<String>,
     /// The resource demand used for the capacity plan.
     pub demand: BTreeMap<String, u64>,
+    /// Its policy and where it came from.
+    #[serde(default, skip_serializing_if = "PolicyChoice::is_default")]
+    pub policy: PolicyChoice,
+    /// Its priority (1–10, higher first).
+    #[serde(
+        default = "default_priority",
+        skip_serializing_if = "is_default_priority"
+    )]
+    pub priority: u8,
+    /// The check that decided a skip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
+    /// Owner (`project_id`, `user_id`), kept for `notify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<(String, String)>,
+}
+
+fn default_priority() -> u8 {
+    policy::DEFAULT_PRIORITY
+}
+
+fn is_default_priority(p: &u8) -> bool {
+    *p == policy::DEFAULT_PRIORITY
 }
 
 impl PlanEntry {
@@ -225,6 +278,10 @@ pub enum FailureKind {
     Affinity,
     Capacity,
     Budget,
+    /// Instances Nova cannot live-migrate ([`migratability`]).
+    Migratability,
+    /// Migrations coming to this node.
+    Incoming,
 }
 
 /// A failed check with an operator-ready message (what is wrong, what to do).
@@ -310,43 +367,87 @@ pub fn demand_of(s: &ServerInfo) -> BTreeMap<String, u64> {
     d
 }
 
-fn classify(s: &ServerInfo, p: &PreflightParams) -> Action {
-    let skip = |reason: String| Action::Skip { reason };
+/// What to do with one instance and the check that decided a skip: the
+/// operator's `exclude`, then the owner's policy, then the task and the
+/// state, then (for a live migration) the devices Nova cannot move live.
+fn classify(s: &ServerInfo, p: &PreflightParams, choice: &PolicyChoice) -> (Action, Option<Check>) {
+    let skip = |check: Check, reason: String| (Action::Skip { reason }, Some(check));
     if p.exclude
         .iter()
         .any(|x| x.trim() == s.id || x.trim() == s.name)
     {
-        return skip("excluded".into());
+        return skip(Check::Excluded, "excluded".into());
+    }
+    if let Some(reason) = &choice.refused {
+        return skip(Check::Policy, reason.clone());
+    }
+    match choice.policy {
+        InstancePolicy::Live => {}
+        InstancePolicy::Skip => {
+            return skip(
+                Check::Policy,
+                format!("policy {}: left alone", choice.describe()),
+            );
+        }
+        InstancePolicy::Notify => {
+            return skip(
+                Check::Policy,
+                format!(
+                    "policy {}: left alone; its owner (project {}, user {}) is listed under owners_to_contact",
+                    choice.describe(),
+                    s.project_id,
+                    s.user_id
+                ),
+            );
+        }
     }
     if let Some(t) = &s.task_state {
-        return skip(format!(
-            "a task is in progress (task_state {t}, status {}); wait for it to finish and run again",
-            s.status
-        ));
+        return skip(
+            Check::TaskState,
+            format!(
+                "a task is in progress (task_state {t}, status {}); wait for it to finish and run again",
+                s.status
+            ),
+        );
     }
     match s.vm_state.as_str() {
-        "active" | "paused" => Action::Live,
-        "stopped" if p.include_stopped => Action::Cold,
-        "stopped" if p.only.is_some() => skip(format!(
-            "stopped (SHUTOFF): not live-migratable; cold-migrate it with `openstack server migrate {}` (then confirm the resize), or with evacuate include-stopped=true",
-            s.id
-        )),
-        "stopped" => skip(
-            "stopped (SHUTOFF): not live-migratable; run with include-stopped=true to cold-migrate it"
-                .into(),
+        "active" | "paused" => match migratability::live_blocker(&s.extra_specs, &s.ports) {
+            Some(b) => skip(b.check, b.reason),
+            None => (Action::Live, None),
+        },
+        "stopped" if p.include_stopped => (Action::Cold, None),
+        other => skip(Check::State, state_reason(s, other, p)),
+    }
+}
+
+/// Why an instance in `vm_state` (not active or paused) is not moved, and
+/// what to do about it.
+fn state_reason(s: &ServerInfo, vm_state: &str, p: &PreflightParams) -> String {
+    let (status, id) = (&s.status, &s.id);
+    match vm_state {
+        "stopped" if p.only.is_some() => format!(
+            "stopped (SHUTOFF): not live-migratable; cold-migrate it with `openstack server migrate {id}` (then confirm the resize), or with evacuate include-stopped=true"
         ),
-        "error" => skip(format!(
-            "status {} (vm_state error) cannot be migrated; check the guest, then `openstack server set --state active {}` and run again",
-            s.status, s.id
-        )),
-        "suspended" => skip(format!(
-            "status {} cannot be migrated; resume it (`openstack server resume {}`) and run again",
-            s.status, s.id
-        )),
-        other => skip(format!(
-            "status {} (vm_state {other}) cannot be migrated",
-            s.status
-        )),
+        "stopped" => "stopped (SHUTOFF): not live-migratable; run with include-stopped=true to cold-migrate it".into(),
+        "error" => format!(
+            "status {status} (vm_state error) cannot be migrated; check the guest, then `openstack server set --state active {id}` and run again"
+        ),
+        "suspended" => format!(
+            "status {status} cannot be migrated; resume it (`openstack server resume {id}`) and run again"
+        ),
+        "rescued" => format!(
+            "status {status} (vm_state rescued) cannot be migrated; unrescue it (`openstack server unrescue {id}`) and run again"
+        ),
+        "resized" => format!(
+            "status {status} (vm_state resized): a resize or cold migration awaits its confirm; confirm it (`openstack server resize confirm {id}`) or revert it, and run again"
+        ),
+        "shelved" | "shelved_offloaded" => format!(
+            "status {status} (vm_state {vm_state}) cannot be migrated; unshelve it (`openstack server unshelve {id}`) to move it, or leave it"
+        ),
+        "building" => format!(
+            "status {status} (vm_state building): still being built; wait for it to become ACTIVE and run again"
+        ),
+        other => format!("status {status} (vm_state {other}) cannot be migrated"),
     }
 }
 
@@ -434,9 +535,19 @@ pub fn preflight(input: &PreflightInput, params: &PreflightParams) -> Plan {
     check_exclude(input, params, &mut f);
     let target_ok = check_target_host(input, target, &mut f);
     let mut entries = classify_all(&servers, params, target);
+    warn_bad_priorities(&servers, &mut f);
+    if target.is_none() {
+        block_split_affinity(input, &mut entries);
+    }
     if params.only.is_some() {
         check_chosen_is_movable(&entries, &mut f);
+    } else {
+        check_migratability(&entries, &mut f);
+        if let Some(m) = migratability::incoming_failure(&input.host, &input.migrations) {
+            f.overridable(FailureKind::Incoming, m);
+        }
     }
+    f.warnings.extend(input.unchecked.iter().cloned());
     plan_capacity(input, target, target_ok, &mut entries, &mut f);
     match target {
         None => warn_unplaceable_affinity(input, &entries, &mut f),
@@ -615,17 +726,19 @@ fn check_target_host(input: &PreflightInput, target: Option<&String>, f: &mut Fi
     }
 }
 
-/// Each instance classified (live / cold / skipped with the reason), with
-/// its demand; not yet placed.
+/// Each instance classified (live / cold / skipped with the reason and
+/// the check), with its demand, policy and priority, in start order
+/// (priority, then `drain-order`); not yet placed.
 fn classify_all(
     servers: &[&ServerInfo],
     params: &PreflightParams,
     target: Option<&String>,
 ) -> Vec<PlanEntry> {
-    servers
+    let mut entries: Vec<PlanEntry> = servers
         .iter()
         .map(|s| {
-            let action = classify(s, params);
+            let choice = policy::choose(&s.metadata, params.default_policy);
+            let (action, check) = classify(s, params, &choice);
             let demand = demand_of(s);
             PlanEntry {
                 id: s.id.clone(),
@@ -638,10 +751,96 @@ fn classify_all(
                 fits: false,
                 estimated_host: None,
                 demand,
+                owner: (choice.policy == InstancePolicy::Notify)
+                    .then(|| (s.project_id.clone(), s.user_id.clone())),
+                policy: choice,
+                priority: policy::priority(&s.metadata).0,
+                check,
                 action,
             }
         })
-        .collect()
+        .collect();
+    entries.sort_by_key(|e| {
+        policy::sort_key(params.order, e.priority, (e.ram_mb, e.vcpus, e.disk_gb))
+    });
+    entries
+}
+
+/// Notes on metadata that was not followed (a priority out of range).
+fn warn_bad_priorities(servers: &[&ServerInfo], f: &mut Findings) {
+    for s in servers {
+        if let (_, Some(note)) = policy::priority(&s.metadata) {
+            f.warnings.push(format!("{} ({}): {note}", s.name, s.id));
+        }
+    }
+}
+
+/// Without `target-host`, a hard affinity group can only be placed beside
+/// its own members: when a member on this node stays (and none runs
+/// elsewhere), the others cannot move either. They are skipped, naming it.
+fn block_split_affinity(input: &PreflightInput, entries: &mut [PlanEntry]) {
+    for g in input.groups.iter().filter(|g| g.policy == "affinity") {
+        let here: Vec<usize> = (0..entries.len())
+            .filter(|&i| g.members.contains(&entries[i].id))
+            .collect();
+        let elsewhere = g
+            .members
+            .iter()
+            .any(|m| input.member_hosts.get(m).is_some_and(|h| h != &input.host));
+        let Some(stays) = here.iter().find(|&&i| !entries[i].moves()) else {
+            continue;
+        };
+        if elsewhere {
+            continue;
+        }
+        let why = format!(
+            "not live-migratable: hard affinity group {} ({}) keeps it beside {} ({}), which stays here; Nova can place the group's members only together, so move or exclude them together (or set target-host)",
+            g.name, g.id, entries[*stays].name, entries[*stays].id
+        );
+        for &i in &here {
+            if entries[i].moves() {
+                entries[i].action = Action::Skip {
+                    reason: why.clone(),
+                };
+                entries[i].check = Some(Check::Affinity);
+                entries[i].destination = None;
+            }
+        }
+    }
+}
+
+/// Instances Nova cannot live-migrate: an overridable failure listing
+/// them (force=true drains the others and leaves them, skipped).
+fn check_migratability(entries: &[PlanEntry], f: &mut Findings) {
+    let blocked: Vec<String> = entries
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.check,
+                Some(
+                    Check::SriovPort
+                        | Check::PciPassthrough
+                        | Check::Vtpm
+                        | Check::Vgpu
+                        | Check::Affinity
+                )
+            )
+        })
+        .filter_map(|e| match &e.action {
+            Action::Skip { reason } => Some(format!("{} ({}): {reason}", e.name, e.id)),
+            _ => None,
+        })
+        .collect();
+    if !blocked.is_empty() {
+        f.overridable(
+            FailureKind::Migratability,
+            format!(
+                "{} instance(s) cannot be live-migrated: {}; exclude them, or run with force=true to drain the others and leave them",
+                blocked.len(),
+                blocked.join("; ")
+            ),
+        );
+    }
 }
 
 /// The one place that sets [`PlanEntry::destination`]: `target-host`, else
@@ -928,6 +1127,7 @@ mod tests {
                 swap_mb: 0,
             },
             allocation: None,
+            ..ServerInfo::default()
         }
     }
 
@@ -944,7 +1144,7 @@ mod tests {
             hosts,
             groups: vec![],
             member_hosts: BTreeMap::new(),
-            cloud: Default::default(),
+            ..PreflightInput::default()
         }
     }
 
@@ -1266,10 +1466,27 @@ mod tests {
             target_host: Some("node2".into()),
             ..Default::default()
         };
+        // Without target-host, b stays (stopped) and the scheduler can only
+        // place a beside it: a cannot move, named, refused unless forced.
         let sched = preflight(&i, &PreflightParams::default());
-        assert_eq!(sched.warnings.len(), 1, "group entirely on this node");
-        assert!(sched.warnings[0].contains("NoValidHost"));
-        assert!(sched.can_proceed());
+        assert!(sched.warnings.is_empty(), "{:?}", sched.warnings);
+        assert_eq!(sched.overridable[0].kind, FailureKind::Migratability);
+        assert!(sched.overridable[0].message.contains(
+            "vm-a (a): not live-migratable: hard affinity group db (g2) keeps it beside vm-b (b)"
+        ));
+        assert!(!sched.can_proceed());
+        // All of it moving (include-stopped): the warning that Nova cannot
+        // place a group entirely on this node elsewhere.
+        let all = preflight(
+            &i,
+            &PreflightParams {
+                include_stopped: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(all.warnings.len(), 1, "group entirely on this node");
+        assert!(all.warnings[0].contains("NoValidHost"));
+        assert!(all.can_proceed());
         let p = preflight(&i, &params);
         assert!(p.warnings.is_empty());
         assert_eq!(
@@ -1373,6 +1590,241 @@ mod tests {
             "{}",
             p.blocking[0].message
         );
+    }
+
+    fn with_meta(mut s: ServerInfo, k: &str, v: &str) -> ServerInfo {
+        s.metadata.insert(k.into(), v.into());
+        s
+    }
+
+    #[test]
+    fn policies_from_metadata_over_the_node_default_are_in_the_plan() {
+        use crate::plan::policy::{POLICY_KEY, PRIORITY_KEY};
+        let mut notify = with_meta(server("n", "active", 1, 512, 1), POLICY_KEY, "notify");
+        notify.project_id = "proj-1".into();
+        notify.user_id = "user-1".into();
+        let servers = vec![
+            with_meta(server("l", "active", 1, 512, 1), POLICY_KEY, "live"),
+            with_meta(server("s", "active", 1, 512, 1), POLICY_KEY, "skip"),
+            notify,
+            with_meta(server("c", "active", 1, 512, 1), POLICY_KEY, "cold"),
+            with_meta(server("d", "active", 1, 512, 1), PRIORITY_KEY, "11"),
+        ];
+        let hosts = vec![host("node2", 64, 65536, 1000)];
+        let skip_by_default = PreflightParams {
+            default_policy: InstancePolicy::Skip,
+            ..Default::default()
+        };
+        let p = preflight(&input(servers, hosts), &skip_by_default);
+        let by = |id: &str| p.entries.iter().find(|e| e.id == id).unwrap();
+        assert_eq!(by("l").action, Action::Live);
+        assert_eq!(
+            by("l").policy.describe(),
+            "live (metadata nova-live-migration:policy)"
+        );
+        for (id, words) in [
+            (
+                "s",
+                "policy skip (metadata nova-live-migration:policy): left alone",
+            ),
+            (
+                "n",
+                "its owner (project proj-1, user user-1) is listed under owners_to_contact",
+            ),
+            ("c", "policy cold"),
+            ("d", "policy skip (config default-policy): left alone"),
+        ] {
+            assert_eq!(by(id).check, Some(Check::Policy), "{id}");
+            assert!(
+                matches!(&by(id).action, Action::Skip { reason } if reason.contains(words)),
+                "{id}: {:?}",
+                by(id).action
+            );
+        }
+        assert_eq!(by("n").owner, Some(("proj-1".into(), "user-1".into())));
+        assert_eq!(by("s").owner, None);
+        assert!(
+            p.can_proceed(),
+            "an owner's policy never stops the run: {:?}",
+            p.overridable
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("vm-d (d): nova-live-migration:priority=11 is not 1-10"))
+        );
+    }
+
+    #[test]
+    fn device_blockers_name_the_fact_and_refuse_unless_forced() {
+        let mut sriov = server("sriov", "active", 1, 512, 1);
+        sriov.ports = vec![PortInfo {
+            id: "port-9".into(),
+            vnic_type: "direct".into(),
+        }];
+        let mut tpm = server("tpm", "active", 1, 512, 1);
+        tpm.extra_specs
+            .insert("hw:tpm_version".into(), "2.0".into());
+        let mut stopped_tpm = server("cold-tpm", "stopped", 1, 512, 1);
+        stopped_tpm.extra_specs = tpm.extra_specs.clone();
+        let servers = vec![sriov, tpm, stopped_tpm, server("ok", "active", 1, 512, 1)];
+        let hosts = vec![host("node2", 64, 65536, 1000)];
+        let params = PreflightParams {
+            include_stopped: true,
+            ..Default::default()
+        };
+        let p = preflight(&input(servers.clone(), hosts.clone()), &params);
+        let by = |id: &str| p.entries.iter().find(|e| e.id == id).unwrap().clone();
+        assert_eq!(by("sriov").check, Some(Check::SriovPort));
+        assert_eq!(by("tpm").check, Some(Check::Vtpm));
+        assert_eq!(
+            by("cold-tpm").action,
+            Action::Cold,
+            "a cold migration moves a vTPM"
+        );
+        assert_eq!(by("ok").action, Action::Live);
+        assert!(!p.can_proceed());
+        let f = &p.overridable[0];
+        assert_eq!(f.kind, FailureKind::Migratability);
+        assert!(f.message.starts_with("2 instance(s) cannot be live-migrated: vm-sriov (sriov): not live-migratable: port port-9 has binding:vnic_type direct"), "{}", f.message);
+        let forced = preflight(
+            &input(servers, hosts),
+            &PreflightParams {
+                force: true,
+                ..params
+            },
+        );
+        assert!(forced.can_proceed());
+        assert_eq!(forced.to_move().count(), 2);
+    }
+
+    #[test]
+    fn states_that_cannot_move_now_are_named() {
+        let servers: Vec<ServerInfo> = [
+            "rescued",
+            "resized",
+            "shelved",
+            "building",
+            "suspended",
+            "error",
+        ]
+        .iter()
+        .map(|st| server(st, st, 1, 512, 1))
+        .collect();
+        let p = preflight(
+            &input(servers, vec![host("node2", 64, 65536, 1000)]),
+            &PreflightParams::default(),
+        );
+        for e in &p.entries {
+            assert_eq!(e.check, Some(Check::State), "{}", e.id);
+            let Action::Skip { reason } = &e.action else {
+                panic!("{} moves", e.id)
+            };
+            assert!(
+                reason.contains(&format!("vm_state {}", e.id)) || e.id == "suspended",
+                "{reason}"
+            );
+        }
+        assert!(p.can_proceed(), "a state skip stops nothing, as before");
+    }
+
+    #[test]
+    fn a_hard_affinity_group_with_a_member_that_stays_cannot_move() {
+        let mut stuck = server("a", "active", 1, 512, 1);
+        stuck
+            .extra_specs
+            .insert("resources:VGPU".into(), "1".into());
+        let servers = vec![
+            stuck,
+            server("b", "active", 1, 512, 1),
+            server("c", "active", 1, 512, 1),
+        ];
+        let mut inp = input(servers, vec![host("node2", 64, 65536, 1000)]);
+        inp.groups = vec![ServerGroup {
+            id: "g1".into(),
+            name: "db".into(),
+            policy: "affinity".into(),
+            max_server_per_host: None,
+            members: vec!["a".into(), "b".into()],
+        }];
+        let p = preflight(
+            &inp,
+            &PreflightParams {
+                force: true,
+                ..Default::default()
+            },
+        );
+        let by = |id: &str| p.entries.iter().find(|e| e.id == id).unwrap().clone();
+        assert_eq!(by("a").check, Some(Check::Vgpu));
+        assert_eq!(by("b").check, Some(Check::Affinity));
+        assert!(
+            matches!(&by("b").action, Action::Skip { reason } if reason.contains("hard affinity group db (g1) keeps it beside vm-a (a)"))
+        );
+        assert_eq!(by("c").action, Action::Live);
+    }
+
+    #[test]
+    fn incoming_migrations_refuse_unless_forced() {
+        let mut inp = input(
+            vec![server("a", "active", 1, 512, 1)],
+            vec![host("node2", 64, 65536, 1000)],
+        );
+        inp.migrations = vec![IncomingMigration {
+            id: 7,
+            instance: "x".into(),
+            migration_type: "live-migration".into(),
+            status: crate::plan::MigrationStatus::Running,
+            source_compute: "node2".into(),
+            dest_compute: "node1".into(),
+        }];
+        let p = preflight(&inp, &PreflightParams::default());
+        assert_eq!(p.overridable[0].kind, FailureKind::Incoming);
+        assert!(
+            p.overridable[0]
+                .message
+                .contains("instance x (live-migration 7 from node2, status running)")
+        );
+        assert!(
+            preflight(
+                &inp,
+                &PreflightParams {
+                    force: true,
+                    ..Default::default()
+                }
+            )
+            .can_proceed()
+        );
+    }
+
+    #[test]
+    fn start_order_is_priority_then_drain_order() {
+        use crate::plan::policy::PRIORITY_KEY;
+        let servers = vec![
+            server("small", "active", 1, 256, 1),
+            server("big", "active", 4, 4096, 1),
+            with_meta(server("urgent", "active", 1, 128, 1), PRIORITY_KEY, "9"),
+            server("mid", "active", 2, 1024, 1),
+        ];
+        let hosts = vec![host("node2", 64, 65536, 1000)];
+        let order = |o: Order| {
+            let p = preflight(
+                &input(servers.clone(), hosts.clone()),
+                &PreflightParams {
+                    order: o,
+                    ..Default::default()
+                },
+            );
+            p.entries.iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            order(Order::LargestFirst),
+            ["urgent", "big", "mid", "small"]
+        );
+        assert_eq!(
+            order(Order::SmallestFirst),
+            ["urgent", "small", "mid", "big"]
+        );
+        assert_eq!(order(Order::Nova), ["urgent", "small", "big", "mid"]);
     }
 
     #[test]

@@ -85,6 +85,7 @@ impl Nova {
             vm_state: VmState::parse(&i.vm_state),
             task_state: i.task_state.clone(),
             fault: (i.vm_state == "error").then(|| "boom".into()),
+            policy: None,
         }
     }
 

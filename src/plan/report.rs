@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::InstanceId;
 use super::machine::{Drain, InstanceRecord, Outcome};
+use super::migratability::Check;
 use super::preflight::{Action, Plan, PlanEntry, ServiceView, Storage};
 
 /// `result` of one instance.
@@ -128,6 +129,23 @@ pub struct PlanSummary {
     pub disk_gb: u64,
     pub destination: String,
     pub fits: bool,
+    /// `live (metadata nova-live-migration:policy)`, `skip (config default-policy)`.
+    #[serde(default)]
+    pub policy: String,
+    #[serde(default)]
+    pub priority: u8,
+    /// The check that decided a skip (`policy`, `state`, `sriov-port`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
+}
+
+/// An instance left by `notify`: who to tell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerToContact {
+    pub id: InstanceId,
+    pub name: String,
+    pub project_id: String,
+    pub user_id: String,
 }
 
 impl PlanSummary {
@@ -149,6 +167,9 @@ impl From<&PlanEntry> for PlanSummary {
             disk_gb: e.disk_gb,
             destination: PlanSummary::label(e),
             fits: e.fits,
+            policy: e.policy.describe(),
+            priority: e.priority,
+            check: e.check,
         }
     }
 }
@@ -184,6 +205,9 @@ pub struct Report {
     pub duration_s: f64,
     /// Why the action failed (pre-flight failures, …); `null` when none.
     pub error: Option<String>,
+    /// The owners of the instances left by policy `notify`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners_to_contact: Vec<OwnerToContact>,
 }
 
 fn round1(x: f64) -> f64 {
@@ -265,6 +289,7 @@ impl Report {
             duration_s,
             plan_error(plan),
         )
+        .with_owners(plan)
     }
 
     /// A real run stopped by pre-flight (nothing changed): moving instances
@@ -297,6 +322,7 @@ impl Report {
             duration_s,
             plan_error(plan),
         )
+        .with_owners(plan)
     }
 
     /// The report of a run: skipped plan entries plus the drain's outcomes
@@ -339,6 +365,7 @@ impl Report {
             duration_s,
             error,
         )
+        .with_owners(plan)
     }
 
     /// One instance record of the drain.
@@ -388,7 +415,27 @@ impl Report {
             counts,
             duration_s: round1(duration_s),
             error,
+            owners_to_contact: vec![],
         }
+    }
+
+    /// `owners_to_contact`: the owners of the plan's `notify` instances.
+    fn with_owners(mut self, plan: &Plan) -> Report {
+        self.owners_to_contact = plan
+            .entries
+            .iter()
+            .filter_map(|e| {
+                e.owner
+                    .as_ref()
+                    .map(|(project_id, user_id)| OwnerToContact {
+                        id: e.id.clone(),
+                        name: e.name.clone(),
+                        project_id: project_id.clone(),
+                        user_id: user_id.clone(),
+                    })
+            })
+            .collect();
+        self
     }
 
     /// One human line, e.g. `evacuate node1.maas: 10 migrated, 1 failed, 2
@@ -409,6 +456,14 @@ impl Report {
             "{}{dry} {}: {body} in {:.1} s",
             self.action, self.host, self.duration_s
         );
+        if !self.owners_to_contact.is_empty() {
+            let owners: Vec<String> = self
+                .owners_to_contact
+                .iter()
+                .map(|o| format!("{} (project {})", o.name, o.project_id))
+                .collect();
+            s.push_str(&format!("; owners to contact: {}", owners.join(", ")));
+        }
         if let Some(e) = &self.error {
             s.push_str(&format!(" — {e}"));
         }
@@ -467,12 +522,14 @@ mod tests {
                      "source": "node1.maas", "destination": "scheduler", "block_migration": "auto",
                      "migration_id": null, "attempts": 0, "duration_s": null, "error": null,
                      "plan": {"storage": "local", "vcpus": 1, "ram_mb": 2048, "disk_gb": 1,
-                              "destination": "scheduler", "fits": true}},
+                              "destination": "scheduler", "fits": true,
+                              "policy": "live (config default-policy)", "priority": 5}},
                     {"id": "s1", "name": "vm-s1", "result": "skipped",
                      "source": "node1.maas", "destination": null, "block_migration": "auto",
                      "migration_id": null, "attempts": 0, "duration_s": null, "error": "excluded",
                      "plan": {"storage": "local", "vcpus": 1, "ram_mb": 512, "disk_gb": 1,
-                              "destination": "none", "fits": false}}
+                              "destination": "none", "fits": false,
+                              "policy": "live (config default-policy)", "priority": 5}}
                 ],
                 "counts": {"planned": 1, "migrated": 0, "cold_migrated": 0, "failed": 0,
                            "aborted": 0, "skipped": 1, "pending": 0},

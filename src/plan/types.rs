@@ -259,6 +259,9 @@ pub struct ServerView {
     pub task_state: Option<String>,
     /// Instance fault message (shown when status is ERROR).
     pub fault: Option<String>,
+    /// Its metadata `nova-live-migration:policy` (unset: `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 impl ServerView {

@@ -11,6 +11,12 @@
 //!                     N instances whose migrations take SECONDS in the fake
 //!                     driver; plus API calls per poll tick and per-migration
 //!                     overhead against Nova's own migration times.
+//!   bench order [N] [ROUNDS] [SECONDS]
+//!                     on the local cloud: `drain-order` largest-first vs
+//!                     smallest-first vs nova, N instances of mixed sizes
+//!                     (8), migrations taking SECONDS per 64 MB (1): time
+//!                     until 50 % of the instances are moved, until 50 % of
+//!                     their memory is off the node, until it is empty.
 //!   bench preflight [N] [ROUNDS]
 //!                     on the local cloud: the time of a dry-run evacuate
 //!                     (pre-flight: gather + plan) with N instances (20).
@@ -28,6 +34,7 @@ mod sim;
 mod fake_nova;
 
 mod drain;
+mod order;
 mod scale;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +48,10 @@ fn main() -> ExitCode {
             let num = |i: usize, d: u64| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(d);
             drain::main(num(1, 20) as usize, num(2, 2) as usize, num(3, 0))
         }
+        Some("order") => {
+            let num = |i: usize, d: u64| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(d);
+            order::main(num(1, 8) as usize, num(2, 2) as usize, num(3, 1))
+        }
         Some("preflight") => {
             let num = |i: usize, d: usize| args.get(i).and_then(|n| n.parse().ok()).unwrap_or(d);
             drain::preflight_main(num(1, 20), num(2, 5))
@@ -48,7 +59,7 @@ fn main() -> ExitCode {
         Some("scale-fake") => scale::serve(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(500)),
         Some("scale") => scale::main(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(500)),
         _ => Err(
-            "usage: bench hooks [N] | bench drain [N] [ROUNDS] [SECONDS] | bench preflight [N] [ROUNDS] | bench scale [N]"
+            "usage: bench hooks [N] | bench drain [N] [ROUNDS] [SECONDS] | bench order [N] [ROUNDS] [SECONDS] | bench preflight [N] [ROUNDS] | bench scale [N]"
                 .to_string(),
         ),
     };

@@ -12,16 +12,16 @@ use nlm::openstack::{
 use nlm::paths::Paths;
 use serde_json::{Value, json};
 
-const IMAGE_ID: &str = "3b6a1c2e-9d4f-4e8a-8c1b-6f0d2a7e5c01";
-const HOSTS: [&str; 2] = ["node1.maas", "node4.maas"];
+pub(crate) const IMAGE_ID: &str = "3b6a1c2e-9d4f-4e8a-8c1b-6f0d2a7e5c01";
+pub(crate) const HOSTS: [&str; 2] = ["node1.maas", "node4.maas"];
 
-fn cloud_dir() -> PathBuf {
+pub(crate) fn cloud_dir() -> PathBuf {
     std::env::var_os("NLM_CLOUD_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/tmp/nlm-cloud"))
 }
 
-fn adminrc() -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn adminrc() -> Result<BTreeMap<String, String>, String> {
     let text = std::fs::read_to_string(cloud_dir().join("adminrc"))
         .map_err(|e| format!("the local cloud is not up ({e}): tests/cloud/cloud up"))?;
     Ok(text
@@ -32,16 +32,16 @@ fn adminrc() -> Result<BTreeMap<String, String>, String> {
         .collect())
 }
 
-fn nova_max_concurrent() -> u32 {
+pub(crate) fn nova_max_concurrent() -> u32 {
     std::fs::read_to_string(cloud_dir().join("etc/nova/nova.conf"))
         .ok()
         .and_then(|t| nlm::host::parse_nova_conf(&t).max_concurrent_live_migrations)
         .unwrap_or(1)
 }
 
-pub fn main(n: usize, rounds: usize, seconds: u64) -> Result<(), String> {
-    // Pre-flight checks the local nova-compute and libvirtd units; on this
-    // machine the computes are plain processes, so stand in for systemctl.
+/// Pre-flight checks the local nova-compute and libvirtd units; on this
+/// machine the computes are plain processes, so stand in for systemctl.
+pub(crate) fn fake_systemctl() -> Result<(), String> {
     let fake = std::env::temp_dir().join(format!("nlm-bench-bin-{}", std::process::id()));
     std::fs::create_dir_all(&fake).map_err(|e| e.to_string())?;
     std::fs::write(fake.join("systemctl"), "#!/bin/sh\necho active\n")
@@ -59,6 +59,11 @@ pub fn main(n: usize, rounds: usize, seconds: u64) -> Result<(), String> {
     );
     // SAFETY: single-threaded here, before the runtime starts.
     unsafe { std::env::set_var("PATH", path) };
+    Ok(())
+}
+
+pub fn main(n: usize, rounds: usize, seconds: u64) -> Result<(), String> {
+    fake_systemctl()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -213,7 +218,7 @@ async fn run(n: usize, rounds: usize, seconds: u64) -> Result<(), String> {
     Ok(())
 }
 
-async fn cleanup(admin: &OpenStack) -> Result<(), String> {
+pub(crate) async fn cleanup(admin: &OpenStack) -> Result<(), String> {
     let c = admin.compute();
     for h in HOSTS {
         for s in c.servers_on_host(h).await.map_err(|e| e.to_string())? {
@@ -228,7 +233,7 @@ async fn cleanup(admin: &OpenStack) -> Result<(), String> {
 }
 
 /// Waits until `n` bench servers are ACTIVE, idle, on `host`.
-async fn wait_all_on(
+pub(crate) async fn wait_all_on(
     admin: &OpenStack,
     host: &str,
     n: usize,

@@ -390,6 +390,7 @@ fn planner_input(n: usize) -> plan::PreflightInput {
                 ("MEMORY_MB".to_string(), RAM_MB),
                 ("DISK_GB".to_string(), 10),
             ])),
+            ..Default::default()
         })
         .collect();
     let inv = |total: u64, ratio: f64| plan::Inventory {
@@ -429,7 +430,7 @@ fn planner_input(n: usize) -> plan::PreflightInput {
         hosts,
         groups: vec![],
         member_hosts: BTreeMap::new(),
-        cloud: Default::default(),
+        ..Default::default()
     }
 }
 
@@ -504,6 +505,7 @@ fn planner_once(n: usize) -> (Vec<f64>, u64, f64) {
         vm_state: plan::VmState::Active,
         task_state: None,
         fault: None,
+        policy: None,
     };
     loop {
         let now = t0 + tick * poll;

@@ -3,7 +3,7 @@
 Subcommands (configuration comes from the environment set by ./cloud):
   seed-keystone   service users, catalog, service_domain/services/nova_live_migration,
                   writes adminrc and relation.json
-  seed-nova       flavors m1.tiny and m1.small
+  seed-nova       flavors m1.tiny, m1.small and the extra-spec ones (nlm.vtpm, nlm.vtpm-host, nlm.vgpu, nlm.pci)
   wait-computes SINCE TIMEOUT
                   wait until every compute host is up with a heartbeat newer
                   than SINCE (epoch seconds) and is listed as a hypervisor
@@ -171,6 +171,21 @@ def seed_nova():
         if name not in have:
             n.req("POST", "/flavors", json={"flavor": {"name": name, "ram": ram, "vcpus": 1, "disk": 1}})
     log("flavors m1.tiny, m1.small present")
+    # Flavors whose extra specs the migratability pre-checks read (the fake
+    # driver reports the traits, VGPU inventory and PCI device they need).
+    for name, specs in SPECIAL_FLAVORS:
+        if name not in have:
+            f = n.req("POST", "/flavors", json={"flavor": {"name": name, "ram": 64, "vcpus": 1, "disk": 1}})
+            n.req("POST", "/flavors/%s/os-extra_specs" % f["flavor"]["id"], json={"extra_specs": specs})
+    log("flavors %s present" % ", ".join(name for name, _ in SPECIAL_FLAVORS))
+
+
+SPECIAL_FLAVORS = (
+    ("nlm.vtpm", {"hw:tpm_version": "2.0", "hw:tpm_model": "tpm-tis"}),
+    ("nlm.vtpm-host", {"hw:tpm_version": "2.0", "hw:tpm_model": "tpm-tis", "hw:tpm_secret_security": "host"}),
+    ("nlm.vgpu", {"resources:VGPU": "1"}),
+    ("nlm.pci", {"pci_passthrough:alias": "nlm-pci:1"}),
+)
 
 
 def parse_ts(s):

@@ -25,6 +25,11 @@ libvirt driver's, as seen through the API:
   processed bytes keep growing like re-sent dirty pages) until the
   migration is force-completed or aborted.
 
+Each node also reports the vTPM traits of a libvirt host with swtpm and a
+``VGPU`` inventory (4) and two passthrough PCI devices (alias ``nlm-pci``),
+so flavors with ``hw:tpm_version``, ``resources:VGPU`` or
+``pci_passthrough:alias`` boot here.
+
 Env ``NLM_FAKE_NODENAME`` (set by ``cloud up`` with ``NLM_CLOUD_SHORT_HOSTS``)
 names the node (hypervisor_hostname, Placement provider) apart from the
 service host, as on clouds deployed without ``use_fqdn_hint``.
@@ -38,6 +43,7 @@ import threading
 import time
 
 from oslo_log import log as logging
+from oslo_serialization import jsonutils
 
 from nova import exception
 from nova.compute import power_state
@@ -46,6 +52,20 @@ from nova.virt import fake
 LOG = logging.getLogger(__name__)
 
 TICK = 0.5
+
+# vTPM support as libvirt reports it with swtpm (versions, models, secret
+# security modes), and the vGPUs of a host's mediated devices.
+TPM_TRAITS = (
+    "COMPUTE_SECURITY_TPM_1_2", "COMPUTE_SECURITY_TPM_2_0",
+    "COMPUTE_SECURITY_TPM_TIS", "COMPUTE_SECURITY_TPM_CRB",
+    "COMPUTE_SECURITY_TPM_SECRET_SECURITY_USER", "COMPUTE_SECURITY_TPM_SECRET_SECURITY_HOST",
+)
+VGPUS = 4
+# Two passthrough PCI devices of every node: [pci] device_spec and alias nlm-pci
+# in the cloud's nova.conf name it.
+PCI_DEVICES = [{"address": "0000:81:00.%d" % fn, "vendor_id": "8086", "product_id": "0d58",
+                "dev_type": "type-PCI", "status": "available", "parent_addr": None,
+                "numa_node": None, "label": "label_8086_0d58"} for fn in range(2)]
 
 
 def _env_float(name, default):
@@ -124,6 +144,26 @@ class NlmFakeDriver(fake.FakeDriverWithoutFakeNodes):
             # take this name instead.
             self._set_nodes([nodename])
             self.host_status_base["hypervisor_hostname"] = nodename
+
+    def update_provider_tree(self, provider_tree, nodename, allocations=None):
+        # What a libvirt host with swtpm and a mediated-device GPU reports, so
+        # flavors with hw:tpm_* or resources:VGPU extra specs can be booted
+        # here (the pre-check tests need such instances on real Nova).
+        super().update_provider_tree(provider_tree, nodename, allocations=allocations)
+        inv = provider_tree.data(nodename).inventory
+        inv = dict(inv)
+        inv["VGPU"] = {"total": VGPUS, "min_unit": 1, "max_unit": VGPUS, "step_size": 1,
+                       "allocation_ratio": 1.0, "reserved": 0}
+        provider_tree.update_inventory(nodename, inv)
+        provider_tree.add_traits(nodename, *TPM_TRAITS)
+
+    def get_available_resource(self, nodename):
+        # Two passthrough PCI devices (matched by [pci] device_spec and the
+        # alias nlm-pci of the cloud's nova.conf), as FakeDriverWithPciResources does.
+        res = super().get_available_resource(nodename)
+        if res:
+            res["pci_passthrough_devices"] = jsonutils.dumps(PCI_DEVICES)
+        return res
 
     def get_host_uptime(self):
         return " %s up 1 day,  0:00,  0 users,  load average: 0.00, 0.00, 0.00" % time.strftime("%H:%M:%S")

@@ -1,7 +1,10 @@
 """Glance and Neutron stand-ins for the local test cloud (stdlib only).
 
-Serves only the calls Nova makes with ``"networks": "none"`` servers; every
-other request is answered 404 and logged with the word UNHANDLED.
+Serves only the calls Nova makes with ``"networks": "none"`` servers, and
+Neutron ports made with ``POST /v2.0/ports`` (listed with Neutron's filters
+and ``fields``, updated, deleted) so a test can give a server a port with a
+chosen ``binding:vnic_type``; every other request is answered 404 and logged
+with the word UNHANDLED.
 
 With ``NLM_STUB_IMAGES`` naming a JSON list of images (the libvirt mode of
 tests/cloud/cloud writes ``$NLM_CLOUD_DIR/guest/images.json``), Glance also
@@ -24,6 +27,7 @@ import json
 import os
 import sys
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -203,8 +207,68 @@ class Glance(Handler):
                 self.wfile.write(chunk)
 
 
+# Ports made through POST /v2.0/ports (id -> port), for the pre-checks that
+# read binding:vnic_type. Nova does not plug them (its servers here have
+# "networks": "none"); they exist so a client listing a server's ports sees
+# them as Neutron would show them.
+PORTS = {}
+PORTS_LOCK = threading.Lock()
+PORT_DEFAULTS = {"name": "", "network_id": "", "device_owner": "compute:nova", "admin_state_up": True,
+                 "status": "ACTIVE", "binding:vnic_type": "normal", "binding:host_id": "",
+                 "binding:profile": {}, "fixed_ips": [], "mac_address": "fa:16:3e:00:00:01"}
+
+
+def port_matches(port, query):
+    """Neutron's list filters: every key given, any of its values (fields aside)."""
+    return all(str(port.get(k)) in vals for k, vals in query.items() if k != "fields")
+
+
+def port_view(port, fields):
+    return {k: v for k, v in port.items() if k in fields} if fields else dict(port)
+
+
 class Neutron(Handler):
     service = "neutron"
+
+    def body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        try:
+            return json.loads(self.rfile.read(n) or b"{}")
+        except ValueError:
+            return None
+
+    def do_POST(self):
+        if urlsplit(self.path).path.rstrip("/") != "/v2.0/ports":
+            self.drain()
+            return self.unhandled()
+        b = self.body()
+        if not isinstance(b, dict) or not isinstance(b.get("port"), dict):
+            return self.reply(400, {"NeutronError": {"message": "body must be {\"port\": {...}}"}})
+        port = dict(PORT_DEFAULTS)
+        port.update(b["port"])
+        port["id"] = port.get("id") or str(uuid.uuid4())
+        with PORTS_LOCK:
+            PORTS[port["id"]] = port
+        return self.reply(201, {"port": port})
+
+    def do_PUT(self):
+        pid = urlsplit(self.path).path.rstrip("/").rsplit("/", 1)[-1]
+        b = self.body() or {}
+        with PORTS_LOCK:
+            if pid not in PORTS:
+                return self.reply(404, {"NeutronError": {"message": "Port %s could not be found." % pid}})
+            PORTS[pid].update(b.get("port") or {})
+            return self.reply(200, {"port": dict(PORTS[pid])})
+
+    def do_DELETE(self):
+        pid = urlsplit(self.path).path.rstrip("/").rsplit("/", 1)[-1]
+        with PORTS_LOCK:
+            gone = PORTS.pop(pid, None)
+        if gone is None:
+            return self.reply(404, {"NeutronError": {"message": "Port %s could not be found." % pid}})
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self):
         url = urlsplit(self.path)
@@ -215,11 +279,19 @@ class Neutron(Handler):
                 "id": "v2.0", "status": "CURRENT",
                 "links": [{"rel": "self", "href": base + "/v2.0/"}],
             }]})
+        if path == "/v2.0/ports":
+            query = parse_qs(url.query)
+            with PORTS_LOCK:
+                ports = [port_view(p, query.get("fields")) for p in PORTS.values() if port_matches(p, query)]
+            return self.reply(200, {"ports": ports})
+        if path.startswith("/v2.0/ports/"):
+            with PORTS_LOCK:
+                port = PORTS.get(path.rsplit("/", 1)[-1])
+            return self.reply(200, {"port": port}) if port else self.reply(404, {"NeutronError": {"message": "not found"}})
         coll = {
             "/v2.0/extensions": "extensions",
             "/v2.0/networks": "networks",
-            "/v2.0/ports": "ports",
-            "/v2.0/security-groups": "security_groups",
+                        "/v2.0/security-groups": "security_groups",
             "/v2.0/floatingips": "floatingips",
             "/v2.0/subnets": "subnets",
         }.get(path)

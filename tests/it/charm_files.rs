@@ -99,6 +99,8 @@ fn config_yaml_defaults_are_valid_config() {
         "reset-after-abort",
         "max-nodes-in-maintenance",
         "max-nodes-in-maintenance-per-az",
+        "default-policy",
+        "drain-order",
     ];
     let mut got: Vec<&str> = options.keys().map(String::as_str).collect();
     got.sort();

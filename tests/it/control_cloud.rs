@@ -41,6 +41,7 @@ fn instance(id: &str, name: &str, index: usize, phase: Phase) -> InstanceRecord 
         abort_requested_at: None,
         track: Default::default(),
         last_line: None,
+        planned_policy: None,
     }
 }
 

@@ -262,6 +262,31 @@ async fn short_service_hosts_find_their_fqdn_providers() {
     rig.assert_no_unknown_calls();
 }
 
+/// Issue 14: a cloud without a network service in the catalog (this
+/// fake has none) still plans; the ports went unchecked and the log says so,
+/// and this node's migrations were listed for the ones coming in.
+#[tokio::test]
+async fn without_neutron_the_ports_go_unchecked_and_the_log_says_so() {
+    let rig = rig(servers(2), &[]).await;
+    let dry = rig.run(Kind::Evacuate, &[("dry-run", json!(true))]).await;
+    assert_eq!(dry.failure, None, "dry-run: {:?}", dry.report);
+    assert_eq!(dry.report.counts.planned, 2);
+    let log = rig.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("warning: ports not checked for SR-IOV")
+            && log.contains("would fail its live migration"),
+        "{log}"
+    );
+    let s = rig.fake.state();
+    assert!(
+        s.count("GET", "os-migrations?host=") >= 1,
+        "{:#?}",
+        s.call_lines()
+    );
+    drop(s);
+    rig.assert_no_unknown_calls();
+}
+
 #[tokio::test]
 async fn migrate_vm_to_a_target_host_moves_only_that_instance() {
     let rig = rig(servers(3), &[]).await;

@@ -16,6 +16,7 @@ mod drain_fake;
 mod hooks;
 mod juju;
 mod juju_model;
+mod migratability_cloud;
 mod no_panic;
 mod openstack_cloud;
 mod openstack_fake;

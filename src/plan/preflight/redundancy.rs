@@ -174,6 +174,10 @@ mod tests {
             fits: true,
             estimated_host: None,
             demand: BTreeMap::new(),
+            policy: Default::default(),
+            priority: 5,
+            check: None,
+            owner: None,
         }
     }
 

@@ -81,6 +81,8 @@ pub fn cloud_dir() -> PathBuf {
 struct Auth {
     token: String,
     nova: String,
+    /// The catalog's network (Neutron stand-in) endpoint.
+    network: Option<String>,
     obtained: Instant,
 }
 
@@ -334,9 +336,19 @@ impl CloudEnv {
             .expect("compute endpoint in the catalog")
             .trim_end_matches('/')
             .to_string();
+        let network = v["token"]["catalog"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["type"] == "network")
+            .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+            .find(|e| e["interface"] == "public" && e["region_id"] == region.as_str())
+            .and_then(|e| e["url"].as_str())
+            .map(|u| u.trim_end_matches('/').to_string());
         let a = Auth {
             token,
             nova,
+            network,
             obtained: Instant::now(),
         };
         *self.auth.lock().unwrap() = Some(a.clone());
@@ -371,6 +383,33 @@ impl CloudEnv {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         (status, v)
+    }
+
+    /// A Neutron call (the stand-in's ports) that must answer one of `ok`.
+    pub async fn neutron(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        ok: &[u16],
+    ) -> Value {
+        let a = self.auth().await;
+        let base = a.network.expect("network endpoint in the catalog");
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{base}{path}"))
+            .header("X-Auth-Token", &a.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        assert!(ok.contains(&status), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
     /// A GET that may fail below HTTP (e.g. while nova-api restarts):
