@@ -589,3 +589,75 @@ async fn qemu_failed_migration_carries_real_nova_compute_log_lines() {
     assert_alive_on(cloud, id, SOURCE, boot, n0).await;
     cloud.reset().await;
 }
+
+/// `tests/cloud/cloud restart-computes` in libvirt mode with
+/// `NLM_LIBVIRT_POST_COPY` (the libvirtds and their guests run on).
+fn restart_computes(cloud: &CloudEnv, post_copy: bool) {
+    let out = std::process::Command::new(crate::juju::repo().join("tests/cloud/cloud"))
+        .arg("restart-computes")
+        .env("NLM_CLOUD_VIRT", "libvirt")
+        .env("NLM_CLOUD_DIR", cloud.dir())
+        .env("NLM_LIBVIRT_POST_COPY", post_copy.to_string())
+        .output()
+        .expect("tests/cloud/cloud restart-computes");
+    assert!(
+        out.status.success(),
+        "restart-computes (post-copy {post_copy}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Puts the computes back to pre-copy only, whatever the test did.
+struct PostCopy<'a>(&'a CloudEnv);
+impl Drop for PostCopy<'_> {
+    fn drop(&mut self) {
+        restart_computes(self.0, false);
+    }
+}
+
+/// With `live_migration_permit_post_copy = true`, the stall policy's
+/// force-complete switches the dirtying guest's migration to post-copy
+/// (Nova's own log says so) and it completes: the guest alive on node4 with
+/// the same boot id.
+#[tokio::test]
+async fn qemu_force_complete_with_post_copy_permitted_switches_to_post_copy() {
+    let Some(cloud) = libvirt_cloud() else {
+        return;
+    };
+    let cloud = &cloud;
+    let _lock = cloud.lock();
+    let _t = Timed::start("qemu_force_complete_with_post_copy_permitted_switches_to_post_copy");
+    cloud.reset().await;
+    restart_computes(cloud, true);
+    let _back = PostCopy(cloud);
+    let guests = boot_guests(cloud, IMG_DIRTY, &["qemu-dirty-pc"]).await;
+    let (id, boot) = &guests[0];
+    let n0 = heartbeat(cloud, id).await.unwrap().1;
+
+    let mut node = Node::new(cloud)
+        .config("stall-timeout", json!(10))
+        .config("migration-timeout", json!(150))
+        .config("timeout-action", json!("force-complete"))
+        .config("poll-interval", json!(1.0));
+    let st = node.run("evacuate", &[]);
+    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    let rep = report(&st);
+    let i = inst(&rep, id);
+    eprintln!("report entry: {i}");
+    assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
+    assert_eq!(i["result"], "migrated", "{i:#}");
+    let why = decisions(i);
+    assert!(why.contains("force-complete"), "{why}");
+    assert!(why.contains("stalled: not converging"), "{why}");
+    let log = std::fs::read_to_string(cloud.compute_log(SOURCE)).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains(&format!("[instance: {id}]"))
+            && l.contains("Switching to post-copy migration mode")),
+        "no post-copy switch for {id} in node1's nova-compute.log"
+    );
+    let lm = migration_records(cloud, id, "live-migration").await;
+    assert_eq!(lm.len(), 1, "{lm:?}");
+    assert_eq!(lm[0]["status"], "completed");
+    assert_alive_on(cloud, id, DEST, boot, n0).await;
+    cloud.reset().await;
+}

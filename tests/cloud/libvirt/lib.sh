@@ -226,6 +226,11 @@ lv_start_computes() {  # after the conductor consumes
     for h in "${HOSTS[@]}"; do
         wait_for "libvirtd-$h" 60 lv_virsh "$h" version
     done
+    lv_start_nova_computes
+}
+
+lv_start_nova_computes() {  # the libvirtds run
+    local h pid
     for h in "${HOSTS[@]}"; do
         pid=$(pid_of "libvirtd-$h")
         start "nova-compute-$h" nsenter -t "$pid" -m -u -- env PATH="$MC/lib/bin:$VENV/bin:$PATH" \
