@@ -591,28 +591,81 @@ async fn qemu_failed_migration_carries_real_nova_compute_log_lines() {
 }
 
 /// `tests/cloud/cloud restart-computes` in libvirt mode with
-/// `NLM_LIBVIRT_POST_COPY` (the libvirtds and their guests run on).
-fn restart_computes(cloud: &CloudEnv, post_copy: bool) {
+/// `NLM_LIBVIRT_POST_COPY` and `NLM_LIBVIRT_SHARED_INSTANCES` (the
+/// libvirtds restart too when their qemu.conf changes).
+fn restart_computes(cloud: &CloudEnv, post_copy: bool, shared: bool) {
     let out = std::process::Command::new(crate::juju::repo().join("tests/cloud/cloud"))
         .arg("restart-computes")
         .env("NLM_CLOUD_VIRT", "libvirt")
         .env("NLM_CLOUD_DIR", cloud.dir())
         .env("NLM_LIBVIRT_POST_COPY", post_copy.to_string())
+        .env("NLM_LIBVIRT_SHARED_INSTANCES", shared.to_string())
         .output()
         .expect("tests/cloud/cloud restart-computes");
     assert!(
         out.status.success(),
-        "restart-computes (post-copy {post_copy}): {}",
+        "restart-computes (post-copy {post_copy}, shared {shared}): {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
-/// Puts the computes back to pre-copy only, whatever the test did.
-struct PostCopy<'a>(&'a CloudEnv);
-impl Drop for PostCopy<'_> {
+/// Puts the computes back to their defaults (pre-copy only, an instance
+/// directory each), whatever the test did.
+struct Defaults<'a>(&'a CloudEnv);
+impl Drop for Defaults<'_> {
     fn drop(&mut self) {
-        restart_computes(self.0, false);
+        restart_computes(self.0, false, false);
     }
+}
+
+/// Both nodes on one instance directory (`shared_filesystems`): Nova sees
+/// shared storage and `block_migration: "auto"` moves only memory — the
+/// guests' disk files stay the same files — and both guests run on node4
+/// with the same boot ids.
+#[tokio::test]
+async fn qemu_evacuate_idle_guests_on_a_shared_instance_directory() {
+    let Some(cloud) = libvirt_cloud() else {
+        return;
+    };
+    let cloud = &cloud;
+    let _lock = cloud.lock();
+    let _t = Timed::start("qemu_evacuate_idle_guests_on_a_shared_instance_directory");
+    cloud.reset().await;
+    restart_computes(cloud, false, true);
+    let _back = Defaults(cloud);
+    let guests = boot_guests(cloud, IMG_IDLE, &["qemu-shared-1", "qemu-shared-2"]).await;
+    let shared = cloud.dir().join("shared-instances");
+    let inode = |id: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(shared.join(id).join("disk"))
+            .map(|m| m.ino())
+            .unwrap_or_else(|e| panic!("{id}: no disk in the shared directory: {e}"))
+    };
+    let before: Vec<u64> = guests.iter().map(|(id, _)| inode(id)).collect();
+    let n0: Vec<u64> = {
+        let mut v = vec![];
+        for (id, _) in &guests {
+            v.push(heartbeat(cloud, id).await.unwrap().1);
+        }
+        v
+    };
+
+    let mut node = Node::new(cloud).config("poll-interval", json!(1.0));
+    let st = node.run("evacuate", &[]);
+    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
+    let rep = report(&st);
+    assert_eq!(count(&st, "migrated"), 2, "{rep:#}");
+    for (k, (id, boot)) in guests.iter().enumerate() {
+        assert_eq!(inst(&rep, id)["block_migration"], "auto");
+        assert_alive_on(cloud, id, DEST, boot, n0[k]).await;
+        assert_eq!(inode(id), before[k], "{id}: its disk was copied");
+        assert!(
+            !instance_dir(cloud, DEST, id).exists(),
+            "{id}: a private instance dir on node4"
+        );
+    }
+    cloud.reset().await;
 }
 
 /// With `live_migration_permit_post_copy = true`, the stall policy's
@@ -628,8 +681,8 @@ async fn qemu_force_complete_with_post_copy_permitted_switches_to_post_copy() {
     let _lock = cloud.lock();
     let _t = Timed::start("qemu_force_complete_with_post_copy_permitted_switches_to_post_copy");
     cloud.reset().await;
-    restart_computes(cloud, true);
-    let _back = PostCopy(cloud);
+    restart_computes(cloud, true, false);
+    let _back = Defaults(cloud);
     let guests = boot_guests(cloud, IMG_DIRTY, &["qemu-dirty-pc"]).await;
     let (id, boot) = &guests[0];
     let n0 = heartbeat(cloud, id).await.unwrap().1;

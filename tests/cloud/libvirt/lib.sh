@@ -25,6 +25,9 @@ LV_SOURCES=/etc/apt/sources.list.d/nlm-bookworm-backports.sources
 LV_BANDWIDTH=${NLM_LIBVIRT_BANDWIDTH:-20}            # MiB/s: non-convergence is deterministic
 LV_MONITOR_INTERVAL=${NLM_LIBVIRT_MONITOR_INTERVAL:-1}  # s: progress fields refresh this often
 LV_POST_COPY=${NLM_LIBVIRT_POST_COPY:-false}
+# true: both nodes' instances_path is one directory ($NLM_CLOUD_DIR/shared-instances,
+# in libvirt's shared_filesystems): Nova sees shared storage, no block migration
+LV_SHARED=${NLM_LIBVIRT_SHARED_INSTANCES:-false}
 # qemu (TCG) unless NLM_LIBVIRT_KVM=probe and the guest boots under KVM:
 # a /dev/kvm that exists may still hang Linux (nested PVM here)
 LV_KVM=${NLM_LIBVIRT_KVM:-off}
@@ -152,7 +155,11 @@ JSON
     mkdir -p "$MC/lib/bin"
     # nova's privsep helper is started through sudo: we are root already
     printf '#!/bin/sh\nexec "$@"\n' >"$MC/lib/bin/sudo"; chmod 755 "$MC/lib/bin/sudo"
-    local h a i etc nd
+    local h a i etc nd ipath=/var/lib/nova/instances shared=
+    if [ "$LV_SHARED" = true ]; then
+        ipath=$MC/shared-instances shared="shared_filesystems = [ \"$MC/shared-instances\" ]"
+        mkdir -p "$ipath"
+    fi
     for h in "${HOSTS[@]}"; do
         a=$(lv_addr "$h") i=$(lv_index "$h") etc=$ETC/libvirt/$h nd=$MC/nodes/$h
         mkdir -p "$etc/qemu" "$nd"/{run,lib,cache,log,nova/instances}
@@ -183,13 +190,14 @@ migration_address = "$a"
 migration_host = "$h"
 migration_port_min = $((49152 + (i / 4) * 48))
 migration_port_max = $((49199 + (i / 4) * 48))
+$shared
 CNF
         echo 'uri_default = "qemu:///system"' >"$etc/libvirt.conf"
         cat >"$ETC/nova/compute-$h-libvirt.conf" <<CNF
 [DEFAULT]
 compute_driver = libvirt.LibvirtDriver
 my_ip = $a
-instances_path = /var/lib/nova/instances
+instances_path = $ipath
 [libvirt]
 virt_type = $virt_type
 connection_uri = qemu:///system
