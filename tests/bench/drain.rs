@@ -120,17 +120,22 @@ async fn run(n: usize, rounds: usize, seconds: u64) -> Result<(), String> {
         }
     }
     cleanup(&admin).await?;
+    // NLM_BENCH_IMAGE / NLM_BENCH_FLAVOR: real guests on the libvirt
+    // cloud (e.g. its idle guest image and m1.small); the fake driver's
+    // nlm_migration_seconds is then ignored.
+    let image = std::env::var("NLM_BENCH_IMAGE").unwrap_or_else(|_| IMAGE_ID.to_string());
+    let flavor_name = std::env::var("NLM_BENCH_FLAVOR").unwrap_or_else(|_| "m1.tiny".into());
     let flavor = c
         .flavors()
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
-        .find(|f| f.name == "m1.tiny")
-        .ok_or("no flavor m1.tiny")?
+        .find(|f| f.name == flavor_name)
+        .ok_or(format!("no flavor {flavor_name}"))?
         .id;
     let t = Instant::now();
     for i in 0..n {
-        let body = json!({"server": {"name": format!("bench-{i:03}"), "imageRef": IMAGE_ID,
+        let body = json!({"server": {"name": format!("bench-{i:03}"), "imageRef": image,
             "flavorRef": flavor, "networks": "none", "host": HOSTS[0],
             "metadata": {"nlm_migration_seconds": seconds.to_string()}}});
         c.raw(reqwest::Method::POST, "/servers", Some(body))
@@ -158,8 +163,13 @@ async fn run(n: usize, rounds: usize, seconds: u64) -> Result<(), String> {
     }
     cleanup(&admin).await?;
 
+    let what = if image == IMAGE_ID {
+        format!("fake-driver migration {seconds} s")
+    } else {
+        format!("real guests (image {image}, flavor {flavor_name})")
+    };
     println!(
-        "drain wall time: {n} instances, fake-driver migration {seconds} s, nova max_concurrent_live_migrations {mc}; ours: evacuate with the default config (poll-interval 2 s, max-concurrent {} = nova's + 1 queued)",
+        "drain wall time: {n} instances, {what}, nova max_concurrent_live_migrations {mc}; ours: evacuate with the default config (poll-interval 2 s, max-concurrent {} = nova's + 1 queued)",
         mc + 1
     );
     println!();
