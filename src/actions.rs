@@ -181,7 +181,7 @@ async fn run_control(
     name: &str,
     params: &BTreeMap<String, Value>,
 ) -> Result<(), ToolError> {
-    let op = match control_op(name, params) {
+    let op = match control_op(name, params, &unit.ctx.unit) {
         Ok(op) => op,
         Err(e) => return fail(unit, name, &e),
     };
@@ -200,7 +200,7 @@ async fn run_control(
 }
 
 /// A control action's parameters as the operation to run.
-fn control_op(name: &str, p: &BTreeMap<String, Value>) -> Result<Op, String> {
+fn control_op(name: &str, p: &BTreeMap<String, Value>, unit: &str) -> Result<Op, String> {
     let vm = match p.get("vm") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
@@ -223,7 +223,10 @@ fn control_op(name: &str, p: &BTreeMap<String, Value>) -> Result<Op, String> {
         "force-complete" => Op::ForceComplete {
             vm: vm.ok_or("force-complete needs vm=<name or UUID>")?,
         },
-        "enable" => Op::Enable { force },
+        "enable" => Op::Enable {
+            force,
+            unit: unit.to_string(),
+        },
         "status" => Op::Status,
         other => return Err(format!("{other} is not a control action")),
     })
@@ -387,7 +390,7 @@ mod tests {
             .into_iter()
             .collect();
         for action in ["abort", "force-complete"] {
-            let e = control_op(action, &big).unwrap_err();
+            let e = control_op(action, &big, "nova-live-migration/0").unwrap_err();
             assert_eq!(
                 e,
                 "vm is 1048576 bytes long, but an instance name or UUID is at most 255 characters (1020 bytes)"

@@ -392,15 +392,7 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
     // run began (during pre-flight) is kept for the first tick.
     discard_stale_abort_request(env.paths, t0);
     if params.kind == Kind::Evacuate {
-        let reason = format!(
-            "{} evacuate{} at {}",
-            env.unit,
-            env.task
-                .as_ref()
-                .map(|t| format!(" (task {t})"))
-                .unwrap_or_default(),
-            iso(t0)
-        );
+        let reason = plan::disable_reason(&env.unit, env.task.as_deref(), &iso(t0));
         rec.disabled_reason = Some(reason.clone());
         journal.store(&rec)?;
         disable(env, &reason).await?;

@@ -11,6 +11,8 @@
 //!   force-complete policy, retries, abort. Its state is the journal body.
 //! * [`resume`] — reconcile a journal loaded after a crash with fresh
 //!   observations from Nova ([`reconcile`]), never migrating an instance twice.
+//! * [`maintenance`] — the `disabled_reason` `evacuate` writes and the rule
+//!   that tells whether a reason found in Nova is ours (`enable`).
 //! * [`report`] — the report model of SPEC §4 (`Report`, counts, summary,
 //!   flattened `action-set` keys).
 //!
@@ -33,6 +35,7 @@
 //! ```
 
 pub mod machine;
+pub mod maintenance;
 pub mod preflight;
 pub mod report;
 pub mod resume;
@@ -45,6 +48,7 @@ pub use machine::{
     AbortFact, Command, Control, Drain, Handled, Ignored, InstanceRecord, MoveKind, Observation,
     Outcome, Phase, Policy, StartResult, TimeoutAction,
 };
+pub use maintenance::{disable_reason, written_by_us};
 pub use preflight::{
     Action, Failure, FailureKind, Flavor, HostCandidate, Inventory, Plan, PlanEntry,
     PreflightInput, PreflightParams, ServerGroup, ServerInfo, ServiceView, Storage, parse_exclude,

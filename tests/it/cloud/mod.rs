@@ -514,6 +514,33 @@ impl CloudEnv {
         }
     }
 
+    /// The nova-compute service of `host` as Nova lists it.
+    pub async fn compute_service(&self, host: &str) -> Value {
+        let v = self
+            .get(&format!("/os-services?binary=nova-compute&host={host}"))
+            .await;
+        v["services"][0].clone()
+    }
+
+    /// Disables `host`'s nova-compute service by hand with `reason` (or
+    /// none), as an operator (or another tool) would.
+    pub async fn disable_service(&self, host: &str, reason: Option<&str>) {
+        let id = self.compute_service(host).await["id"]
+            .as_str()
+            .expect("service id")
+            .to_string();
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/os-services/{id}"),
+            Some(match reason {
+                Some(r) => json!({"status": "disabled", "disabled_reason": r}),
+                None => json!({"status": "disabled"}),
+            }),
+            &[200],
+        )
+        .await;
+    }
+
     /// Back to a clean cloud: every service enabled, no servers.
     pub async fn reset(&self) {
         self.enable_all_services().await;
