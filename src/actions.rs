@@ -109,7 +109,9 @@ pub fn set_report(
 
 /// The report's `action-set` keys (flattened for Juju here, not in the
 /// core): `counts.<result>` for every result and
-/// `instances.<uuid>.{name,result,destination,duration,error}`; keys
+/// `instances.<uuid>.{name,result,destination,duration,error}`, and after
+/// an evacuation `verification.{ok,instances-left,not-reported-left,
+/// migrations-in-progress,orphan-allocations[,orphan-consumers]}`; keys
 /// whose value is unknown (no destination, no error) are left out.
 pub fn report_keys(report: &Report) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = ResultKind::ALL
@@ -134,6 +136,36 @@ pub fn report_keys(report: &Report) -> Vec<(String, String)> {
         }
         if let Some(e) = &i.error {
             out.push((p("error"), e.clone()));
+        }
+    }
+    if let Some(v) = &report.verification {
+        let unexpected = v.instances_left.iter().filter(|i| !i.expected).count();
+        let orphans: Vec<&str> = v
+            .orphan_allocations
+            .iter()
+            .map(|o| o.consumer_id.as_str())
+            .collect();
+        out.extend([
+            ("verification.ok".into(), v.ok.to_string()),
+            (
+                "verification.instances-left".into(),
+                v.instances_left.len().to_string(),
+            ),
+            (
+                "verification.not-reported-left".into(),
+                unexpected.to_string(),
+            ),
+            (
+                "verification.migrations-in-progress".into(),
+                v.migrations_in_progress.len().to_string(),
+            ),
+            (
+                "verification.orphan-allocations".into(),
+                orphans.len().to_string(),
+            ),
+        ]);
+        if !orphans.is_empty() {
+            out.push(("verification.orphan-consumers".into(), orphans.join(",")));
         }
     }
     out
@@ -359,9 +391,25 @@ mod tests {
             "counts": {"planned": 0, "migrated": 1, "cold_migrated": 0, "failed": 0,
                        "aborted": 0, "skipped": 1, "pending": 0},
             "duration_s": 41.23, "error": null,
+            "verification": {"ok": false,
+                "instances_left": [{"id": "s1", "name": "s1", "status": "ACTIVE",
+                                    "result": "skipped", "expected": true}],
+                "migrations_in_progress": [],
+                "orphan_allocations": [{"consumer_id": "c0ffee00-0000-4000-8000-000000000001",
+                    "provider": "node1.maas", "resources": {"MEMORY_MB": 64}}]},
         }))
         .unwrap();
         let keys = report_keys(&r);
+        let v = |k: &str| keys.iter().find(|(a, _)| a == k).map(|(_, b)| b.as_str());
+        assert_eq!(v("verification.ok"), Some("false"));
+        assert_eq!(v("verification.instances-left"), Some("1"));
+        assert_eq!(v("verification.not-reported-left"), Some("0"));
+        assert_eq!(v("verification.migrations-in-progress"), Some("0"));
+        assert_eq!(v("verification.orphan-allocations"), Some("1"));
+        assert_eq!(
+            v("verification.orphan-consumers"),
+            Some("c0ffee00-0000-4000-8000-000000000001")
+        );
         let get = |k: &str| keys.iter().find(|(a, _)| a == k).map(|(_, b)| b.as_str());
         assert_eq!(get("counts.cold-migrated"), Some("0"));
         assert_eq!(get("counts.migrated"), Some("1"));

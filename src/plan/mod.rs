@@ -13,6 +13,8 @@
 //!   observations from Nova ([`reconcile`]), never migrating an instance twice.
 //! * [`maintenance`] — the `disabled_reason` `evacuate` writes and the rule
 //!   that tells whether a reason found in Nova is ours (`enable`).
+//! * [`verify`] — proof of empty: judges what the driver saw of the node
+//!   after an evacuation against the report (`verification`).
 //! * [`report`] — the report model of SPEC §4 (`Report`, counts, summary,
 //!   flattened `action-set` keys).
 //!
@@ -40,6 +42,7 @@ pub mod preflight;
 pub mod report;
 pub mod resume;
 pub mod types;
+pub mod verify;
 
 #[cfg(test)]
 mod props;
@@ -57,6 +60,7 @@ pub use preflight::{
 pub use report::{Counts, InstanceReport, PlanSummary, Report, ResultKind, ServiceReport};
 pub use resume::{MigrationRecord, ResumeAction, ResumeDecision, ResumeObservation, reconcile};
 pub use types::{Destination, MigrationId, MigrationStatus, MigrationView, ServerView, VmState};
+pub use verify::{NodeSeen, SeenMigration, SeenServer, Verification, verify};
 
 /// Milliseconds since the Unix epoch (the orchestrator's clock, passed in).
 pub type Millis = u64;

@@ -4,7 +4,9 @@
 //!
 //! One addition to the fixed schema: an instance carries `decisions` (the
 //! policy decisions with their numbers, e.g. a stall abort) only when there
-//! were any; it is omitted otherwise.
+//! were any; it is omitted otherwise. The report of a real `evacuate`
+//! also carries `verification` (SPEC §6: proof the node is empty, judged by
+//! [`super::verify`]); other reports leave it out.
 
 use serde::{Deserialize, Serialize};
 
@@ -184,6 +186,9 @@ pub struct Report {
     pub duration_s: f64,
     /// Why the action failed (pre-flight failures, …); `null` when none.
     pub error: Option<String>,
+    /// Proof of empty after an evacuation ([`super::verify`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::verify::Verification>,
 }
 
 fn round1(x: f64) -> f64 {
@@ -388,6 +393,7 @@ impl Report {
             counts,
             duration_s: round1(duration_s),
             error,
+            verification: None,
         }
     }
 
@@ -409,6 +415,9 @@ impl Report {
             "{}{dry} {}: {body} in {:.1} s",
             self.action, self.host, self.duration_s
         );
+        if let Some(v) = &self.verification {
+            s.push_str(&format!("; {}", v.line()));
+        }
         if let Some(e) = &self.error {
             s.push_str(&format!(" — {e}"));
         }

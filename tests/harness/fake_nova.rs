@@ -791,6 +791,7 @@ impl FakeNova {
                 if only(&[
                     "instance_uuid",
                     "source_compute",
+                    "host",
                     "changes-since",
                     "migration_type",
                     "limit",
@@ -814,6 +815,7 @@ impl FakeNova {
                             .is_none_or(|u| *u == self.servers[m.server].id)
                     })
                     .filter(|m| q.get("source_compute").is_none_or(|h| *h == m.source))
+                    .filter(|m| q.get("host").is_none_or(|h| *h == m.source || *h == m.dest))
                     .filter(|m| {
                         q.get("migration_type").is_none_or(|t| {
                             *t == if m.live {

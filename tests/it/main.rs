@@ -24,5 +24,6 @@ mod qemu_cloud;
 mod reliability;
 mod reliability_wire;
 mod secrets_scan;
+mod verify_cloud;
 mod wire_edge;
 mod wire_proxy;

@@ -81,6 +81,7 @@ pub fn cloud_dir() -> PathBuf {
 struct Auth {
     token: String,
     nova: String,
+    placement: String,
     obtained: Instant,
 }
 
@@ -323,20 +324,23 @@ impl CloudEnv {
         let token = r.headers()["x-subject-token"].to_str().unwrap().to_string();
         let v: Value = r.json().await.unwrap();
         let region = self.os("OS_REGION_NAME", "RegionOne");
-        let nova = v["token"]["catalog"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| s["type"] == "compute")
-            .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
-            .find(|e| e["interface"] == "public" && e["region_id"] == region.as_str())
-            .and_then(|e| e["url"].as_str())
-            .expect("compute endpoint in the catalog")
-            .trim_end_matches('/')
-            .to_string();
+        let endpoint = |kind: &str| {
+            v["token"]["catalog"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["type"] == kind)
+                .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+                .find(|e| e["interface"] == "public" && e["region_id"] == region.as_str())
+                .and_then(|e| e["url"].as_str())
+                .unwrap_or_else(|| panic!("{kind} endpoint in the catalog"))
+                .trim_end_matches('/')
+                .to_string()
+        };
         let a = Auth {
             token,
-            nova,
+            nova: endpoint("compute"),
+            placement: endpoint("placement"),
             obtained: Instant::now(),
         };
         *self.auth.lock().unwrap() = Some(a.clone());
@@ -350,12 +354,23 @@ impl CloudEnv {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.nova_at(MICROVERSION, method, path, body).await
+    }
+
+    /// [`CloudEnv::nova`] at another microversion (`compute 2.67`).
+    pub async fn nova_at(
+        &self,
+        microversion: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let a = self.auth().await;
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", a.nova))
             .header("X-Auth-Token", &a.token)
-            .header("OpenStack-API-Version", MICROVERSION);
+            .header("OpenStack-API-Version", microversion);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -371,6 +386,52 @@ impl CloudEnv {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         (status, v)
+    }
+
+    /// A Placement API call as admin at `placement 1.28`: (status, body or Null).
+    pub async fn placement(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let a = self.auth().await;
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", a.placement))
+            .header("X-Auth-Token", &a.token)
+            .header("OpenStack-API-Version", "placement 1.28");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("placement {method} {path}: {e}"));
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, v)
+    }
+
+    /// The uuid of the resource provider named `name`.
+    pub async fn provider_uuid(&self, name: &str) -> String {
+        let (s, v) = self
+            .placement(
+                reqwest::Method::GET,
+                &format!("/resource_providers?name={name}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v["resource_providers"][0]["uuid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no resource provider {name}: {v}"))
+            .to_string()
     }
 
     /// A GET that may fail below HTTP (e.g. while nova-api restarts):
@@ -457,6 +518,35 @@ impl CloudEnv {
             .await;
         }
         ids
+    }
+
+    /// Live-migrates `id` to `host` past the scheduler (`force: true`,
+    /// microversions 2.30–2.67; admin only), as another operator might:
+    /// Nova then checks only that the destination is up, so it lands even
+    /// on a disabled service. Waits until it is ACTIVE there.
+    pub async fn live_migrate_forced(&self, id: &str, host: &str) {
+        let body =
+            json!({"os-migrateLive": {"host": host, "block_migration": "auto", "force": true}});
+        let (s, v) = self
+            .nova_at(
+                "compute 2.67",
+                reqwest::Method::POST,
+                &format!("/servers/{id}/action"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 202, "forced live migration of {id} to {host}: {v}");
+        wait_until(
+            || async {
+                let s = self.server(id).await;
+                (host_of(&s) == host
+                    && s["status"] == "ACTIVE"
+                    && s["OS-EXT-STS:task_state"].is_null())
+                .then_some(())
+            },
+            Duration::from_secs(60),
+        )
+        .await;
     }
 
     /// `GET /servers/{id}` → the server object.
