@@ -1049,7 +1049,7 @@ const NOVA_CLEANUP_WAIT: Duration = Duration::from_secs(30);
 /// Proof of empty: observes the node and has the core judge it; looks again
 /// (each poll interval, within [`NOVA_CLEANUP_WAIT`]) while Nova is still
 /// deleting a completed migration's allocation.
-async fn verify_empty(env: &Env<'_>, instances: &[plan::InstanceReport]) -> plan::Verification {
+async fn verify_empty(env: &Env<'_>, instances: &[plan::verify::Reported]) -> plan::Verification {
     let t0 = std::time::Instant::now();
     let pause = Duration::from_secs_f64(env.config.poll_interval.clamp(0.1, 5.0));
     loop {
@@ -1085,7 +1085,7 @@ async fn finish(env: &Env<'_>, rec: RunRecord) -> Result<Outcome, DrainError> {
         None,
     );
     if rec.kind == Kind::Evacuate {
-        let v = verify_empty(env, &report.instances).await;
+        let v = verify_empty(env, &report.reported()).await;
         (env.log)(&v.line());
         report.verification = Some(v);
     }

@@ -397,6 +397,18 @@ impl Report {
         }
     }
 
+    /// How the report left each instance, for [`super::verify`].
+    pub fn reported(&self) -> Vec<super::verify::Reported> {
+        self.instances
+            .iter()
+            .map(|i| super::verify::Reported {
+                id: i.id.clone(),
+                result: i.result.as_str().to_string(),
+                left: !matches!(i.result, ResultKind::Migrated | ResultKind::ColdMigrated),
+            })
+            .collect()
+    }
+
     /// One human line, e.g. `evacuate node1.maas: 10 migrated, 1 failed, 2
     /// skipped in 412.0 s`.
     pub fn summary(&self) -> String {

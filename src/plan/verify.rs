@@ -13,8 +13,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::report::{InstanceReport, ResultKind};
 use super::types::MigrationStatus;
+
+/// How the report left one instance: its `result` and whether that leaves
+/// it on the node (skipped, failed, aborted, pending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub id: String,
+    pub result: String,
+    pub left: bool,
+}
 
 /// A server Nova places on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +65,7 @@ pub struct LeftInstance {
     pub name: String,
     pub status: String,
     /// Its result in the report (`None`: the run did not know it).
-    pub result: Option<ResultKind>,
+    pub result: Option<String>,
     /// The report lists it as left (skipped, failed, aborted, pending).
     pub expected: bool,
 }
@@ -106,11 +114,9 @@ pub struct Verification {
 }
 
 /// Judges what was seen against the report's instances.
-pub fn verify(host: &str, instances: &[InstanceReport], seen: &NodeSeen) -> Verification {
-    let result_of: BTreeMap<&str, ResultKind> = instances
-        .iter()
-        .map(|i| (i.id.as_str(), i.result))
-        .collect();
+pub fn verify(host: &str, instances: &[Reported], seen: &NodeSeen) -> Verification {
+    let result_of: BTreeMap<&str, &Reported> =
+        instances.iter().map(|i| (i.id.as_str(), i)).collect();
     let mut unchecked = Vec::new();
     let servers = match &seen.servers {
         Ok(s) => s.as_slice(),
@@ -122,13 +128,13 @@ pub fn verify(host: &str, instances: &[InstanceReport], seen: &NodeSeen) -> Veri
     let instances_left: Vec<LeftInstance> = servers
         .iter()
         .map(|s| {
-            let result = result_of.get(s.id.as_str()).copied();
+            let reported = result_of.get(s.id.as_str());
             LeftInstance {
                 id: s.id.clone(),
                 name: s.name.clone(),
                 status: s.status.clone(),
-                result,
-                expected: result.is_some_and(reported_left),
+                result: reported.map(|r| r.result.clone()),
+                expected: reported.is_some_and(|r| r.left),
             }
         })
         .collect();
@@ -189,15 +195,10 @@ pub fn verify(host: &str, instances: &[InstanceReport], seen: &NodeSeen) -> Veri
     }
 }
 
-/// A result that leaves the instance on the node.
-fn reported_left(r: ResultKind) -> bool {
-    !matches!(r, ResultKind::Migrated | ResultKind::ColdMigrated)
-}
-
 fn consumer_note(
     consumer: &str,
     held_by: Option<&SeenMigration>,
-    result_of: &BTreeMap<&str, ResultKind>,
+    result_of: &BTreeMap<&str, &Reported>,
 ) -> Option<String> {
     if let Some(m) = held_by {
         return Some(format!(
@@ -209,7 +210,7 @@ fn consumer_note(
     }
     result_of
         .get(consumer)
-        .map(|r| format!("instance of this run, reported {}", r.as_str()))
+        .map(|r| format!("instance of this run, reported {}", r.result))
 }
 
 impl Verification {
@@ -290,20 +291,13 @@ fn short_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
 mod tests {
     use super::*;
 
-    fn inst(id: &str, result: ResultKind) -> InstanceReport {
-        InstanceReport {
+    use crate::plan::ResultKind;
+
+    fn inst(id: &str, result: ResultKind) -> Reported {
+        Reported {
             id: id.into(),
-            name: format!("vm-{id}"),
-            result,
-            source: "node1".into(),
-            destination: None,
-            block_migration: "auto".into(),
-            migration_id: None,
-            attempts: 0,
-            duration_s: None,
-            error: None,
-            plan: None,
-            decisions: vec![],
+            result: result.as_str().into(),
+            left: !matches!(result, ResultKind::Migrated | ResultKind::ColdMigrated),
         }
     }
 
@@ -405,16 +399,13 @@ mod tests {
             ),
         );
         assert!(!v.ok);
-        let unexpected: Vec<(&str, Option<ResultKind>)> = v
+        let unexpected: Vec<(&str, Option<&str>)> = v
             .instances_left
             .iter()
             .filter(|i| !i.expected)
-            .map(|i| (i.id.as_str(), i.result))
+            .map(|i| (i.id.as_str(), i.result.as_deref()))
             .collect();
-        assert_eq!(
-            unexpected,
-            [("a", Some(ResultKind::Migrated)), ("new", None)]
-        );
+        assert_eq!(unexpected, [("a", Some("migrated")), ("new", None)]);
         assert!(v.orphan_allocations.is_empty());
         assert_eq!(
             v.line(),
