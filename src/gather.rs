@@ -437,6 +437,7 @@ mod tests {
             hypervisor_hostname: name.to_string(),
             service: host.map(|h| HypervisorService {
                 host: Some(h.to_string()),
+                ..HypervisorService::default()
             }),
             ..Hypervisor::default()
         }

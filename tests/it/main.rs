@@ -24,6 +24,7 @@ mod qemu_cloud;
 mod reliability;
 mod reliability_wire;
 mod secrets_scan;
+mod status_cost;
 mod verify_cloud;
 mod wire_edge;
 mod wire_proxy;
