@@ -385,6 +385,8 @@ async fn evacuate_mixed_states_then_include_stopped() {
         ],
     )
     .await;
+    // Proof of empty below: no allocation leaked by an earlier test.
+    cloud.delete_leaked_allocations(SOURCE).await;
     let [a1, a2, a3, paused, stopped, error, excluded]: [String; 7] =
         ids.clone().try_into().unwrap();
     pause(cloud, &paused).await;

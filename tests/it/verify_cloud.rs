@@ -30,6 +30,7 @@ fn cloud_a_normal_evacuation_verifies_the_node_empty() {
     let _lock = cloud.lock();
     let rt = rt();
     rt.block_on(cloud.reset());
+    rt.block_on(cloud.delete_leaked_allocations(SOURCE));
     let ids = rt.block_on(cloud.boot_on(SOURCE, &["vf-ok1", "vf-ok2"], &[]));
     let mut node = Node::new(&cloud);
     let st = node.run("evacuate", &[]);
@@ -79,6 +80,7 @@ fn cloud_verification_names_an_instance_that_arrived_and_an_orphan_allocation() 
     let _lock = cloud.lock();
     let rt = rt();
     rt.block_on(cloud.reset());
+    rt.block_on(cloud.delete_leaked_allocations(SOURCE));
     // Its migration stalls at 40 % until the test force-completes it: the
     // window in which the others act is held open at any speed.
     let ids = rt.block_on(cloud.boot_on(
