@@ -109,7 +109,9 @@ pub fn set_report(
 
 /// The report's `action-set` keys (flattened for Juju here, not in the
 /// core): `counts.<result>` for every result and
-/// `instances.<uuid>.{name,result,destination,duration,error}`; keys
+/// `instances.<uuid>.{name,result,destination,duration,error}`, and after
+/// an evacuation `verification.{ok,instances-left,not-reported-left,
+/// migrations-in-progress,orphan-allocations[,orphan-consumers]}`; keys
 /// whose value is unknown (no destination, no error) are left out.
 pub fn report_keys(report: &Report) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = ResultKind::ALL
@@ -134,6 +136,36 @@ pub fn report_keys(report: &Report) -> Vec<(String, String)> {
         }
         if let Some(e) = &i.error {
             out.push((p("error"), e.clone()));
+        }
+    }
+    if let Some(v) = &report.verification {
+        let unexpected = v.instances_left.iter().filter(|i| !i.expected).count();
+        let orphans: Vec<&str> = v
+            .orphan_allocations
+            .iter()
+            .map(|o| o.consumer_id.as_str())
+            .collect();
+        out.extend([
+            ("verification.ok".into(), v.ok.to_string()),
+            (
+                "verification.instances-left".into(),
+                v.instances_left.len().to_string(),
+            ),
+            (
+                "verification.not-reported-left".into(),
+                unexpected.to_string(),
+            ),
+            (
+                "verification.migrations-in-progress".into(),
+                v.migrations_in_progress.len().to_string(),
+            ),
+            (
+                "verification.orphan-allocations".into(),
+                orphans.len().to_string(),
+            ),
+        ]);
+        if !orphans.is_empty() {
+            out.push(("verification.orphan-consumers".into(), orphans.join(",")));
         }
     }
     out
@@ -181,7 +213,7 @@ async fn run_control(
     name: &str,
     params: &BTreeMap<String, Value>,
 ) -> Result<(), ToolError> {
-    let op = match control_op(name, params) {
+    let op = match control_op(name, params, &unit.ctx.unit) {
         Ok(op) => op,
         Err(e) => return fail(unit, name, &e),
     };
@@ -200,7 +232,7 @@ async fn run_control(
 }
 
 /// A control action's parameters as the operation to run.
-fn control_op(name: &str, p: &BTreeMap<String, Value>) -> Result<Op, String> {
+fn control_op(name: &str, p: &BTreeMap<String, Value>, unit: &str) -> Result<Op, String> {
     let vm = match p.get("vm") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
@@ -223,7 +255,10 @@ fn control_op(name: &str, p: &BTreeMap<String, Value>) -> Result<Op, String> {
         "force-complete" => Op::ForceComplete {
             vm: vm.ok_or("force-complete needs vm=<name or UUID>")?,
         },
-        "enable" => Op::Enable { force },
+        "enable" => Op::Enable {
+            force,
+            unit: unit.to_string(),
+        },
         "status" => Op::Status,
         other => return Err(format!("{other} is not a control action")),
     })
@@ -356,9 +391,25 @@ mod tests {
             "counts": {"planned": 0, "migrated": 1, "cold_migrated": 0, "failed": 0,
                        "aborted": 0, "skipped": 1, "pending": 0},
             "duration_s": 41.23, "error": null,
+            "verification": {"ok": false,
+                "instances_left": [{"id": "s1", "name": "s1", "status": "ACTIVE",
+                                    "result": "skipped", "expected": true}],
+                "migrations_in_progress": [],
+                "orphan_allocations": [{"consumer_id": "c0ffee00-0000-4000-8000-000000000001",
+                    "provider": "node1.maas", "resources": {"MEMORY_MB": 64}}]},
         }))
         .unwrap();
         let keys = report_keys(&r);
+        let v = |k: &str| keys.iter().find(|(a, _)| a == k).map(|(_, b)| b.as_str());
+        assert_eq!(v("verification.ok"), Some("false"));
+        assert_eq!(v("verification.instances-left"), Some("1"));
+        assert_eq!(v("verification.not-reported-left"), Some("0"));
+        assert_eq!(v("verification.migrations-in-progress"), Some("0"));
+        assert_eq!(v("verification.orphan-allocations"), Some("1"));
+        assert_eq!(
+            v("verification.orphan-consumers"),
+            Some("c0ffee00-0000-4000-8000-000000000001")
+        );
         let get = |k: &str| keys.iter().find(|(a, _)| a == k).map(|(_, b)| b.as_str());
         assert_eq!(get("counts.cold-migrated"), Some("0"));
         assert_eq!(get("counts.migrated"), Some("1"));
@@ -387,7 +438,7 @@ mod tests {
             .into_iter()
             .collect();
         for action in ["abort", "force-complete"] {
-            let e = control_op(action, &big).unwrap_err();
+            let e = control_op(action, &big, "nova-live-migration/0").unwrap_err();
             assert_eq!(
                 e,
                 "vm is 1048576 bytes long, but an instance name or UUID is at most 255 characters (1020 bytes)"

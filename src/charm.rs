@@ -149,8 +149,9 @@ impl Unit<'_> {
             Ok(rt) => rt,
             Err(e) => return (Status::Active, format!("{principal} on {host}: {e}")),
         };
+        let state_dir = &self.paths.state_dir;
         let answer = rt.block_on(async {
-            tokio::time::timeout(STATUS_TIMEOUT, node_summary(ready, &host)).await
+            tokio::time::timeout(STATUS_TIMEOUT, node_summary(ready, &host, state_dir)).await
         });
         match answer {
             Ok(Ok(line)) => (Status::Active, format!("{principal} on {host}: {line}")),
@@ -209,11 +210,13 @@ impl Unit<'_> {
                 self.unlink_cli();
                 if name == "remove" {
                     crate::state::remove_cli_credentials(&self.paths.state_dir);
+                    crate::state::discard_token(&self.paths.state_dir);
                 }
                 Ok(())
             }
             "identity-credentials-relation-broken" => {
                 crate::state::remove_cli_credentials(&self.paths.state_dir);
+                crate::state::discard_token(&self.paths.state_dir);
                 self.update_status()
             }
             n if n.starts_with("identity-credentials-relation-") => {
@@ -285,12 +288,18 @@ enum NodeError {
     Other(String),
 }
 
-/// `enabled, 12 instances` (authenticate, version, service, servers).
-async fn node_summary(ready: &Ready, host: &str) -> Result<String, NodeError> {
+/// `enabled, 12 instances`. The Keystone token and the negotiated
+/// microversion of the last hook are reused while they may be
+/// (`keystone-token.json`), and the service state with the instance count
+/// is one Nova call where the hypervisor is named after the service host
+/// (else two: the service, the servers).
+async fn node_summary(ready: &Ready, host: &str, state_dir: &Path) -> Result<String, NodeError> {
     use crate::openstack::OpenStack;
     let auth = ready.auth_config().map_err(NodeError::Other)?;
     let classify = |e: crate::openstack::Error| {
         if e.is_auth() {
+            // Keystone refused it (or the token): nothing kept is any good.
+            crate::state::discard_token(state_dir);
             NodeError::Auth(e.to_string())
         } else if e.is_tls_certificate() {
             NodeError::Tls(format!(
@@ -300,25 +309,61 @@ async fn node_summary(ready: &Ready, host: &str) -> Result<String, NodeError> {
             NodeError::Other(e.to_string())
         }
     };
-    let os = OpenStack::connect(auth).await.map_err(classify)?;
-    let compute = os.compute();
-    let service = compute.compute_service(host).await.map_err(classify)?;
-    let Some(service) = service else {
-        return Ok(
-            "no nova-compute service for this host in Nova: check the nova-host config option"
-                .into(),
-        );
-    };
-    let n = compute.servers_on_host(host).await.map_err(classify)?.len();
-    let mut state = service.status.clone();
-    if let Some(reason) = service.disabled_reason.as_deref().filter(|r| !r.is_empty()) {
-        state.push_str(&format!(" ({})", crate::text::ellipsis(reason, 80)));
+    let kept = crate::state::load_token(state_dir);
+    let now = crate::time::now_ms();
+    let os = OpenStack::connect_saved(auth, kept.as_ref(), now)
+        .await
+        .map_err(classify)?;
+    let line = service_line(&os, host).await.map_err(classify);
+    if line.is_ok()
+        && let Some(saved) = os.saved(crate::time::now_ms()).await
+    {
+        crate::state::store_token(state_dir, &saved);
     }
-    if !service.is_up() {
-        state.push_str(&format!(", service {}", service.state));
+    let stats = os.request_stats();
+    tracing::debug!(
+        "update-status: {} API calls ({} authentications, {} refused with 401): {}",
+        stats.total,
+        stats.authentications,
+        stats.unauthorized,
+        stats
+            .by_route
+            .iter()
+            .map(|(r, n)| format!("{r} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    line
+}
+
+/// The service state and instance count of `host`.
+async fn service_line(
+    os: &crate::openstack::OpenStack,
+    host: &str,
+) -> Result<String, crate::openstack::Error> {
+    let compute = os.compute();
+    let (status, state, reason, n) = match compute.host_summary(host).await? {
+        Some(h) => (h.status, h.state, h.disabled_reason, h.instances),
+        None => {
+            let Some(service) = compute.compute_service(host).await? else {
+                return Ok(
+                    "no nova-compute service for this host in Nova: check the nova-host config option"
+                        .into(),
+                );
+            };
+            let n = compute.servers_on_host(host).await?.len();
+            (service.status, service.state, service.disabled_reason, n)
+        }
+    };
+    let mut line = status;
+    if let Some(reason) = reason.as_deref().filter(|r| !r.is_empty()) {
+        line.push_str(&format!(" ({})", crate::text::ellipsis(reason, 80)));
+    }
+    if state != "up" {
+        line.push_str(&format!(", service {state}"));
     }
     Ok(format!(
-        "{state}, {n} instance{}",
+        "{line}, {n} instance{}",
         if n == 1 { "" } else { "s" }
     ))
 }

@@ -27,6 +27,10 @@ Usage:
   nova-live-migration status [--json]  the service state, the instances, the
                                        migrations in flight and the last
                                        evacuation (from the journal)
+  nova-live-migration status --watch   the running evacuation as a live table
+                                       (instance, state, destination, progress,
+                                       elapsed; plain lines when not a terminal),
+                                       from the journal, until it ends or Ctrl-C
   nova-live-migration abort [--vm X]   with an evacuation running: ask it to
                                        abort its migrations (all, or only X's)
                                        and start no more; with none running:
@@ -69,6 +73,16 @@ pub fn main_as(
         ["--version"] | ["version"] => {
             let _ = writeln!(out, "nova-live-migration {}", env!("CARGO_PKG_VERSION"));
             0
+        }
+        ["status", "--watch"] | ["status", "-w"] => {
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            crate::watch::watch(
+                &paths.state_dir,
+                terminal,
+                std::time::Duration::from_secs(1),
+                out,
+                err,
+            )
         }
         ["status"] => status(paths, false, out, err),
         ["status", "--json"] => status(paths, true, out, err),

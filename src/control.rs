@@ -191,9 +191,18 @@ pub struct Ctl<'a> {
 /// A control operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Abort { vm: Option<String> },
-    ForceComplete { vm: String },
-    Enable { force: bool },
+    Abort {
+        vm: Option<String>,
+    },
+    ForceComplete {
+        vm: String,
+    },
+    /// `unit`: the unit asking; a `disabled_reason` its application wrote
+    /// (`plan::written_by_us`) is ours to clear.
+    Enable {
+        force: bool,
+        unit: String,
+    },
     Status,
 }
 
@@ -223,7 +232,7 @@ pub async fn execute(ready: &Ready, paths: &Paths, op: &Op) -> Done {
             // A short blocking wait: the runtime has nothing else to run.
             return request_abort_of_running(paths, vm.as_deref(), abort_wait(Some(&ready.config)));
         }
-        Op::Enable { force: false } => match last_run(&paths.state_dir) {
+        Op::Enable { force: false, .. } => match last_run(&paths.state_dir) {
             Ok(Some(run)) if run.record.in_flight() => {
                 let how = if run.running {
                     "abort it first (juju exec --machine <N> -- nova-live-migration abort) or wait for it to end"
@@ -273,7 +282,7 @@ pub async fn execute(ready: &Ready, paths: &Paths, op: &Op) -> Done {
     let result = match op {
         Op::Abort { vm } => abort(&ctl, vm.as_deref()).await,
         Op::ForceComplete { vm } => force_complete(&ctl, vm).await,
-        Op::Enable { force } => enable(&ctl, *force).await,
+        Op::Enable { force, unit } => enable(&ctl, *force, unit).await,
         Op::Status => status(&ctl).await,
     };
     result.unwrap_or_else(|e| Done::failed(action, explain(action, &e)))
@@ -725,7 +734,55 @@ pub struct ServiceBrief {
     pub disabled_reason: Option<String>,
 }
 
-async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
+/// Whose mark a disabled service carries, as `enable` judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// This charm's `evacuate` wrote the reason.
+    Ours,
+    /// Someone else disabled it (another operator, a tool, Nova itself).
+    Theirs,
+}
+
+fn mark_of(service: &openstack::Service, unit: &str) -> Mark {
+    match service.disabled_reason.as_deref() {
+        Some(r) if crate::plan::written_by_us(r, unit) => Mark::Ours,
+        _ => Mark::Theirs,
+    }
+}
+
+/// Why `enable` refuses a service disabled by someone else.
+fn not_ours(host: &str, reason: Option<&str>) -> String {
+    let whose = match reason.filter(|r| !r.trim().is_empty()) {
+        Some(r) => format!(
+            "by someone else, not by this charm (disabled_reason {})",
+            crate::text::quoted(r, 200)
+        ),
+        None => "without a reason, so not by this charm".to_string(),
+    };
+    format!(
+        "refusing to enable nova-compute on {host}: it was disabled {whose}; whoever disabled it may still need it down (another operator's maintenance, a tool, Nova after failures): ask them, or run enable force=true to enable it anyway; nothing was changed"
+    )
+}
+
+fn enable_report(
+    ctl: &Ctl<'_>,
+    before: ServiceBrief,
+    after: ServiceBrief,
+    changed: bool,
+    warning: Option<String>,
+) -> Value {
+    serde_json::to_value(EnableReport {
+        action: "enable".into(),
+        host: ctl.host.clone(),
+        service_before: before,
+        service: after,
+        changed,
+        warning,
+    })
+    .unwrap_or_default()
+}
+
+async fn enable(ctl: &Ctl<'_>, force: bool, unit: &str) -> openstack::Result<Done> {
     let compute = ctl.os.compute();
     let Some(service) = compute.compute_service(&ctl.host).await? else {
         return Ok(Done::failed(
@@ -740,37 +797,42 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
         status: service.status.clone(),
         disabled_reason: service.disabled_reason.clone(),
     };
-    let in_flight = last_run(&ctl.paths.state_dir)
-        .ok()
-        .flatten()
-        .filter(|r| r.record.in_flight());
-    let warning = match (&in_flight, force) {
-        (Some(r), true) => Some(format!(
-            "enabled although the {} is in flight (force)",
-            r.line()
-        )),
-        _ => None,
-    };
     if !service.is_disabled() {
         return Ok(Done {
             summary: format!(
                 "nova-compute on {} is already enabled; nothing to do",
                 ctl.host
             ),
-            report: serde_json::to_value(EnableReport {
-                action: "enable".into(),
-                host: ctl.host.clone(),
-                service_before: before.clone(),
-                service: before,
-                changed: false,
-                warning: None,
-            })
-            .unwrap_or_default(),
+            report: enable_report(ctl, before.clone(), before, false, None),
             flat: vec![],
             failure: None,
             status: None,
         });
     }
+    let mark = mark_of(&service, unit);
+    if mark == Mark::Theirs && !force {
+        let msg = not_ours(&ctl.host, service.disabled_reason.as_deref());
+        let mut d = Done::failed("enable", msg);
+        d.report = enable_report(ctl, before.clone(), before, false, None);
+        d.report["error"] = json!(d.summary);
+        return Ok(d);
+    }
+    let in_flight = last_run(&ctl.paths.state_dir)
+        .ok()
+        .flatten()
+        .filter(|r| r.record.in_flight());
+    let mut warnings = Vec::new();
+    if let (Some(r), true) = (&in_flight, force) {
+        warnings.push(format!(
+            "enabled although the {} is in flight (force)",
+            r.line()
+        ));
+    }
+    if mark == Mark::Theirs {
+        warnings
+            .push("enabled although someone else disabled it, not this charm (force)".to_string());
+    }
+    let warning = (!warnings.is_empty()).then(|| warnings.join("; "));
     let after = compute.enable_service(&service).await?;
     let mut summary = format!(
         "enabled nova-compute on {} (was disabled: {})",
@@ -784,20 +846,13 @@ async fn enable(ctl: &Ctl<'_>, force: bool) -> openstack::Result<Done> {
     if let Some(w) = &warning {
         summary.push_str(&format!("; {w}"));
     }
+    let after = ServiceBrief {
+        status: after.status,
+        disabled_reason: after.disabled_reason,
+    };
     Ok(Done {
         summary,
-        report: serde_json::to_value(EnableReport {
-            action: "enable".into(),
-            host: ctl.host.clone(),
-            service_before: before,
-            service: ServiceBrief {
-                status: after.status,
-                disabled_reason: after.disabled_reason,
-            },
-            changed: true,
-            warning,
-        })
-        .unwrap_or_default(),
+        report: enable_report(ctl, before, after, true, warning),
         flat: vec![],
         failure: None,
         status: None,

@@ -397,15 +397,7 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
     // run began (during pre-flight) is kept for the first tick.
     discard_stale_abort_request(env.paths, t0);
     if params.kind == Kind::Evacuate {
-        let reason = format!(
-            "{} evacuate{} at {}",
-            env.unit,
-            env.task
-                .as_ref()
-                .map(|t| format!(" (task {t})"))
-                .unwrap_or_default(),
-            iso(t0)
-        );
+        let reason = plan::disable_reason(&env.unit, env.task.as_deref(), &iso(t0));
         rec.disabled_reason = Some(reason.clone());
         journal.store(&rec)?;
         disable(env, &reason).await?;
@@ -1125,6 +1117,26 @@ fn pick_log_lines(lines: &[String], max: usize) -> Vec<LogLine> {
     keep.into_iter().map(|i| parsed[i].clone()).collect()
 }
 
+/// How long proof of empty waits for Nova to delete the allocations of
+/// migrations it has just completed.
+const NOVA_CLEANUP_WAIT: Duration = Duration::from_secs(30);
+
+/// Proof of empty: observes the node and has the core judge it; looks again
+/// (each poll interval, within [`NOVA_CLEANUP_WAIT`]) while Nova is still
+/// deleting a completed migration's allocation.
+async fn verify_empty(env: &Env<'_>, instances: &[plan::verify::Reported]) -> plan::Verification {
+    let t0 = std::time::Instant::now();
+    let pause = Duration::from_secs_f64(env.config.poll_interval.clamp(0.1, 5.0));
+    loop {
+        let seen = crate::gather::node_after_drain(env.os, &env.host).await;
+        let v = plan::verify(&env.host, instances, &seen);
+        if !v.awaits_nova() || t0.elapsed() >= NOVA_CLEANUP_WAIT {
+            return v;
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
 async fn finish(env: &Env<'_>, rec: RunRecord) -> Result<Outcome, DrainError> {
     let service = match env.os.compute().compute_service(&env.host).await {
         Ok(Some(s)) => ServiceReport {
@@ -1147,6 +1159,11 @@ async fn finish(env: &Env<'_>, rec: RunRecord) -> Result<Outcome, DrainError> {
         duration,
         None,
     );
+    if rec.kind == Kind::Evacuate {
+        let v = verify_empty(env, &report.reported()).await;
+        (env.log)(&v.line());
+        report.verification = Some(v);
+    }
     for i in report.instances.iter_mut() {
         if i.result == plan::ResultKind::Failed {
             let (lines, headline) = diagnostics(env, &i.id).await;

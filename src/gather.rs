@@ -319,6 +319,83 @@ async fn source_allocations(
     Ok(out)
 }
 
+/// What proof of empty needs to see of `host` once a drain has ended
+/// (judged by [`plan::verify`]): the servers Nova places on it, every
+/// migration record to or from it, and the allocations on its providers.
+/// A part that cannot be read is an `Err` with why (the check then says
+/// it is no proof), never a failed action.
+pub async fn node_after_drain(os: &OpenStack, host: &str) -> plan::NodeSeen {
+    let compute = os.compute();
+    let filter = openstack::MigrationFilter {
+        host: Some(host.to_string()),
+        ..Default::default()
+    };
+    let (servers, migrations, names, placement) = tokio::join!(
+        compute.servers_on_host(host),
+        compute.migrations(&filter),
+        node_names(compute),
+        os.placement(),
+    );
+    let allocations = match (names, placement) {
+        (Ok(names), Ok(placement)) => {
+            let nodes = source_nodes(&names, host, servers.as_deref().unwrap_or(&[]));
+            let mut by_provider = BTreeMap::new();
+            let mut failed = None;
+            for node in nodes {
+                let found = match placement.resource_provider_by_name(&node).await {
+                    Ok(Some(rp)) => placement.allocations(&rp.uuid).await.map(Some),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                match found {
+                    Ok(Some(a)) => {
+                        by_provider.insert(node, a);
+                    }
+                    Ok(None) => {}
+                    Err(e) => failed = Some(e.to_string()),
+                }
+            }
+            match failed {
+                Some(e) => Err(e),
+                None if by_provider.is_empty() => {
+                    Err(format!("no resource provider of {host} in Placement"))
+                }
+                None => Ok(by_provider),
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+    };
+    plan::NodeSeen {
+        servers: servers
+            .map(|list| {
+                list.into_iter()
+                    .map(|s| plan::SeenServer {
+                        id: s.id,
+                        name: s.name,
+                        status: s.status,
+                    })
+                    .collect()
+            })
+            .map_err(|e| e.to_string()),
+        migrations: migrations
+            .map(|list| {
+                list.into_iter()
+                    .map(|m| plan::SeenMigration {
+                        id: m.id,
+                        uuid: m.uuid,
+                        instance_id: m.instance_uuid,
+                        status: plan::MigrationStatus::parse(&m.status),
+                        migration_type: m.migration_type,
+                        source: m.source_compute,
+                        destination: m.dest_compute,
+                    })
+                    .collect()
+            })
+            .map_err(|e| e.to_string()),
+        allocations,
+    }
+}
+
 type Capacity = (BTreeMap<String, plan::Inventory>, BTreeMap<String, u64>);
 
 /// Inventories and usages of a candidate's provider: the first of its
@@ -444,6 +521,7 @@ mod tests {
             hypervisor_hostname: name.to_string(),
             service: host.map(|h| HypervisorService {
                 host: Some(h.to_string()),
+                ..HypervisorService::default()
             }),
             ..Hypervisor::default()
         }

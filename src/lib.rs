@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod state;
 pub mod text;
 pub mod time;
+pub mod watch;
 
 #[cfg(test)]
 mod module_graph;

@@ -540,6 +540,28 @@ pub struct Hypervisor {
     pub status: Option<String>,
     /// The nova-compute service of this node (`/os-hypervisors/detail` only).
     pub service: Option<HypervisorService>,
+    /// Its instances (`with_servers=true` only; absent when it has none).
+    pub servers: Option<Vec<HypervisorServer>>,
+}
+
+/// An instance of a hypervisor (`with_servers=true`).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct HypervisorServer {
+    pub uuid: String,
+    pub name: String,
+}
+
+/// The service state and instance count of one host, from one call
+/// ([`Compute::host_summary`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSummary {
+    /// `enabled` / `disabled`
+    pub status: String,
+    /// `up` / `down`
+    pub state: String,
+    pub disabled_reason: Option<String>,
+    pub instances: usize,
 }
 
 /// `service` of a hypervisor in `GET /os-hypervisors/detail`.
@@ -548,6 +570,8 @@ pub struct Hypervisor {
 pub struct HypervisorService {
     /// The service host (`os-services`, `servers?host=`, `os-migrateLive` host).
     pub host: Option<String>,
+    /// Why the service is disabled.
+    pub disabled_reason: Option<String>,
 }
 
 fn string_or_int<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
@@ -629,6 +653,32 @@ impl Compute {
             server_max: Some(max),
             page_size: PAGE_SIZE,
         })
+    }
+
+    /// A client for a negotiation an earlier process made
+    /// ([`super::SavedCompute`]); `None` when it does not parse or is out
+    /// of this client's range.
+    pub fn restored(session: Arc<Session>, saved: &super::SavedCompute) -> Option<Compute> {
+        let microversion = Microversion::parse(&saved.microversion)?;
+        if microversion < MIN_MICROVERSION || microversion > MAX_MICROVERSION {
+            return None;
+        }
+        Some(Compute {
+            session,
+            endpoint: saved.endpoint.trim_end_matches('/').to_owned(),
+            microversion,
+            server_max: saved.server_max.as_deref().and_then(Microversion::parse),
+            page_size: PAGE_SIZE,
+        })
+    }
+
+    /// What [`Compute::restored`] takes.
+    pub fn saved(&self) -> super::SavedCompute {
+        super::SavedCompute {
+            endpoint: self.endpoint.clone(),
+            microversion: self.microversion.to_string(),
+            server_max: self.server_max.map(|m| m.to_string()),
+        }
     }
 
     /// A copy using a forced microversion (tests; no range check).
@@ -1283,6 +1333,54 @@ impl Compute {
                 return Ok(out);
             }
         }
+    }
+
+    /// The service state and instance count of `host` in one call:
+    /// `GET /os-hypervisors/detail?hypervisor_hostname_pattern=<host>&with_servers=true`
+    /// (a substring match, so only hypervisors whose service host is
+    /// exactly `host` count; their instances are Nova's instances of that
+    /// host). `None` when no hypervisor's service is `host` (its hypervisor
+    /// is named otherwise): ask [`Compute::compute_service`] and
+    /// [`Compute::servers_on_host`] instead.
+    pub async fn host_summary(&self, host: &str) -> Result<Option<HostSummary>> {
+        #[derive(Deserialize)]
+        struct Page {
+            hypervisors: Vec<Hypervisor>,
+        }
+        let c = self
+            .call(
+                Method::GET,
+                "/os-hypervisors/detail",
+                "GET /os-hypervisors/detail",
+            )
+            .query("hypervisor_hostname_pattern", host)
+            .query("with_servers", "true");
+        let page: Page = match self.get(c).await {
+            Ok(p) => p,
+            // No hypervisor matches the pattern.
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mine: Vec<&Hypervisor> = page
+            .hypervisors
+            .iter()
+            .filter(|h| h.service.as_ref().and_then(|s| s.host.as_deref()) == Some(host))
+            .collect();
+        let Some(first) = mine.first() else {
+            return Ok(None);
+        };
+        Ok(Some(HostSummary {
+            status: first.status.clone().unwrap_or_default(),
+            state: first.state.clone().unwrap_or_default(),
+            disabled_reason: first
+                .service
+                .as_ref()
+                .and_then(|s| s.disabled_reason.clone()),
+            instances: mine
+                .iter()
+                .map(|h| h.servers.as_ref().map_or(0, Vec::len))
+                .sum(),
+        }))
     }
 
     /// The hypervisor whose `hypervisor_hostname` is exactly `name`.

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::{Error, Result, TransportKind, is_transient_status, parse_error_message};
 use super::keystone::{AuthConfig, Token, TokenBody, check_ca_bundle};
+use super::saved::{SavedSession, session_key};
 use super::secret::Secret;
 
 /// Retry policy of the request path.
@@ -338,6 +339,53 @@ impl Session {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Adopts the token an earlier process kept, when it may still be used
+    /// ([`SavedSession::usable_for`]: same configuration, first half of its
+    /// life at `now_ms`): no Keystone call. A token Keystone has revoked
+    /// meanwhile is replaced on its first 401, as any other.
+    pub async fn adopt(&self, saved: &SavedSession, now_ms: u64) -> bool {
+        let Some(elapsed) = saved.usable_for(&self.config, now_ms) else {
+            return false;
+        };
+        let now = Instant::now();
+        let obtained = now
+            .checked_sub(Duration::from_secs_f64(elapsed))
+            .unwrap_or(now);
+        let token = Token {
+            value: Secret::new(saved.token()),
+            lifetime: Duration::from_secs_f64(saved.lifetime_s),
+            obtained,
+            issued_at: saved.issued_at.clone(),
+            expires_at: saved.expires_at.clone(),
+            user: saved.user.clone(),
+            project: saved.project.clone(),
+            roles: saved.roles.clone(),
+            catalog: saved.catalog.clone(),
+        };
+        *self.token.lock().await = Some(Arc::new(token));
+        true
+    }
+
+    /// The current token to keep for the next process (`None` before
+    /// authentication); `now_ms` dates its arrival on the wall clock.
+    pub async fn saved(&self, now_ms: u64) -> Option<SavedSession> {
+        let t = self.token.lock().await.clone()?;
+        let age = t.obtained.elapsed().as_millis() as u64;
+        let mut s = SavedSession::new(
+            session_key(&self.config),
+            t.value.expose(),
+            t.lifetime.as_secs_f64(),
+            now_ms.saturating_sub(age),
+        );
+        s.issued_at = t.issued_at.clone();
+        s.expires_at = t.expires_at.clone();
+        s.user = t.user.clone();
+        s.project = t.project.clone();
+        s.roles = t.roles.clone();
+        s.catalog = t.catalog.clone();
+        Some(s)
     }
 
     /// Makes sure the token has at least `min_fraction_left` (0.0–1.0) of its

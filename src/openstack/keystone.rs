@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
 use super::secret::Secret;
@@ -413,7 +413,7 @@ pub(crate) struct TokenData {
 }
 
 /// An `{id, name}` pair from Keystone.
-#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(default)]
 pub struct IdName {
     /// id
@@ -423,7 +423,7 @@ pub struct IdName {
 }
 
 /// One service of the catalog.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(default)]
 pub struct CatalogEntry {
     /// Service type (`compute`, `placement`, …).
@@ -436,7 +436,7 @@ pub struct CatalogEntry {
 }
 
 /// One endpoint of a catalog entry.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(default)]
 pub struct Endpoint {
     /// `public` / `internal` / `admin`.

@@ -50,7 +50,9 @@
 //! | [`Compute::abort_migration`] | `DELETE /servers/{id}/migrations/{mid}` | running ≥ 2.24; queued/preparing ≥ 2.65 ([`Compute::can_abort_queued`]) |
 //! | [`Compute::server_groups`] | `GET /os-server-groups?all_projects=True&limit=&offset=` (until an empty page) | `policy`/`rules` ≥ 2.64 |
 //! | [`Compute::instance_actions`] / [`Compute::instance_action`] | `GET /servers/{id}/os-instance-actions[/{req}]` | event `details` ≥ 2.84 |
-//! | [`Compute::hypervisors`] | `GET /os-hypervisors[?hypervisor_hostname_pattern=]` (never `/detail`) | uuid ids ≥ 2.53 |
+//! | [`Compute::hypervisors`] | `GET /os-hypervisors[?hypervisor_hostname_pattern=]` | uuid ids ≥ 2.53 |
+//! | [`Compute::hypervisors_detail`] | `GET /os-hypervisors/detail?with_servers=false&limit=&marker=` (service hosts) | ≥ 2.53 |
+//! | [`Compute::host_summary`] | `GET /os-hypervisors/detail?hypervisor_hostname_pattern=&with_servers=true` (update-status: service state and instance count in one call) | ≥ 2.53 |
 //! | [`Compute::aggregates`] | `GET /os-aggregates` | N |
 //! | [`Network::ports_of`] | `GET /v2.0/ports?fields=id&fields=device_id&fields=binding:vnic_type&device_id=…` (40 ids a call) | Neutron v2.0 |
 //! | [`Placement::resource_provider_by_name`] | `GET /resource_providers?name=` | placement 1.14 |
@@ -67,16 +69,17 @@ mod instance_ha;
 mod keystone;
 mod network;
 mod placement;
+mod saved;
 mod secret;
 
 use std::sync::Arc;
 
 pub use compute::{
     Accepted, Aggregate, AttachedVolume, BlockMigration, Compute, Fault, Flavor, FlavorRef,
-    Hypervisor, HypervisorService, InstanceAction, InstanceActionEvent, LiveMigrate,
-    MAX_MICROVERSION, MIN_MICROVERSION, Microversion, Migration, MigrationFilter, PAGE_SIZE,
-    Server, ServerFlavor, ServerGroup, ServerGroupRules, ServerMigration, Service, ServiceId,
-    VersionInfo,
+    HostSummary, Hypervisor, HypervisorServer, HypervisorService, InstanceAction,
+    InstanceActionEvent, LiveMigrate, MAX_MICROVERSION, MIN_MICROVERSION, Microversion, Migration,
+    MigrationFilter, PAGE_SIZE, Server, ServerFlavor, ServerGroup, ServerGroupRules,
+    ServerMigration, Service, ServiceId, VersionInfo,
 };
 pub use error::{Error, Result, TransportKind};
 pub use http::{RequestStats, RetryPolicy, Session, SessionOptions, StatsSnapshot};
@@ -89,6 +92,7 @@ pub use keystone::{
 };
 pub use network::{Network, PORTS_PER_CALL, Port};
 pub use placement::{Inventory, PLACEMENT_MICROVERSION, Placement, ResourceProvider, Resources};
+pub use saved::{SavedCompute, SavedSession, session_key};
 pub use secret::Secret;
 
 /// The façade: one session, a negotiated compute client, placement on demand.
@@ -109,6 +113,43 @@ impl OpenStack {
         let session = Arc::new(Session::connect(config, options).await?);
         let compute = Compute::connect(session.clone()).await?;
         Ok(OpenStack { session, compute })
+    }
+
+    /// Like [`OpenStack::connect`], reusing what an earlier process kept
+    /// when it may be used: its token (no Keystone call) and, when the
+    /// catalog still names the same compute endpoint, its negotiated
+    /// microversion (no version discovery).
+    pub async fn connect_saved(
+        config: AuthConfig,
+        saved: Option<&SavedSession>,
+        now_ms: u64,
+    ) -> Result<OpenStack> {
+        let session = Arc::new(Session::new(config, SessionOptions::default())?);
+        let adopted = match saved {
+            Some(s) => session.adopt(s, now_ms).await,
+            None => false,
+        };
+        if !adopted {
+            session.token().await?;
+        }
+        let kept = saved.filter(|_| adopted).and_then(|s| s.compute.as_ref());
+        let compute = match kept {
+            Some(c) if session.endpoint("compute").await? == c.endpoint => {
+                match Compute::restored(session.clone(), c) {
+                    Some(compute) => compute,
+                    None => Compute::connect(session.clone()).await?,
+                }
+            }
+            _ => Compute::connect(session.clone()).await?,
+        };
+        Ok(OpenStack { session, compute })
+    }
+
+    /// What the next process may reuse ([`OpenStack::connect_saved`]).
+    pub async fn saved(&self, now_ms: u64) -> Option<SavedSession> {
+        let mut s = self.session.saved(now_ms).await?;
+        s.compute = Some(self.compute.saved());
+        Some(s)
     }
 
     /// The Nova client.

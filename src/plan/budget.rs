@@ -150,16 +150,10 @@ pub struct Limits {
 }
 
 /// The time text of a `disabled_reason` this charm wrote
-/// (`<application>/<n> evacuate[ (task <id>)] at <ISO time>`), else `None`.
+/// (`<application>/<n> evacuate[ (task <id>)] at <ISO time>`), else `None`
+/// (the one parser: [`super::maintenance::parse_reason`]).
 pub fn reason_time(reason: &str) -> Option<&str> {
-    let (head, time) = reason.trim().rsplit_once(" at ")?;
-    let (unit, rest) = head.split_once(' ')?;
-    let (app, n) = unit.rsplit_once('/')?;
-    let ours = !app.is_empty()
-        && !n.is_empty()
-        && n.bytes().all(|b| b.is_ascii_digit())
-        && (rest == "evacuate" || rest.starts_with("evacuate (task "));
-    ours.then_some(time.trim())
+    super::maintenance::parse_reason(reason).map(|(_, time)| time)
 }
 
 /// A node this charm holds in maintenance.

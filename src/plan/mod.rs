@@ -17,6 +17,10 @@
 //!   rule over the real progress series (passes, dirty memory per pass).
 //! * [`resume`] — reconcile a journal loaded after a crash with fresh
 //!   observations from Nova ([`reconcile`]), never migrating an instance twice.
+//! * [`maintenance`] — the `disabled_reason` `evacuate` writes and the rule
+//!   that tells whether a reason found in Nova is ours (`enable`).
+//! * [`verify`] — proof of empty: judges what the driver saw of the node
+//!   after an evacuation against the report (`verification`).
 //! * [`report`] — the report model of SPEC §4 (`Report`, counts, summary,
 //!   flattened `action-set` keys).
 //!
@@ -41,12 +45,14 @@
 pub mod budget;
 pub mod convergence;
 pub mod machine;
+pub mod maintenance;
 pub mod migratability;
 pub mod policy;
 pub mod preflight;
 pub mod report;
 pub mod resume;
 pub mod types;
+pub mod verify;
 
 #[cfg(test)]
 mod props;
@@ -55,6 +61,7 @@ pub use machine::{
     AbortFact, Command, Control, Drain, GuestState, Handled, Ignored, InstanceRecord, MoveKind,
     Observation, Outcome, Phase, Policy, StartResult, TimeoutAction,
 };
+pub use maintenance::{disable_reason, written_by_us};
 pub use migratability::{Check, IncomingMigration, PortInfo};
 pub use policy::{InstancePolicy, Order, PolicyChoice, PolicySource};
 pub use preflight::{
@@ -67,6 +74,7 @@ pub use report::{
 };
 pub use resume::{MigrationRecord, ResumeAction, ResumeDecision, ResumeObservation, reconcile};
 pub use types::{Destination, MigrationId, MigrationStatus, MigrationView, ServerView, VmState};
+pub use verify::{NodeSeen, SeenMigration, SeenServer, Verification, verify};
 
 /// Milliseconds since the Unix epoch (the orchestrator's clock, passed in).
 pub type Millis = u64;

@@ -4,7 +4,9 @@
 //!
 //! One addition to the fixed schema: an instance carries `decisions` (the
 //! policy decisions with their numbers, e.g. a stall abort) only when there
-//! were any; it is omitted otherwise.
+//! were any; it is omitted otherwise. The report of a real `evacuate`
+//! also carries `verification` (SPEC §6: proof the node is empty, judged by
+//! [`super::verify`]); other reports leave it out.
 
 use serde::{Deserialize, Serialize};
 
@@ -208,6 +210,9 @@ pub struct Report {
     /// The owners of the instances left by policy `notify`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners_to_contact: Vec<OwnerToContact>,
+    /// Proof of empty after an evacuation ([`super::verify`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::verify::Verification>,
 }
 
 fn round1(x: f64) -> f64 {
@@ -416,6 +421,7 @@ impl Report {
             duration_s: round1(duration_s),
             error,
             owners_to_contact: vec![],
+            verification: None,
         }
     }
 
@@ -436,6 +442,18 @@ impl Report {
             })
             .collect();
         self
+    }
+
+    /// How the report left each instance, for [`super::verify`].
+    pub fn reported(&self) -> Vec<super::verify::Reported> {
+        self.instances
+            .iter()
+            .map(|i| super::verify::Reported {
+                id: i.id.clone(),
+                result: i.result.as_str().to_string(),
+                left: !matches!(i.result, ResultKind::Migrated | ResultKind::ColdMigrated),
+            })
+            .collect()
     }
 
     /// One human line, e.g. `evacuate node1.maas: 10 migrated, 1 failed, 2
@@ -463,6 +481,9 @@ impl Report {
                 .map(|o| format!("{} (project {})", o.name, o.project_id))
                 .collect();
             s.push_str(&format!("; owners to contact: {}", owners.join(", ")));
+        }
+        if let Some(v) = &self.verification {
+            s.push_str(&format!("; {}", v.line()));
         }
         if let Some(e) = &self.error {
             s.push_str(&format!(" — {e}"));

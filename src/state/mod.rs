@@ -3,8 +3,9 @@
 //! control actions and hooks, and the host CLI.
 //!
 //! The directory is `/var/lib/nova-live-migration` (`NLM_STATE_DIR`); every
-//! file in it is written 0600 (root only). Only `cli-credentials.json` holds
-//! a secret, and nothing read from it is ever logged.
+//! file in it is written 0600 (root only). Only `cli-credentials.json` and
+//! `keystone-token.json` hold a secret, and nothing read from them is ever
+//! logged.
 //!
 //! | file | writer | readers | format |
 //! |---|---|---|---|
@@ -12,6 +13,7 @@
 //! | `abort-requests/<id>.json` | `abort` action and CLI while a drain runs | the running drain, each tick | `{"id": "<id>", "vm": null \| "<name or UUID>", "requested_at": <ms since the epoch>}` |
 //! | `abort-requests/<id>.taken` | the running drain, when it takes `<id>` | the requester (then removes it) | the request as above |
 //! | `cli-credentials.json` | hooks (`update-status`, relation and config hooks) | host CLI | `{"relation_id", "unit", "data": {<identity-credentials bag>}, "config": {<config-get>}}` |
+//! | `keystone-token.json` | hooks (`update-status` and the others that set the status) | the next hook | `openstack::SavedSession`: `{"key": "fnv1a64:<hash of auth URL, user, project>", "token", "lifetime_s", "obtained_at_ms", "issued_at", "expires_at", "user", "project", "roles", "catalog", "compute": {"endpoint", "microversion", "server_max"}}`; a secret (the token, never the password): reused in the first half of its life for the same key, discarded when Keystone refuses it or the relation goes ([`token_cache`]) |
 //! | `journal.json` | drain action; `abort` ending an interrupted run | status, update-status, CLI, resume | `{"version": N, "state": <RunRecord>}` ([`journal`]) |
 //! | `operator-hint.json` | every hook (`crate::hint`, 0644: the one file anyone may read) | the host CLI run by a non-root user | `{"principal": "<unit>", "machine": "<id>"}`; no secret |
 //!
@@ -42,6 +44,7 @@ mod fs;
 pub mod journal;
 pub mod lock;
 pub mod run;
+pub mod token_cache;
 
 pub use abort::{AbortRequest, AbortRequests, RequestState};
 pub use cli_credentials::{
@@ -51,3 +54,4 @@ pub use fs::write_private;
 pub use journal::{Journal, JournalError};
 pub use lock::{RUN_LOCK, RunLock, drain_running};
 pub use run::{EvacuationSummary, Kind, LastRun, RunParams, RunRecord, last_run};
+pub use token_cache::{TOKEN_CACHE, discard_token, load_token, store_token};

@@ -773,6 +773,90 @@ fn cloud_cli_abort_stops_a_running_evacuation_and_enable_status_follow() {
     eprintln!("cloud_cli_abort…: {:.1} s", t_start.elapsed().as_secs_f64());
 }
 
+/// `enable` re-enables only what this charm disabled: a service someone
+/// else disabled is refused, naming their reason, unless `force=true`; one
+/// this charm's `evacuate` disabled (any run, any unit of the application)
+/// is enabled.
+#[test]
+fn cloud_enable_re_enables_only_what_this_charm_disabled() {
+    let Some(cloud) = CloudEnv::detect() else {
+        return;
+    };
+    let _lock = cloud.lock();
+    let rt = rt();
+    rt.block_on(cloud.reset());
+    let password = secret(&cloud);
+    let mut sim = cloud_sim(&cloud);
+    let status_of = |cloud: &CloudEnv| {
+        let s = rt.block_on(cloud.compute_service(SOURCE));
+        (
+            s["status"].as_str().unwrap_or_default().to_string(),
+            s["disabled_reason"].as_str().map(String::from),
+        )
+    };
+
+    // Someone else's maintenance: refused, nothing changed.
+    let theirs = "kernel upgrade by the storage team (ticket 4711)";
+    rt.block_on(cloud.disable_service(SOURCE, Some(theirs)));
+    let out = sim.action("enable", &[]).clone();
+    assert_eq!(out.exit_code, Some(0), "{}", out.stderr);
+    let msg = out.action_failed.clone().expect("enable refused");
+    assert!(
+        msg.contains(&format!("refusing to enable nova-compute on {SOURCE}"))
+            && msg.contains("by someone else, not by this charm")
+            && msg.contains(theirs)
+            && msg.contains("force=true")
+            && msg.contains("nothing was changed"),
+        "{msg}"
+    );
+    let r = report(&out);
+    assert_eq!(r["changed"], false, "{r}");
+    assert_eq!(r["service"]["disabled_reason"], theirs, "{r}");
+    assert_eq!(status_of(&cloud), ("disabled".into(), Some(theirs.into())));
+
+    // force=true enables it, and says whose reason it overrode.
+    let out = sim.action("enable", &["force=true"]).clone();
+    assert_eq!(out.action_failed, None, "{:?}", out.action_results);
+    let summary = &out.action_results["summary"];
+    assert!(
+        summary.starts_with(&format!(
+            "enabled nova-compute on {SOURCE} (was disabled: {theirs})"
+        )) && summary.contains("someone else disabled it"),
+        "{summary}"
+    );
+    assert_eq!(report(&out)["changed"], true);
+    assert_eq!(status_of(&cloud).0, "enabled");
+
+    // Already enabled: said so, success.
+    let out = sim.action("enable", &[]).clone();
+    assert_eq!(out.action_failed, None, "{:?}", out.action_results);
+    assert!(
+        out.action_results["summary"].contains("already enabled"),
+        "{:?}",
+        out.action_results
+    );
+
+    // Ours, from another run and another unit of the application: enabled.
+    let ours =
+        nlm::plan::disable_reason("nova-live-migration/7", Some("42"), "2026-01-02T03:04:05Z");
+    rt.block_on(cloud.disable_service(SOURCE, Some(&ours)));
+    let out = sim.action("enable", &[]).clone();
+    assert_eq!(out.action_failed, None, "{:?}", out.action_results);
+    assert_eq!(
+        out.action_results["summary"],
+        format!("enabled nova-compute on {SOURCE} (was disabled: {ours})")
+    );
+    assert_eq!(status_of(&cloud).0, "enabled");
+
+    // Disabled without a reason: not ours either.
+    rt.block_on(cloud.disable_service(SOURCE, None));
+    let out = sim.action("enable", &[]).clone();
+    let msg = out.action_failed.clone().expect("enable refused");
+    assert!(msg.contains("without a reason"), "{msg}");
+    no_secret(&out, &password);
+    rt.block_on(cloud.reset());
+}
+
 #[test]
 fn cloud_abort_action_ends_an_interrupted_evacuation() {
     let Some(cloud) = CloudEnv::detect() else {

@@ -385,6 +385,8 @@ async fn evacuate_mixed_states_then_include_stopped() {
         ],
     )
     .await;
+    // Proof of empty below: no allocation leaked by an earlier test.
+    cloud.delete_leaked_allocations(SOURCE).await;
     let [a1, a2, a3, paused, stopped, error, excluded]: [String; 7] =
         ids.clone().try_into().unwrap();
     pause(cloud, &paused).await;
@@ -477,10 +479,28 @@ async fn evacuate_mixed_states_then_include_stopped() {
     assert_eq!(
         st.action_results["summary"],
         format!(
-            "evacuate {SOURCE}: 4 migrated, 3 skipped in {:.1} s",
+            "evacuate {SOURCE}: 4 migrated, 3 skipped in {:.1} s; verified: only the 3 instances reported left remain",
             rep["duration_s"].as_f64().unwrap()
         )
     );
+    // Proof of empty: what stayed is what the report left, with its allocations.
+    let v = &rep["verification"];
+    assert_eq!(v["ok"], true, "{v}");
+    let mut left: Vec<(&str, &str)> = v["instances_left"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap(), i["result"].as_str().unwrap()))
+        .collect();
+    left.sort();
+    let mut want = vec![
+        (stopped.as_str(), "skipped"),
+        (error.as_str(), "skipped"),
+        (excluded.as_str(), "skipped"),
+    ];
+    want.sort();
+    assert_eq!(left, want, "{v}");
+    assert_eq!(v["orphan_allocations"], json!([]), "{v}");
 
     // action-log: the disable, progress in MiB for these 64 MB guests, ends.
     assert!(log_has(

@@ -187,14 +187,15 @@ async fn evacuate_moves_every_instance_and_disables_the_service() {
         "{reason}"
     );
     // The calls: five scheduler-chosen live migrations, the hypervisor
-    // listing once, no route the fake lacks.
+    // listing once for pre-flight and once for the proof of empty, no
+    // route the fake lacks.
     assert_eq!(
         s.count("POST", "os-migrateLive"),
         5,
         "{:#?}",
         s.call_lines()
     );
-    assert_eq!(s.count("GET", "/os-hypervisors/detail"), 1);
+    assert_eq!(s.count("GET", "/os-hypervisors/detail"), 2);
     assert!(
         s.migrations
             .iter()
@@ -548,7 +549,8 @@ async fn a_refused_hypervisor_listing_falls_back_to_the_service_host_names() {
     assert_eq!(out.failure, None, "report: {:?}", out.report);
     assert_eq!(out.report.counts.migrated, 2);
     let s = rig.fake.state();
-    assert_eq!(s.count("GET", "/os-hypervisors/detail"), 1);
+    // Refused for pre-flight; the proof of empty lists them again.
+    assert_eq!(s.count("GET", "/os-hypervisors/detail"), 2);
     assert!(s.count("GET", "name=node2.maas") >= 1);
     drop(s);
     rig.assert_no_unknown_calls();

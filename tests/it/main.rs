@@ -26,5 +26,8 @@ mod qemu_cloud;
 mod reliability;
 mod reliability_wire;
 mod secrets_scan;
+mod status_cost;
+mod verify_cloud;
+mod watch_cloud;
 mod wire_edge;
 mod wire_proxy;
