@@ -227,17 +227,25 @@ async fn a_drain_beside_other_actors_over_ten_seeds() {
         );
 
         // I2 against Nova's records: no migration from any host but this
-        // one (the hand-migrated one has exactly the admin's record).
+        // one, except the other client's own move by hand: it picked an
+        // instance not yet started, and the charm may have moved it to
+        // node4 a moment before the hand move, which then starts there
+        // (and fails: node1 is disabled). Seen in CI at seed 1796156966864.
         let mut row_acts = Vec::new();
         for (k, id) in ids.iter().enumerate() {
             let recs = records(cloud, id).await;
-            for m in &recs {
-                assert_eq!(
-                    m["source_compute"], SOURCE,
-                    "seed {seed} {}: a migration from elsewhere: {m:#}",
-                    names[k]
-                );
-            }
+            let by_hand = done
+                .iter()
+                .any(|(n, a, _)| *n == names[k] && *a == Act::MoveByHand);
+            let elsewhere: Vec<&Value> = recs
+                .iter()
+                .filter(|m| m["source_compute"] != SOURCE)
+                .collect();
+            assert!(
+                elsewhere.len() <= usize::from(by_hand),
+                "seed {seed} {}: a migration from elsewhere: {elsewhere:#?}",
+                names[k]
+            );
             let i = inst(&rep, id);
             let result = i["result"].as_str().unwrap_or_default().to_string();
             let (status, body) = cloud
