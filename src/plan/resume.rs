@@ -156,27 +156,47 @@ fn reconcile_one(
         _ => None,
     };
     let Some(since) = intent else {
-        // Pending / Waiting: no POST was issued by this run.
-        if moved && !busy(s) {
-            // Not by this run (it never started it): by someone else (I2).
-            let why = format!(
-                "moved to {} by someone else before its turn; not migrated by this run",
-                s.host
-            );
-            done(r, Outcome::Skipped, now, Some(why.clone()));
-            return (
-                ResumeAction::Finished {
-                    outcome: Outcome::Skipped,
-                },
-                why,
-            );
-        }
-        return (ResumeAction::Unchanged, "not started yet".into());
+        return not_started(r, s, moved, now);
     };
+    let newest = newest_of_attempt(r, &o.migrations, since);
+    if let Some(finished) = settled_while_away(r, s, newest, moved, since, now) {
+        return finished;
+    }
+    in_flight_again(r, s, newest, moved, since, now, source)
+}
 
-    // Records possibly created by our start.
-    let newest = o
-        .migrations
+/// Pending / Waiting: no POST was issued by this run.
+fn not_started(
+    r: &mut InstanceRecord,
+    s: &ServerView,
+    moved: bool,
+    now: Millis,
+) -> (ResumeAction, String) {
+    if moved && !busy(s) {
+        // Not by this run (it never started it): by someone else (I2).
+        let why = format!(
+            "moved to {} by someone else before its turn; not migrated by this run",
+            s.host
+        );
+        done(r, Outcome::Skipped, now, Some(why.clone()));
+        return (
+            ResumeAction::Finished {
+                outcome: Outcome::Skipped,
+            },
+            why,
+        );
+    }
+    (ResumeAction::Unchanged, "not started yet".into())
+}
+
+/// The newest record possibly created by our start (the attempt's own
+/// once known).
+fn newest_of_attempt<'a>(
+    r: &InstanceRecord,
+    migrations: &'a [MigrationRecord],
+    since: Millis,
+) -> Option<&'a MigrationRecord> {
+    migrations
         .iter()
         .filter(|m| {
             owned_by_attempt(
@@ -191,9 +211,19 @@ fn reconcile_one(
             Some(id) => m.id == id,
             None => true,
         })
-        .max_by_key(|m| (m.created_at, m.id));
+        .max_by_key(|m| (m.created_at, m.id))
+}
 
-    // Nova's truth first: finished?
+/// Nova's truth first: the attempt ended while we were away (in ERROR, or
+/// moved as planned), else `None`.
+fn settled_while_away(
+    r: &mut InstanceRecord,
+    s: &ServerView,
+    newest: Option<&MigrationRecord>,
+    moved: bool,
+    since: Millis,
+    now: Millis,
+) -> Option<(ResumeAction, String)> {
     let settled = !busy(s) && newest.is_none_or(|m| m.status.is_terminal());
     if settled && s.vm_state == VmState::Error && (newest.is_some() || moved) {
         let e = format!(
@@ -206,74 +236,96 @@ fn reconcile_one(
         );
         r.migration_id = newest.map(|m| m.id).or(r.migration_id);
         done(r, Outcome::Failed, now, Some(e.clone()));
-        return (
+        return Some((
             ResumeAction::Finished {
                 outcome: Outcome::Failed,
             },
             e,
-        );
+        ));
     }
-    if settled && moved {
-        let ok = match r.kind {
-            MoveKind::Live => s.vm_state.is_live(),
-            MoveKind::Cold => matches!(s.vm_state, VmState::Stopped | VmState::Active),
-        };
-        if ok {
-            let outcome = match r.kind {
-                MoveKind::Live => Outcome::Migrated,
-                MoveKind::Cold => Outcome::ColdMigrated,
-            };
-            if let Phase::Starting { attempt, .. } = r.phase {
-                r.attempts = attempt.saturating_sub(r.unsent);
-            }
-            r.first_started_at.get_or_insert(since);
-            r.destination = Some(s.host.clone());
-            r.migration_id = newest.map(|m| m.id).or(r.migration_id);
-            done(r, outcome, now, None);
-            return (
-                ResumeAction::Finished { outcome },
-                format!("finished while we were away: now on {}", s.host),
-            );
-        }
+    if !(settled && moved) {
+        return None;
     }
-
-    let adopt = |r: &mut InstanceRecord, mid: Option<MigrationId>| {
-        if let Phase::Starting { attempt, .. } = r.phase {
-            r.attempts = attempt.saturating_sub(r.unsent);
-            r.conflicts = 0;
-        }
-        r.first_started_at.get_or_insert(since);
-        r.migration_id = mid;
-        r.phase = Phase::Started {
-            since,
-            migration_id: mid,
-        };
-        // When we never saw it running, assume the earliest possible start
-        // (the intent): Nova's completion timer is then never underestimated.
-        let running_now = newest.is_some_and(|m| {
-            matches!(
-                m.status,
-                MigrationStatus::Running | MigrationStatus::RunningPostCopy
-            )
-        });
-        let running_since = r.track.running_since.or(running_now.then_some(since));
-        r.track = Track {
-            server: Some(s.clone()),
-            server_at: Some(now),
-            migration: newest.map(view_of),
-            status_since: Some(now),
-            running_since,
-            // A fresh stall window: we could not watch while we were away.
-            progress_at: Some(now),
-            // Our abort survives the restart: its end is not a failure to
-            // retry (and the watch after it goes on).
-            abort_reason: r.track.abort_reason.clone(),
-            abort_accepted_at: r.track.abort_accepted_at,
-            settle_since: r.track.settle_since,
-            ..Track::default()
-        };
+    let ok = match r.kind {
+        MoveKind::Live => s.vm_state.is_live(),
+        MoveKind::Cold => matches!(s.vm_state, VmState::Stopped | VmState::Active),
     };
+    if !ok {
+        return None;
+    }
+    let outcome = match r.kind {
+        MoveKind::Live => Outcome::Migrated,
+        MoveKind::Cold => Outcome::ColdMigrated,
+    };
+    if let Phase::Starting { attempt, .. } = r.phase {
+        r.attempts = attempt.saturating_sub(r.unsent);
+    }
+    r.first_started_at.get_or_insert(since);
+    r.destination = Some(s.host.clone());
+    r.migration_id = newest.map(|m| m.id).or(r.migration_id);
+    done(r, outcome, now, None);
+    Some((
+        ResumeAction::Finished { outcome },
+        format!("finished while we were away: now on {}", s.host),
+    ))
+}
 
+/// Takes the in-flight attempt up again with migration `mid` (if known).
+fn adopt(
+    r: &mut InstanceRecord,
+    s: &ServerView,
+    newest: Option<&MigrationRecord>,
+    since: Millis,
+    now: Millis,
+    mid: Option<MigrationId>,
+) {
+    if let Phase::Starting { attempt, .. } = r.phase {
+        r.attempts = attempt.saturating_sub(r.unsent);
+        r.conflicts = 0;
+    }
+    r.first_started_at.get_or_insert(since);
+    r.migration_id = mid;
+    r.phase = Phase::Started {
+        since,
+        migration_id: mid,
+    };
+    // When we never saw it running, assume the earliest possible start
+    // (the intent): Nova's completion timer is then never underestimated.
+    let running_now = newest.is_some_and(|m| {
+        matches!(
+            m.status,
+            MigrationStatus::Running | MigrationStatus::RunningPostCopy
+        )
+    });
+    let running_since = r.track.running_since.or(running_now.then_some(since));
+    r.track = Track {
+        server: Some(s.clone()),
+        server_at: Some(now),
+        migration: newest.map(view_of),
+        status_since: Some(now),
+        running_since,
+        // A fresh stall window: we could not watch while we were away.
+        progress_at: Some(now),
+        // Our abort survives the restart: its end is not a failure to
+        // retry (and the watch after it goes on).
+        abort_reason: r.track.abort_reason.clone(),
+        abort_accepted_at: r.track.abort_accepted_at,
+        settle_since: r.track.settle_since,
+        ..Track::default()
+    };
+}
+
+/// Not ended: adopt what Nova has, wait for a too recent intent, or start
+/// again one that never reached Nova.
+fn in_flight_again(
+    r: &mut InstanceRecord,
+    s: &ServerView,
+    newest: Option<&MigrationRecord>,
+    moved: bool,
+    since: Millis,
+    now: Millis,
+    source: &str,
+) -> (ResumeAction, String) {
     match (&r.phase, newest) {
         (_, Some(m)) => {
             let id = m.id;
@@ -281,7 +333,7 @@ fn reconcile_one(
                 "migration {id} ({}) created after the start intent: adopting it",
                 m.status.as_str()
             );
-            adopt(r, Some(id));
+            adopt(r, s, newest, since, now, Some(id));
             (
                 ResumeAction::Adopted {
                     migration_id: Some(id),
@@ -291,14 +343,14 @@ fn reconcile_one(
         }
         (Phase::Started { migration_id, .. }, None) => {
             let mid = *migration_id;
-            adopt(r, mid);
+            adopt(r, s, newest, since, now, mid);
             (
                 ResumeAction::Adopted { migration_id: mid },
                 "start was accepted before the restart: continuing".into(),
             )
         }
         (_, None) if busy(s) || moved => {
-            adopt(r, None);
+            adopt(r, s, newest, since, now, None);
             (
                 ResumeAction::Adopted { migration_id: None },
                 format!(
