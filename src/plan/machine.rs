@@ -938,57 +938,7 @@ impl Drain {
                 };
                 finish(r, Outcome::Skipped, now, Some(e.into()), total, out);
             }
-            Observation::Migration { view, .. } => {
-                if r.past_migrations.contains(&view.id) {
-                    return No(Ignored::NotThisMigration);
-                }
-                let Phase::Started {
-                    since,
-                    migration_id,
-                } = r.phase
-                else {
-                    return No(Ignored::WrongPhase);
-                };
-                match migration_id {
-                    Some(m) if m == view.id => {}
-                    Some(_) => return No(Ignored::NotThisMigration),
-                    None if owned_by_attempt(
-                        view.created_at,
-                        since,
-                        view.id,
-                        &r.past_migrations,
-                        &view.status,
-                    ) =>
-                    {
-                        r.phase = Phase::Started {
-                            since,
-                            migration_id: Some(view.id),
-                        };
-                        r.migration_id = Some(view.id);
-                    }
-                    None => return No(Ignored::NotThisMigration),
-                }
-                let mut view = view.clone();
-                // A list entry carries no progress: keep the last sample's.
-                if let Some(prev) = &r.track.migration
-                    && prev.id == view.id
-                {
-                    if prev.status != view.status {
-                        r.track.status_since = Some(now);
-                    }
-                    if view.memory_total_bytes.is_none() && prev.status == view.status {
-                        view.memory_total_bytes = prev.memory_total_bytes;
-                        view.memory_processed_bytes = prev.memory_processed_bytes;
-                        view.memory_remaining_bytes = prev.memory_remaining_bytes;
-                        view.disk_total_bytes = prev.disk_total_bytes;
-                        view.disk_processed_bytes = prev.disk_processed_bytes;
-                        view.disk_remaining_bytes = prev.disk_remaining_bytes;
-                    }
-                } else {
-                    r.track.status_since = Some(now);
-                }
-                r.track.migration = Some(view);
-            }
+            Observation::Migration { view, .. } => return migration_seen(r, view, now),
             Observation::CommandDone { command, .. } => match command {
                 Control::Abort => {
                     r.track.abort_pending = false;
@@ -2268,6 +2218,63 @@ fn eta_wake(prev: Option<(Millis, u64)>, now: Millis, rem: u64, tick: Millis) ->
     let shrunk = r0.checked_sub(rem).filter(|d| *d > 0)?;
     let eta = (rem as u128 * dt as u128 / shrunk as u128).min(u64::MAX as u128) as u64;
     (eta < tick).then(|| now + eta.max(MIN_WAKE_MS))
+}
+
+/// A migration record of Nova's listing for `r`: taken when it is this
+/// attempt's (the one ownership rule, [`owned_by_attempt`]); a list entry
+/// keeps the last progress sample of the same status.
+fn migration_seen(r: &mut InstanceRecord, view: &MigrationView, now: Millis) -> Handled {
+    use Handled::{Applied, Ignored as No};
+    if r.past_migrations.contains(&view.id) {
+        return No(Ignored::NotThisMigration);
+    }
+    let Phase::Started {
+        since,
+        migration_id,
+    } = r.phase
+    else {
+        return No(Ignored::WrongPhase);
+    };
+    match migration_id {
+        Some(m) if m == view.id => {}
+        Some(_) => return No(Ignored::NotThisMigration),
+        None if owned_by_attempt(
+            view.created_at,
+            since,
+            view.id,
+            &r.past_migrations,
+            &view.status,
+        ) =>
+        {
+            r.phase = Phase::Started {
+                since,
+                migration_id: Some(view.id),
+            };
+            r.migration_id = Some(view.id);
+        }
+        None => return No(Ignored::NotThisMigration),
+    }
+    let mut view = view.clone();
+    // A list entry carries no progress: keep the last sample's.
+    if let Some(prev) = &r.track.migration
+        && prev.id == view.id
+    {
+        if prev.status != view.status {
+            r.track.status_since = Some(now);
+        }
+        if view.memory_total_bytes.is_none() && prev.status == view.status {
+            view.memory_total_bytes = prev.memory_total_bytes;
+            view.memory_processed_bytes = prev.memory_processed_bytes;
+            view.memory_remaining_bytes = prev.memory_remaining_bytes;
+            view.disk_total_bytes = prev.disk_total_bytes;
+            view.disk_processed_bytes = prev.disk_processed_bytes;
+            view.disk_remaining_bytes = prev.disk_remaining_bytes;
+        }
+    } else {
+        r.track.status_since = Some(now);
+    }
+    r.track.migration = Some(view);
+    Applied
 }
 
 /// The stall / hard-limit / Nova-timer rules of a running migration.
