@@ -1625,7 +1625,7 @@ fn aborted_by_us(r: &InstanceRecord) -> bool {
 /// exactly that (with `reset-after-abort`, reset it to active when — and
 /// only when — its guest is confirmed running).
 fn after_abort(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
-    let (source, total, now, policy) = (ctx.source, ctx.total, ctx.now, ctx.policy);
+    let (source, total, now) = (ctx.source, ctx.total, ctx.now);
     let t0 = *r.track.settle_since.get_or_insert(now);
     let waited = now.saturating_sub(t0);
     let base = r.error.clone().unwrap_or_else(|| "aborted".into());
@@ -1643,80 +1643,7 @@ fn after_abort(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
         return;
     }
     if s.vm_state == VmState::Error && !moved {
-        let Some(g) = r.track.guest.clone() else {
-            if waited >= ABORT_GRACE_MS {
-                let e = format!(
-                    "{base}; Nova left the instance in ERROR on {source} and its guest could not be checked: check it (virsh domstate), then openstack server set --state active {}",
-                    r.id
-                );
-                finish(r, Outcome::Aborted, now, Some(e), total, out);
-            } else if r
-                .track
-                .guest_asked
-                .is_none_or(|t| now >= t + policy.interval_ms())
-            {
-                r.track.guest_asked = Some(now);
-                note(
-                    r,
-                    "guest-check",
-                    format!(
-                        "Nova put the instance in ERROR on {source} after the abort; checking its guest on this node"
-                    ),
-                    total,
-                    out,
-                );
-                out.push(Command::CheckGuest {
-                    instance: r.id.clone(),
-                });
-            }
-            return;
-        };
-        let remedy = format!(
-            "after checking the guest, openstack server set --state active {}",
-            r.id
-        );
-        if let GuestState::Unknown(why) = &g {
-            let e = format!(
-                "{base}; Nova left the instance in ERROR on {source} and its guest could not be checked ({why}): not reset; check it (virsh domstate), then openstack server set --state active {}",
-                r.id
-            );
-            finish(r, Outcome::Aborted, now, Some(e), total, out);
-            return;
-        }
-        if g != GuestState::Running {
-            let e = format!(
-                "{base}; Nova left the instance in ERROR on {source} and its guest is {} here: not reset; check the guest and nova-compute.log before anything else",
-                g.describe()
-            );
-            finish(r, Outcome::Aborted, now, Some(e), total, out);
-            return;
-        }
-        if !policy.reset_after_abort {
-            let e = format!(
-                "{base}; Nova left the instance in ERROR on {source} although its guest is running there: {remedy} (or set reset-after-abort=true)"
-            );
-            finish(r, Outcome::Aborted, now, Some(e), total, out);
-            return;
-        }
-        if r.track.reset_failures >= CONTROL_RETRIES || waited >= ABORT_GRACE_MS {
-            let e = format!(
-                "{base}; Nova left the instance in ERROR on {source} although its guest is running there, and the reset to active did not take ({} refusals): {remedy}",
-                r.track.reset_failures
-            );
-            finish(r, Outcome::Aborted, now, Some(e), total, out);
-            return;
-        }
-        if !r.track.reset_pending && !r.track.reset_accepted {
-            r.track.reset_pending = true;
-            let why = format!(
-                "reset-after-abort: Nova left the instance in ERROR on {source} while its guest runs here (libvirt: running); resetting it to active"
-            );
-            decide(r, why.clone(), total, out);
-            out.push(Command::ResetState {
-                instance: r.id.clone(),
-                reason: why,
-            });
-        }
+        left_in_error(r, ctx, &base, waited, out);
         return;
     }
     if !moved && s.vm_state.is_live() && s.idle() {
@@ -1739,6 +1666,93 @@ fn after_abort(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
             waited / 1000
         );
         finish(r, Outcome::Aborted, now, Some(e), total, out);
+    }
+}
+
+/// After our abort Nova left the instance in ERROR on this node: check its
+/// guest here, then report exactly that, or (with `reset-after-abort`)
+/// reset it to active when its guest is confirmed running.
+fn left_in_error(
+    r: &mut InstanceRecord,
+    ctx: &Ctx<'_>,
+    base: &str,
+    waited: Millis,
+    out: &mut Vec<Command>,
+) {
+    let (source, total, now, policy) = (ctx.source, ctx.total, ctx.now, ctx.policy);
+    let Some(g) = r.track.guest.clone() else {
+        if waited >= ABORT_GRACE_MS {
+            let e = format!(
+                "{base}; Nova left the instance in ERROR on {source} and its guest could not be checked: check it (virsh domstate), then openstack server set --state active {}",
+                r.id
+            );
+            finish(r, Outcome::Aborted, now, Some(e), total, out);
+        } else if r
+            .track
+            .guest_asked
+            .is_none_or(|t| now >= t + policy.interval_ms())
+        {
+            r.track.guest_asked = Some(now);
+            note(
+                r,
+                "guest-check",
+                format!(
+                    "Nova put the instance in ERROR on {source} after the abort; checking its guest on this node"
+                ),
+                total,
+                out,
+            );
+            out.push(Command::CheckGuest {
+                instance: r.id.clone(),
+            });
+        }
+        return;
+    };
+    let remedy = format!(
+        "after checking the guest, openstack server set --state active {}",
+        r.id
+    );
+    if let GuestState::Unknown(why) = &g {
+        let e = format!(
+            "{base}; Nova left the instance in ERROR on {source} and its guest could not be checked ({why}): not reset; check it (virsh domstate), then openstack server set --state active {}",
+            r.id
+        );
+        finish(r, Outcome::Aborted, now, Some(e), total, out);
+        return;
+    }
+    if g != GuestState::Running {
+        let e = format!(
+            "{base}; Nova left the instance in ERROR on {source} and its guest is {} here: not reset; check the guest and nova-compute.log before anything else",
+            g.describe()
+        );
+        finish(r, Outcome::Aborted, now, Some(e), total, out);
+        return;
+    }
+    if !policy.reset_after_abort {
+        let e = format!(
+            "{base}; Nova left the instance in ERROR on {source} although its guest is running there: {remedy} (or set reset-after-abort=true)"
+        );
+        finish(r, Outcome::Aborted, now, Some(e), total, out);
+        return;
+    }
+    if r.track.reset_failures >= CONTROL_RETRIES || waited >= ABORT_GRACE_MS {
+        let e = format!(
+            "{base}; Nova left the instance in ERROR on {source} although its guest is running there, and the reset to active did not take ({} refusals): {remedy}",
+            r.track.reset_failures
+        );
+        finish(r, Outcome::Aborted, now, Some(e), total, out);
+        return;
+    }
+    if !r.track.reset_pending && !r.track.reset_accepted {
+        r.track.reset_pending = true;
+        let why = format!(
+            "reset-after-abort: Nova left the instance in ERROR on {source} while its guest runs here (libvirt: running); resetting it to active"
+        );
+        decide(r, why.clone(), total, out);
+        out.push(Command::ResetState {
+            instance: r.id.clone(),
+            reason: why,
+        });
     }
 }
 
