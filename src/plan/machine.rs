@@ -2032,8 +2032,10 @@ fn bounds(
     }
 }
 
-fn monitor_live(r: &mut InstanceRecord, m: &MigrationView, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
-    let (policy, total, now) = (ctx.policy, ctx.total, ctx.now);
+/// Feeds a running migration's progress sample to the convergence rule
+/// (and the wake-up estimate).
+fn observe_progress(r: &mut InstanceRecord, m: &MigrationView, ctx: &Ctx<'_>) {
+    let (policy, now) = (ctx.policy, ctx.now);
     let running = m.status == MigrationStatus::Running;
     let postcopy = m.status == MigrationStatus::RunningPostCopy;
     if running || postcopy {
@@ -2059,6 +2061,50 @@ fn monitor_live(r: &mut InstanceRecord, m: &MigrationView, ctx: &Ctx<'_>, out: &
         r.track.wake_at = eta_wake(r.track.sample, now, rem, policy.interval_ms());
         r.track.sample = Some((now, rem));
     }
+}
+
+/// The operator's abort of a migration in flight: sent where Nova can
+/// abort it, else said why not (yet).
+fn operator_abort(
+    r: &mut InstanceRecord,
+    m: &MigrationView,
+    policy: &Policy,
+    total: usize,
+    out: &mut Vec<Command>,
+) {
+    let mid = m.id;
+    match &m.status {
+        MigrationStatus::Running => {
+            send_abort(r, mid, "abort requested by the operator".into(), total, out);
+        }
+        MigrationStatus::Queued | MigrationStatus::Preparing if policy.can_abort_queued => {
+            send_abort(r, mid, "abort requested by the operator".into(), total, out);
+        }
+        MigrationStatus::Queued | MigrationStatus::Preparing => note(
+            r,
+            "abort-queued",
+            format!(
+                "abort requested, but a {} migration cannot be aborted below microversion 2.65; will abort once it runs",
+                m.status.as_str()
+            ),
+            total,
+            out,
+        ),
+        MigrationStatus::RunningPostCopy => note(
+            r,
+            "abort-postcopy",
+            "abort requested, but the migration is in post-copy and cannot be aborted; letting it complete".into(),
+            total,
+            out,
+        ),
+        _ => {}
+    }
+}
+
+fn monitor_live(r: &mut InstanceRecord, m: &MigrationView, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
+    let (policy, total, now) = (ctx.policy, ctx.total, ctx.now);
+    let running = m.status == MigrationStatus::Running;
+    observe_progress(r, m, ctx);
     let pct = m.percent();
     status_line(r, m, pct, now, total, out);
 
@@ -2074,32 +2120,7 @@ fn monitor_live(r: &mut InstanceRecord, m: &MigrationView, ctx: &Ctx<'_>, out: &
         if abort_busy || r.track.abort_failures >= CONTROL_RETRIES {
             return;
         }
-        match &m.status {
-            MigrationStatus::Running => {
-                send_abort(r, mid, "abort requested by the operator".into(), total, out);
-            }
-            MigrationStatus::Queued | MigrationStatus::Preparing if policy.can_abort_queued => {
-                send_abort(r, mid, "abort requested by the operator".into(), total, out);
-            }
-            MigrationStatus::Queued | MigrationStatus::Preparing => note(
-                r,
-                "abort-queued",
-                format!(
-                    "abort requested, but a {} migration cannot be aborted below microversion 2.65; will abort once it runs",
-                    m.status.as_str()
-                ),
-                total,
-                out,
-            ),
-            MigrationStatus::RunningPostCopy => note(
-                r,
-                "abort-postcopy",
-                "abort requested, but the migration is in post-copy and cannot be aborted; letting it complete".into(),
-                total,
-                out,
-            ),
-            _ => {}
-        }
+        operator_abort(r, m, policy, total, out);
         return;
     }
     // An abort decided: wait for Nova's answer, send it again a tick after
