@@ -1984,8 +1984,19 @@ fn bounds(
         send_abort(r, m.id, why, total, out);
         return;
     }
-    // Stuck before running, while none of ours runs (so not queued behind
-    // one of ours).
+    stuck_before_running(r, mig, since, ctx, out);
+}
+
+/// I1: a migration stuck before running while none of ours runs (so not
+/// queued behind one of ours), or no record at all, on evidence.
+fn stuck_before_running(
+    r: &mut InstanceRecord,
+    mig: Option<&MigrationView>,
+    since: Millis,
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Command>,
+) {
+    let (now, total) = (ctx.now, ctx.total);
     let status_since = r.track.status_since.unwrap_or(since);
     let stuck = now.saturating_sub(status_since) >= STUCK_MS && !ctx.others_running;
     match mig {
