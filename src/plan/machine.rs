@@ -908,18 +908,7 @@ impl Drain {
                 }
             }
             Observation::MigrationFound { migration_id, .. } => {
-                if r.past_migrations.contains(migration_id) {
-                    return No(Ignored::NotThisMigration);
-                }
-                let Phase::Started {
-                    migration_id: m @ None,
-                    ..
-                } = &mut r.phase
-                else {
-                    return No(Ignored::WrongPhase);
-                };
-                *m = Some(*migration_id);
-                r.migration_id = Some(*migration_id);
+                return migration_found(r, *migration_id);
             }
             Observation::Server { view, .. } => {
                 r.track.server = Some(view.clone());
@@ -939,22 +928,7 @@ impl Drain {
                 finish(r, Outcome::Skipped, now, Some(e.into()), total, out);
             }
             Observation::Migration { view, .. } => return migration_seen(r, view, now),
-            Observation::CommandDone { command, .. } => match command {
-                Control::Abort => {
-                    r.track.abort_pending = false;
-                    r.track.abort_accepted_at.get_or_insert(now);
-                }
-                Control::ForceComplete => {
-                    r.track.force_accepted_at.get_or_insert(now);
-                }
-                Control::ConfirmResize => {}
-                Control::ResetState => {
-                    r.track.reset_pending = false;
-                    r.track.reset_accepted = true;
-                    // Read the server again before concluding.
-                    r.track.server_at = None;
-                }
-            },
+            Observation::CommandDone { command, .. } => command_done(r, *command, now),
             Observation::CommandFailed {
                 command,
                 message,
@@ -2266,6 +2240,45 @@ fn eta_wake(prev: Option<(Millis, u64)>, now: Millis, rem: u64, tick: Millis) ->
     (eta < tick).then(|| now + eta.max(MIN_WAKE_MS))
 }
 
+/// Nova accepted a control call.
+fn command_done(r: &mut InstanceRecord, command: Control, now: Millis) {
+    match command {
+        Control::Abort => {
+            r.track.abort_pending = false;
+            r.track.abort_accepted_at.get_or_insert(now);
+        }
+        Control::ForceComplete => {
+            r.track.force_accepted_at.get_or_insert(now);
+        }
+        Control::ConfirmResize => {}
+        Control::ResetState => {
+            r.track.reset_pending = false;
+            r.track.reset_accepted = true;
+            // Read the server again before concluding.
+            r.track.server_at = None;
+        }
+    }
+}
+
+/// The id of the migration record of this instance's start, as the driver
+/// reports it.
+fn migration_found(r: &mut InstanceRecord, migration_id: MigrationId) -> Handled {
+    use Handled::{Applied, Ignored as No};
+    if r.past_migrations.contains(&migration_id) {
+        return No(Ignored::NotThisMigration);
+    }
+    let Phase::Started {
+        migration_id: m @ None,
+        ..
+    } = &mut r.phase
+    else {
+        return No(Ignored::WrongPhase);
+    };
+    *m = Some(migration_id);
+    r.migration_id = Some(migration_id);
+    Applied
+}
+
 /// A migration record of Nova's listing for `r`: taken when it is this
 /// attempt's (the one ownership rule, [`owned_by_attempt`]); a list entry
 /// keeps the last progress sample of the same status.
@@ -2323,6 +2336,64 @@ fn migration_seen(r: &mut InstanceRecord, view: &MigrationView, now: Millis) -> 
     Applied
 }
 
+/// What a stall decision says: the kind and the real current numbers.
+fn stall_reason(
+    kind: StallKind,
+    c: &Convergence,
+    m: &MigrationView,
+    policy: &Policy,
+    now: Millis,
+    pct_s: &str,
+) -> String {
+    let opt = |b: Option<u64>| b.map(convergence::mib).unwrap_or_else(|| "?".into());
+    // The real current numbers, not the best ever seen.
+    let now_s = format!(
+        "now {} of {} left, {pct_s}",
+        opt(m.memory_remaining_bytes),
+        opt(m.memory_total_bytes)
+    );
+    match kind {
+        StallKind::NotConverging => {
+            let since = match c.best_dirty {
+                Some(b) => format!("pass {} left {} dirty", c.best_pass, convergence::mib(b)),
+                None => format!("the first pass copied {}", opt(m.memory_total_bytes)),
+            };
+            format!(
+                "stalled: not converging: no progress for {} s (stall-timeout {} s): {since}, and {} {} since did not bring it below 3/4 of that (pass {} left {}); {now_s}, {} its memory copied",
+                c.since_progress_s(now),
+                policy.stall_timeout_s,
+                c.failed_passes,
+                if c.failed_passes == 1 {
+                    "pass"
+                } else {
+                    "passes"
+                },
+                c.pass,
+                opt(c.dirty),
+                convergence::copied_times(
+                    m.memory_processed_bytes.unwrap_or(0),
+                    m.memory_total_bytes.unwrap_or(0)
+                )
+            )
+        }
+        StallKind::CopyingStopped => format!(
+            "stalled: nothing copied and no progress for {} s (stall-timeout {} s; {now_s})",
+            c.since_progress_s(now),
+            policy.stall_timeout_s
+        ),
+        StallKind::NotShrinking => format!(
+            "stalled: not converging: remaining has not fallen below {} for {} s while memory was copied again (stall-timeout {} s); {now_s}, {} its memory copied",
+            convergence::mib(c.low),
+            c.since_progress_s(now),
+            policy.stall_timeout_s,
+            convergence::copied_times(
+                m.memory_processed_bytes.unwrap_or(0),
+                m.memory_total_bytes.unwrap_or(0)
+            )
+        ),
+    }
+}
+
 /// The stall / hard-limit / Nova-timer rules of a running migration.
 fn timeout_decision(
     r: &InstanceRecord,
@@ -2339,54 +2410,7 @@ fn timeout_decision(
         policy.force_complete_at > 0 && pct.is_some_and(|p| p >= policy.force_complete_at);
     let running_for = now.saturating_sub(run_start);
     if let Some(kind) = r.track.conv.stalled(now, policy.stall_timeout_s * 1000) {
-        let c = &r.track.conv;
-        let opt = |b: Option<u64>| b.map(convergence::mib).unwrap_or_else(|| "?".into());
-        // The real current numbers, not the best ever seen.
-        let now_s = format!(
-            "now {} of {} left, {pct_s}",
-            opt(m.memory_remaining_bytes),
-            opt(m.memory_total_bytes)
-        );
-        let mut why = match kind {
-            StallKind::NotConverging => {
-                let since = match c.best_dirty {
-                    Some(b) => format!("pass {} left {} dirty", c.best_pass, convergence::mib(b)),
-                    None => format!("the first pass copied {}", opt(m.memory_total_bytes)),
-                };
-                format!(
-                    "stalled: not converging: no progress for {} s (stall-timeout {} s): {since}, and {} {} since did not bring it below 3/4 of that (pass {} left {}); {now_s}, {} its memory copied",
-                    c.since_progress_s(now),
-                    policy.stall_timeout_s,
-                    c.failed_passes,
-                    if c.failed_passes == 1 {
-                        "pass"
-                    } else {
-                        "passes"
-                    },
-                    c.pass,
-                    opt(c.dirty),
-                    convergence::copied_times(
-                        m.memory_processed_bytes.unwrap_or(0),
-                        m.memory_total_bytes.unwrap_or(0)
-                    )
-                )
-            }
-            StallKind::CopyingStopped => format!(
-                "stalled: nothing copied and no progress for {} s (stall-timeout {} s; {now_s})",
-                c.since_progress_s(now),
-                policy.stall_timeout_s
-            ),
-            StallKind::NotShrinking => format!(
-                "stalled: not converging: remaining has not fallen below {} for {} s while memory was copied again (stall-timeout {} s); {now_s}, {} its memory copied",
-                convergence::mib(c.low),
-                c.since_progress_s(now),
-                policy.stall_timeout_s,
-                convergence::copied_times(
-                    m.memory_processed_bytes.unwrap_or(0),
-                    m.memory_total_bytes.unwrap_or(0)
-                )
-            ),
-        };
+        let mut why = stall_reason(kind, &r.track.conv, m, policy, now, &pct_s);
         let act = if fca_hit {
             if policy.timeout_action == TimeoutAction::Abort {
                 why.push_str(&format!(
