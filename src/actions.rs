@@ -278,29 +278,9 @@ async fn run_drain(
     // One drain at a time; the lock also tells the host CLI that a drain is
     // running (rather than interrupted). A dry-run changes nothing and takes
     // no lock.
-    let _lock = if params.dry_run {
-        None
-    } else {
-        match RunLock::acquire(&unit.paths.state_dir, std::time::Duration::from_secs(1)) {
-            Ok(Some(lock)) => Some(lock),
-            Ok(None) => {
-                return fail(
-                    unit,
-                    action,
-                    "another evacuate, migrate-vm or abort is running on this unit; wait for it to end or stop it (juju exec --machine <N> -- nova-live-migration abort); nothing was changed",
-                );
-            }
-            Err(e) => {
-                return fail(
-                    unit,
-                    action,
-                    &format!(
-                        "cannot take the run lock in {}: {e}; nothing was changed",
-                        unit.paths.state_dir.display()
-                    ),
-                );
-            }
-        }
+    let _lock = match drain_lock(unit, params.dry_run) {
+        Ok(lock) => lock,
+        Err(msg) => return fail(unit, action, &msg),
     };
     let (host, source) = match ready.nova_host(unit.paths) {
         Ok(h) => h,
@@ -336,7 +316,34 @@ async fn run_drain(
         log: &log,
         status: &status,
     };
-    match drain::run(&env, &params).await {
+    let result = drain::run(&env, &params).await;
+    deliver(unit, action, &params, result)
+}
+
+/// The run lock of a drain (none for a dry-run), or why it cannot be had.
+fn drain_lock(unit: &Unit<'_>, dry_run: bool) -> Result<Option<RunLock>, String> {
+    if dry_run {
+        return Ok(None);
+    }
+    match RunLock::acquire(&unit.paths.state_dir, std::time::Duration::from_secs(1)) {
+        Ok(Some(lock)) => Ok(Some(lock)),
+        Ok(None) => Err("another evacuate, migrate-vm or abort is running on this unit; wait for it to end or stop it (juju exec --machine <N> -- nova-live-migration abort); nothing was changed".into()),
+        Err(e) => Err(format!(
+            "cannot take the run lock in {}: {e}; nothing was changed",
+            unit.paths.state_dir.display()
+        )),
+    }
+}
+
+/// A drain's result to Juju: the report (and action-fail when it failed),
+/// then the journal marked as reported.
+fn deliver(
+    unit: &Unit<'_>,
+    action: &str,
+    params: &drain::Params,
+    result: Result<drain::Outcome, drain::DrainError>,
+) -> Result<(), ToolError> {
+    match result {
         Ok(outcome) => {
             set_report(unit, &outcome.report, true)?;
             if let Some(msg) = outcome.failure {
@@ -350,21 +357,13 @@ async fn run_drain(
             Ok(())
         }
         Err(drain::DrainError::Refused(msg)) => fail(unit, action, &msg),
-        Err(e) => {
-            let msg = match &e {
-                drain::DrainError::Api(api) if api.is_not_found() || api.status().is_some() => {
-                    format!("{action} stopped: {e}")
-                }
-                _ => format!("{action} stopped: {e}"),
-            };
-            fail(
-                unit,
-                action,
-                &format!(
-                    "{msg}; migrations already started go on in Nova: run {action} again to adopt them, or abort"
-                ),
-            )
-        }
+        Err(e) => fail(
+            unit,
+            action,
+            &format!(
+                "{action} stopped: {e}; migrations already started go on in Nova: run {action} again to adopt them, or abort"
+            ),
+        ),
     }
 }
 
