@@ -969,65 +969,12 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     let service = compute.compute_service(&ctl.host).await?;
     let servers = compute.servers_on_host(&ctl.host).await?;
     let migrations = in_progress(ctl).await?;
-    let mut migs = Vec::new();
-    for m in &migrations {
-        let status = MigrationStatus::from(m.status.clone());
-        let mut progress = None;
-        if matches!(
-            status,
-            MigrationStatus::Running | MigrationStatus::RunningPostCopy
-        ) {
-            match compute.server_migration(&m.instance_uuid, m.id).await {
-                Ok(sm) => {
-                    progress = Some(Progress {
-                        percent: sm.memory_percent().map(|p| p.round()),
-                        memory_total_bytes: sm.memory_total_bytes,
-                        memory_remaining_bytes: sm.memory_remaining_bytes,
-                        disk_total_bytes: sm.disk_total_bytes,
-                        disk_remaining_bytes: sm.disk_remaining_bytes,
-                    })
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => tracing::debug!("progress of migration {}: {e}", m.id),
-            }
-        }
-        migs.push(MigrationState {
-            id: m.id,
-            instance_id: m.instance_uuid.clone(),
-            name: name_of(&servers, &m.instance_uuid),
-            status,
-            dest_compute: m.dest_compute.clone(),
-            created_at: m.created_at.clone(),
-            progress,
-        });
-    }
+    let migs = migration_states(ctl, &servers, &migrations).await;
     let run = last_run(&ctl.paths.state_dir);
-    let instances: Vec<InstanceState> = servers
-        .iter()
-        .map(|s| InstanceState {
-            id: s.id.clone(),
-            name: s.name.clone(),
-            status: s.status.clone(),
-            task_state: s.task_state.clone(),
-        })
-        .collect();
-    let svc = service.as_ref().map(|s| ServiceState {
-        status: s.status.clone(),
-        state: s.state.clone(),
-        disabled_reason: s.disabled_reason.clone(),
-    });
-    let svc_line = match &service {
-        Some(s) if s.is_disabled() => format!(
-            "disabled ({}), {}",
-            s.disabled_reason.as_deref().unwrap_or("no reason"),
-            s.state
-        ),
-        Some(s) => format!("{}, {}", s.status, s.state),
-        None => "no nova-compute service".to_string(),
-    };
     let mut summary = format!(
-        "{}: {svc_line}; {} instance{}, {} migration{} in flight",
+        "{}: {}; {} instance{}, {} migration{} in flight",
         ctl.host,
+        service_line(service.as_ref()),
         servers.len(),
         if servers.len() == 1 { "" } else { "s" },
         migs.len(),
@@ -1058,8 +1005,12 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     let report = StatusReport {
         action: "status".into(),
         host: ctl.host.clone(),
-        service: svc,
-        instances,
+        service: service.as_ref().map(|s| ServiceState {
+            status: s.status.clone(),
+            state: s.state.clone(),
+            disabled_reason: s.disabled_reason.clone(),
+        }),
+        instances: instance_states(&servers),
         migrations: migs,
         evacuation,
     };
@@ -1070,6 +1021,83 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
         failure: None,
         status: Some(report),
     })
+}
+
+/// Each migration in flight, with the progress of those running.
+async fn migration_states(
+    ctl: &Ctl<'_>,
+    servers: &[Server],
+    migrations: &[openstack::Migration],
+) -> Vec<MigrationState> {
+    let mut migs = Vec::new();
+    for m in migrations {
+        let status = MigrationStatus::from(m.status.clone());
+        let mut progress = None;
+        if matches!(
+            status,
+            MigrationStatus::Running | MigrationStatus::RunningPostCopy
+        ) {
+            progress = progress_of(ctl, m).await;
+        }
+        migs.push(MigrationState {
+            id: m.id,
+            instance_id: m.instance_uuid.clone(),
+            name: name_of(servers, &m.instance_uuid),
+            status,
+            dest_compute: m.dest_compute.clone(),
+            created_at: m.created_at.clone(),
+            progress,
+        });
+    }
+    migs
+}
+
+/// A running migration's progress; `None` when Nova has none to tell.
+async fn progress_of(ctl: &Ctl<'_>, m: &openstack::Migration) -> Option<Progress> {
+    match ctl
+        .os
+        .compute()
+        .server_migration(&m.instance_uuid, m.id)
+        .await
+    {
+        Ok(sm) => Some(Progress {
+            percent: sm.memory_percent().map(|p| p.round()),
+            memory_total_bytes: sm.memory_total_bytes,
+            memory_remaining_bytes: sm.memory_remaining_bytes,
+            disk_total_bytes: sm.disk_total_bytes,
+            disk_remaining_bytes: sm.disk_remaining_bytes,
+        }),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            tracing::debug!("progress of migration {}: {e}", m.id);
+            None
+        }
+    }
+}
+
+fn instance_states(servers: &[Server]) -> Vec<InstanceState> {
+    servers
+        .iter()
+        .map(|s| InstanceState {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            status: s.status.clone(),
+            task_state: s.task_state.clone(),
+        })
+        .collect()
+}
+
+/// The nova-compute service as the summary tells it.
+fn service_line(service: Option<&openstack::Service>) -> String {
+    match service {
+        Some(s) if s.is_disabled() => format!(
+            "disabled ({}), {}",
+            s.disabled_reason.as_deref().unwrap_or("no reason"),
+            s.state
+        ),
+        Some(s) => format!("{}, {}", s.status, s.state),
+        None => "no nova-compute service".to_string(),
+    }
 }
 
 #[cfg(test)]
