@@ -277,6 +277,82 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    fn endpoint_interface(&mut self) -> EndpointInterface {
+        self.choice(
+            "endpoint-interface",
+            "internal",
+            |s| match s {
+                "internal" => Some(EndpointInterface::Internal),
+                "public" => Some(EndpointInterface::Public),
+                "admin" => Some(EndpointInterface::Admin),
+                _ => None,
+            },
+            "internal, public, admin",
+        )
+    }
+
+    /// `None`: the first region keystone publishes.
+    fn region(&mut self) -> Option<String> {
+        let region = Some(self.string("region", "")).filter(|s| !s.is_empty());
+        if let Some(reg) = &region
+            && (reg.len() > MAX_NAME_BYTES || reg.chars().any(char::is_control))
+        {
+            self.bad(
+                "region",
+                format!(
+                    "{} is not a region name (at most {MAX_NAME_BYTES} bytes, no control characters); leave it empty to use the first region keystone publishes",
+                    quoted(reg, 64)
+                ),
+            );
+        }
+        region
+    }
+
+    fn ssl_ca_pem(&mut self) -> Option<Vec<u8>> {
+        let ssl_ca = self.string("ssl-ca", "");
+        if ssl_ca.is_empty() {
+            return None;
+        }
+        match decode_ssl_ca(&ssl_ca) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                self.bad("ssl-ca", e);
+                None
+            }
+        }
+    }
+
+    fn nova_host(&mut self) -> Option<String> {
+        let nova_host = Some(self.string("nova-host", "")).filter(|s| !s.is_empty());
+        if let Some(h) = &nova_host
+            && !valid_host(h)
+        {
+            self.bad(
+                "nova-host",
+                format!(
+                    "{} is not a host name (at most {MAX_NAME_BYTES} bytes of letters, digits, '.', '-', '_')",
+                    quoted(h, 64)
+                ),
+            );
+        }
+        nova_host
+    }
+
+    fn timeout_action(&mut self) -> TimeoutAction {
+        self.choice(
+            "timeout-action",
+            "abort",
+            |s| match s {
+                "abort" => Some(TimeoutAction::Abort),
+                "force-complete" => Some(TimeoutAction::ForceComplete),
+                _ => None,
+            },
+            "abort, force-complete",
+        )
+    }
+}
+
 fn valid_host(s: &str) -> bool {
     s.len() <= MAX_NAME_BYTES
         && s.bytes()
@@ -291,53 +367,10 @@ impl Config {
             raw,
             problems: Vec::new(),
         };
-        let endpoint_interface = r.choice(
-            "endpoint-interface",
-            "internal",
-            |s| match s {
-                "internal" => Some(EndpointInterface::Internal),
-                "public" => Some(EndpointInterface::Public),
-                "admin" => Some(EndpointInterface::Admin),
-                _ => None,
-            },
-            "internal, public, admin",
-        );
-        let region = Some(r.string("region", "")).filter(|s| !s.is_empty());
-        if let Some(reg) = &region
-            && (reg.len() > MAX_NAME_BYTES || reg.chars().any(char::is_control))
-        {
-            r.bad(
-                "region",
-                format!(
-                    "{} is not a region name (at most {MAX_NAME_BYTES} bytes, no control characters); leave it empty to use the first region keystone publishes",
-                    quoted(reg, 64)
-                ),
-            );
-        }
-        let ssl_ca = r.string("ssl-ca", "");
-        let ssl_ca_pem = if ssl_ca.is_empty() {
-            None
-        } else {
-            match decode_ssl_ca(&ssl_ca) {
-                Ok(pem) => Some(pem),
-                Err(e) => {
-                    r.bad("ssl-ca", e);
-                    None
-                }
-            }
-        };
-        let nova_host = Some(r.string("nova-host", "")).filter(|s| !s.is_empty());
-        if let Some(h) = &nova_host
-            && !valid_host(h)
-        {
-            r.bad(
-                "nova-host",
-                format!(
-                    "{} is not a host name (at most {MAX_NAME_BYTES} bytes of letters, digits, '.', '-', '_')",
-                    quoted(h, 64)
-                ),
-            );
-        }
+        let endpoint_interface = r.endpoint_interface();
+        let region = r.region();
+        let ssl_ca_pem = r.ssl_ca_pem();
+        let nova_host = r.nova_host();
         let max_concurrent_migrations =
             r.int("max-concurrent-migrations", 0, 0, MAX_CONCURRENT) as u32;
         let block_migration = r.choice(
@@ -348,16 +381,7 @@ impl Config {
         );
         let migration_timeout = r.int("migration-timeout", 0, 0, MAX_SECONDS) as u64;
         let stall_timeout = r.int("stall-timeout", 300, 0, MAX_SECONDS) as u64;
-        let timeout_action = r.choice(
-            "timeout-action",
-            "abort",
-            |s| match s {
-                "abort" => Some(TimeoutAction::Abort),
-                "force-complete" => Some(TimeoutAction::ForceComplete),
-                _ => None,
-            },
-            "abort, force-complete",
-        );
+        let timeout_action = r.timeout_action();
         let force_complete_at = r.int("force-complete-at", 0, 0, 100) as u8;
         let retries = r.int("retries", 1, 0, MAX_RETRIES) as u32;
         let poll_interval = r.float("poll-interval", 2.0, MIN_POLL_INTERVAL, MAX_POLL_INTERVAL);

@@ -410,30 +410,61 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
     let servers = compute.servers_on_host(&ctl.host).await?;
     let mut migrations = in_progress(ctl).await?;
     let only = match vm {
-        Some(vm) => {
-            // The instance may be known only from its migration record.
-            let id = match resolve_vm(&servers, vm, &ctl.host) {
-                Ok(s) => s.id.clone(),
-                Err(msg) => {
-                    if migrations.iter().any(|m| m.instance_uuid == vm) {
-                        vm.to_string()
-                    } else {
-                        return Ok(Done::failed("abort", msg));
-                    }
-                }
-            };
-            migrations.retain(|m| m.instance_uuid == id);
-            Some(id)
-        }
+        Some(vm) => match narrow_to_vm(&servers, &mut migrations, vm, &ctl.host) {
+            Ok(id) => Some(id),
+            Err(msg) => return Ok(Done::failed("abort", msg)),
+        },
         None => None,
     };
+    let (aborted, not_aborted) = abort_each(ctl, &servers, &migrations).await;
+    let journal = end_interrupted(ctl, &servers, only.as_deref(), &aborted, &not_aborted).await;
+    Ok(abort_done(
+        ctl,
+        vm,
+        migrations.is_empty(),
+        aborted,
+        not_aborted,
+        journal,
+    ))
+}
+
+/// Keeps only the migrations of `vm` and returns its id; the instance may
+/// be known only from its migration record.
+fn narrow_to_vm(
+    servers: &[Server],
+    migrations: &mut Vec<openstack::Migration>,
+    vm: &str,
+    host: &str,
+) -> Result<String, String> {
+    let id = match resolve_vm(servers, vm, host) {
+        Ok(s) => s.id.clone(),
+        Err(msg) => {
+            if migrations.iter().any(|m| m.instance_uuid == vm) {
+                vm.to_string()
+            } else {
+                return Err(msg);
+            }
+        }
+    };
+    migrations.retain(|m| m.instance_uuid == id);
+    Ok(id)
+}
+
+/// Asks Nova to abort each migration that can be aborted; returns the
+/// aborted ones and the others, each with its reason.
+async fn abort_each(
+    ctl: &Ctl<'_>,
+    servers: &[Server],
+    migrations: &[openstack::Migration],
+) -> (Vec<AbortEntry>, Vec<AbortEntry>) {
+    let compute = ctl.os.compute();
     let queued_ok = compute.can_abort_queued();
     let mut aborted = Vec::new();
     let mut not_aborted = Vec::new();
-    for m in &migrations {
+    for m in migrations {
         let entry = AbortEntry {
             instance_id: m.instance_uuid.clone(),
-            name: name_of(&servers, &m.instance_uuid),
+            name: name_of(servers, &m.instance_uuid),
             migration_id: m.id,
             status: MigrationStatus::from(m.status.clone()),
             dest_compute: m.dest_compute.clone(),
@@ -459,12 +490,24 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
             Err(e) => not_aborted.push(entry.because(e.to_string())),
         }
     }
-    let journal = end_interrupted(ctl, &servers, only.as_deref(), &aborted, &not_aborted).await;
+    (aborted, not_aborted)
+}
+
+/// The action's result: summary, report, flat keys and the failure that
+/// names each migration not aborted.
+fn abort_done(
+    ctl: &Ctl<'_>,
+    vm: Option<&str>,
+    nothing_in_flight: bool,
+    aborted: Vec<AbortEntry>,
+    not_aborted: Vec<AbortEntry>,
+    journal: Option<Value>,
+) -> Done {
     let on = match vm {
         Some(v) => format!("{v} on {}", ctl.host),
         None => ctl.host.clone(),
     };
-    let mut summary = if migrations.is_empty() {
+    let mut summary = if nothing_in_flight {
         format!("abort {on}: no migration in flight; nothing to abort")
     } else {
         format!(
@@ -495,7 +538,7 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
                 .join("; ")
         )
     });
-    Ok(Done {
+    Done {
         summary,
         report: serde_json::to_value(AbortReport {
             action: "abort".into(),
@@ -509,7 +552,7 @@ async fn abort(ctl: &Ctl<'_>, vm: Option<&str>) -> openstack::Result<Done> {
         flat,
         failure,
         status: None,
-    })
+    }
 }
 
 /// Why a migration in `status` cannot be aborted (`None`: it can).
@@ -926,65 +969,12 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     let service = compute.compute_service(&ctl.host).await?;
     let servers = compute.servers_on_host(&ctl.host).await?;
     let migrations = in_progress(ctl).await?;
-    let mut migs = Vec::new();
-    for m in &migrations {
-        let status = MigrationStatus::from(m.status.clone());
-        let mut progress = None;
-        if matches!(
-            status,
-            MigrationStatus::Running | MigrationStatus::RunningPostCopy
-        ) {
-            match compute.server_migration(&m.instance_uuid, m.id).await {
-                Ok(sm) => {
-                    progress = Some(Progress {
-                        percent: sm.memory_percent().map(|p| p.round()),
-                        memory_total_bytes: sm.memory_total_bytes,
-                        memory_remaining_bytes: sm.memory_remaining_bytes,
-                        disk_total_bytes: sm.disk_total_bytes,
-                        disk_remaining_bytes: sm.disk_remaining_bytes,
-                    })
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => tracing::debug!("progress of migration {}: {e}", m.id),
-            }
-        }
-        migs.push(MigrationState {
-            id: m.id,
-            instance_id: m.instance_uuid.clone(),
-            name: name_of(&servers, &m.instance_uuid),
-            status,
-            dest_compute: m.dest_compute.clone(),
-            created_at: m.created_at.clone(),
-            progress,
-        });
-    }
+    let migs = migration_states(ctl, &servers, &migrations).await;
     let run = last_run(&ctl.paths.state_dir);
-    let instances: Vec<InstanceState> = servers
-        .iter()
-        .map(|s| InstanceState {
-            id: s.id.clone(),
-            name: s.name.clone(),
-            status: s.status.clone(),
-            task_state: s.task_state.clone(),
-        })
-        .collect();
-    let svc = service.as_ref().map(|s| ServiceState {
-        status: s.status.clone(),
-        state: s.state.clone(),
-        disabled_reason: s.disabled_reason.clone(),
-    });
-    let svc_line = match &service {
-        Some(s) if s.is_disabled() => format!(
-            "disabled ({}), {}",
-            s.disabled_reason.as_deref().unwrap_or("no reason"),
-            s.state
-        ),
-        Some(s) => format!("{}, {}", s.status, s.state),
-        None => "no nova-compute service".to_string(),
-    };
     let mut summary = format!(
-        "{}: {svc_line}; {} instance{}, {} migration{} in flight",
+        "{}: {}; {} instance{}, {} migration{} in flight",
         ctl.host,
+        service_line(service.as_ref()),
         servers.len(),
         if servers.len() == 1 { "" } else { "s" },
         migs.len(),
@@ -1015,8 +1005,12 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
     let report = StatusReport {
         action: "status".into(),
         host: ctl.host.clone(),
-        service: svc,
-        instances,
+        service: service.as_ref().map(|s| ServiceState {
+            status: s.status.clone(),
+            state: s.state.clone(),
+            disabled_reason: s.disabled_reason.clone(),
+        }),
+        instances: instance_states(&servers),
         migrations: migs,
         evacuation,
     };
@@ -1027,6 +1021,83 @@ async fn status(ctl: &Ctl<'_>) -> openstack::Result<Done> {
         failure: None,
         status: Some(report),
     })
+}
+
+/// Each migration in flight, with the progress of those running.
+async fn migration_states(
+    ctl: &Ctl<'_>,
+    servers: &[Server],
+    migrations: &[openstack::Migration],
+) -> Vec<MigrationState> {
+    let mut migs = Vec::new();
+    for m in migrations {
+        let status = MigrationStatus::from(m.status.clone());
+        let mut progress = None;
+        if matches!(
+            status,
+            MigrationStatus::Running | MigrationStatus::RunningPostCopy
+        ) {
+            progress = progress_of(ctl, m).await;
+        }
+        migs.push(MigrationState {
+            id: m.id,
+            instance_id: m.instance_uuid.clone(),
+            name: name_of(servers, &m.instance_uuid),
+            status,
+            dest_compute: m.dest_compute.clone(),
+            created_at: m.created_at.clone(),
+            progress,
+        });
+    }
+    migs
+}
+
+/// A running migration's progress; `None` when Nova has none to tell.
+async fn progress_of(ctl: &Ctl<'_>, m: &openstack::Migration) -> Option<Progress> {
+    match ctl
+        .os
+        .compute()
+        .server_migration(&m.instance_uuid, m.id)
+        .await
+    {
+        Ok(sm) => Some(Progress {
+            percent: sm.memory_percent().map(|p| p.round()),
+            memory_total_bytes: sm.memory_total_bytes,
+            memory_remaining_bytes: sm.memory_remaining_bytes,
+            disk_total_bytes: sm.disk_total_bytes,
+            disk_remaining_bytes: sm.disk_remaining_bytes,
+        }),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            tracing::debug!("progress of migration {}: {e}", m.id);
+            None
+        }
+    }
+}
+
+fn instance_states(servers: &[Server]) -> Vec<InstanceState> {
+    servers
+        .iter()
+        .map(|s| InstanceState {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            status: s.status.clone(),
+            task_state: s.task_state.clone(),
+        })
+        .collect()
+}
+
+/// The nova-compute service as the summary tells it.
+fn service_line(service: Option<&openstack::Service>) -> String {
+    match service {
+        Some(s) if s.is_disabled() => format!(
+            "disabled ({}), {}",
+            s.disabled_reason.as_deref().unwrap_or("no reason"),
+            s.state
+        ),
+        Some(s) => format!("{}, {}", s.status, s.state),
+        None => "no nova-compute service".to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -283,31 +283,8 @@ fn policy(env: &Env<'_>, params_max: Option<u32>) -> Policy {
 /// Runs `evacuate` or `migrate-vm`.
 pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> {
     let journal = Journal::in_dir(&env.paths.state_dir);
-    let existing: Option<RunRecord> = journal.load()?;
-    if let Some(rec) = existing {
-        if params.dry_run {
-            if rec.in_flight() {
-                (env.log)(&format!(
-                    "note: the {} started at {} is still in flight ({}); this dry-run plans afresh",
-                    rec.kind.as_str(),
-                    iso(rec.started_at),
-                    rec.progress()
-                ));
-            }
-        } else if rec.in_flight() {
-            check_resumable(env, &rec, params)?;
-            return resume(env, &journal, rec).await;
-        } else if rec.reported_at.is_none() && rec.kind == params.kind && rec.host == env.host {
-            // Killed after it ended and before its result reached Juju: that
-            // result is this action's (the run already did the work).
-            (env.log)(&format!(
-                "the {} started at {} ended at {} before its result could be delivered (the action was killed); this is its result",
-                rec.kind.as_str(),
-                iso(rec.started_at),
-                rec.ended_at.map(iso).unwrap_or_default()
-            ));
-            return finish(env, rec).await;
-        }
+    if let Some(outcome) = carry_on_existing(env, &journal, params).await? {
+        return Ok(outcome);
     }
     let t0 = now_ms();
     (env.log)(&format!(
@@ -317,17 +294,7 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         env.os.compute().microversion()
     ));
     let input = crate::gather::gather(env.os, &env.host).await?;
-    let pf = PreflightParams {
-        target_host: params.target_host.clone(),
-        include_stopped: params.include_stopped,
-        exclude: params.exclude.clone(),
-        force: params.force,
-        only: params.vm.clone(),
-        budget: env.config.maintenance.clone(),
-        default_policy: env.config.default_policy,
-        order: env.config.drain_order,
-    };
-    let plan = plan::preflight(&input, &pf);
+    let plan = plan::preflight(&input, &preflight_params(env, params));
     let block = params.block_migration.unwrap_or(env.config.block_migration);
     let service_before = input
         .service
@@ -337,28 +304,93 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
     for w in &plan.warnings {
         (env.log)(&format!("warning: {w}"));
     }
-    let elapsed = |t0: Millis| now_ms().saturating_sub(t0) as f64 / 1000.0;
+    if let Some(outcome) = without_moving(params, &plan, &service_before, block, t0) {
+        return Ok(outcome);
+    }
+    start_run(env, &journal, params, plan, block, service_before, t0).await
+}
+
+/// What a journal left by an earlier run means for this one: a run still in
+/// flight is resumed (unless this is a dry-run), and a run that ended before
+/// its result reached Juju is this action's result. `None`: plan afresh.
+async fn carry_on_existing(
+    env: &Env<'_>,
+    journal: &Journal,
+    params: &Params,
+) -> Result<Option<Outcome>, DrainError> {
+    let Some(rec): Option<RunRecord> = journal.load()? else {
+        return Ok(None);
+    };
+    if params.dry_run {
+        if rec.in_flight() {
+            (env.log)(&format!(
+                "note: the {} started at {} is still in flight ({}); this dry-run plans afresh",
+                rec.kind.as_str(),
+                iso(rec.started_at),
+                rec.progress()
+            ));
+        }
+    } else if rec.in_flight() {
+        check_resumable(env, &rec, params)?;
+        return resume(env, journal, rec).await.map(Some);
+    } else if rec.reported_at.is_none() && rec.kind == params.kind && rec.host == env.host {
+        // Killed after it ended and before its result reached Juju: that
+        // result is this action's (the run already did the work).
+        (env.log)(&format!(
+            "the {} started at {} ended at {} before its result could be delivered (the action was killed); this is its result",
+            rec.kind.as_str(),
+            iso(rec.started_at),
+            rec.ended_at.map(iso).unwrap_or_default()
+        ));
+        return finish(env, rec).await.map(Some);
+    }
+    Ok(None)
+}
+
+fn preflight_params(env: &Env<'_>, params: &Params) -> PreflightParams {
+    PreflightParams {
+        target_host: params.target_host.clone(),
+        include_stopped: params.include_stopped,
+        exclude: params.exclude.clone(),
+        force: params.force,
+        only: params.vm.clone(),
+        budget: env.config.maintenance.clone(),
+        default_policy: env.config.default_policy,
+        order: env.config.drain_order,
+    }
+}
+
+/// The outcome of a run that moves nothing: a dry-run's plan, or a
+/// pre-flight that stops. `None`: the plan may proceed.
+fn without_moving(
+    params: &Params,
+    plan: &plan::Plan,
+    service_before: &ServiceReport,
+    block: config::BlockMigration,
+    t0: Millis,
+) -> Option<Outcome> {
+    let elapsed = now_ms().saturating_sub(t0) as f64 / 1000.0;
     if params.dry_run {
         let report = Report::from_plan(
             params.kind.as_str(),
-            &plan,
-            service_before,
+            plan,
+            service_before.clone(),
             block.as_str(),
-            elapsed(t0),
+            elapsed,
         );
         let failure = report
             .error
             .clone()
             .map(|e| format!("a real run would stop: {e}"));
-        return Ok(Outcome { report, failure });
+        return Some(Outcome { report, failure });
     }
     if !plan.can_proceed() {
         let report = Report::blocked(
             params.kind.as_str(),
-            &plan,
-            service_before,
+            plan,
+            service_before.clone(),
             block.as_str(),
-            elapsed(t0),
+            elapsed,
         );
         let msg = plan
             .stopping_failures()
@@ -366,11 +398,24 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
             .map(|f| f.message.clone())
             .collect::<Vec<_>>()
             .join("; ");
-        return Ok(Outcome {
+        return Some(Outcome {
             report,
             failure: Some(format!("pre-flight failed, nothing was changed: {msg}")),
         });
     }
+    None
+}
+
+/// Journals the new run, disables the service (evacuate) and drives it.
+async fn start_run(
+    env: &Env<'_>,
+    journal: &Journal,
+    params: &Params,
+    plan: plan::Plan,
+    block: config::BlockMigration,
+    service_before: ServiceReport,
+    t0: Millis,
+) -> Result<Outcome, DrainError> {
     let drain = Drain::new(
         &env.host,
         plan.to_move(),
@@ -401,14 +446,14 @@ pub async fn run(env: &Env<'_>, params: &Params) -> Result<Outcome, DrainError> 
         rec.disabled_reason = Some(reason.clone());
         journal.store(&rec)?;
         disable(env, &reason).await?;
-        if let Some(refused) = hold_budget(env, &journal, &rec, &reason).await? {
+        if let Some(refused) = hold_budget(env, journal, &rec, &reason).await? {
             return Ok(refused);
         }
         tell_instance_ha(env).await;
     } else {
         journal.store(&rec)?;
     }
-    drive(env, &journal, rec).await
+    drive(env, journal, rec).await
 }
 
 async fn disable(env: &Env<'_>, reason: &str) -> Result<(), DrainError> {

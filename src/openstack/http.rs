@@ -484,122 +484,187 @@ impl Session {
     }
 
     async fn execute(&self, call: &Call, token: Option<&Token>, safe: bool) -> Result<Answer> {
-        let policy = &self.options.retry;
         let url = format!("{}{}", call.base, call.path);
         let is_auth = token.is_none();
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let mut req = self.client.request(call.method.clone(), &url);
-            if !call.query.is_empty() {
-                req = req.query(&call.query);
-            }
-            req = req.header("Accept", "application/json");
-            if let Some(t) = token {
-                let mut hv = HeaderValue::from_str(t.value.expose())
-                    .map_err(|_| Error::Auth("token is not a valid header value".into()))?;
-                hv.set_sensitive(true);
-                req = req.header("X-Auth-Token", hv);
-            }
-            if let Some(v) = &call.api_version {
-                req = req.header("OpenStack-API-Version", v);
-            }
-            for (k, v) in &call.extra_headers {
-                req = req.header(*k, v);
-            }
-            if let Some(b) = &call.body {
-                req = req.json(b);
-            }
+            let req = self.request(call, &url, token)?;
             self.stats
                 .record(&call.method, call.route, attempt > 1, is_auth);
             let started = Instant::now();
-            let result = req.send().await;
-            let outcome = match result {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let request_id = request_id(&headers);
-                    match resp.bytes().await {
-                        Ok(body) => Ok((status, headers, body.to_vec(), request_id)),
-                        Err(e) => Err(e),
-                    }
-                }
-                Err(e) => Err(e),
+            let outcome = receive(req).await;
+            let sent = Sent {
+                call,
+                url: &url,
+                is_auth,
+                safe,
+                attempt,
+                elapsed_ms: started.elapsed().as_millis() as u64,
             };
-            let elapsed_ms = started.elapsed().as_millis() as u64;
-            match outcome {
-                Ok((status, headers, body, request_id)) => {
-                    tracing::debug!(
-                        method = %call.method,
-                        path = %call.path,
-                        status = status.as_u16(),
-                        elapsed_ms,
-                        request_id = request_id.as_deref().unwrap_or("-"),
-                        attempt,
-                        "openstack request"
-                    );
-                    if status.is_success() {
-                        return Ok(Answer {
-                            headers,
-                            body,
-                            request_id,
-                        });
-                    }
-                    if status.is_redirection() {
-                        return Err(Error::Http {
-                            method: call.method.to_string(),
-                            path: call.path.clone(),
-                            status,
-                            message: redirect_message(&url, &headers, is_auth, &call.base),
-                            request_id,
-                        });
-                    }
-                    if safe && is_transient_status(status) && attempt < policy.max_attempts {
-                        let delay = retry_after(&headers, policy.max_retry_after, unix_now())
-                            .unwrap_or_else(|| policy.backoff(attempt));
-                        tracing::debug!(method = %call.method, path = %call.path, status = status.as_u16(), delay_ms = delay.as_millis() as u64, "retrying");
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    return Err(Error::Http {
-                        method: call.method.to_string(),
-                        path: call.path.clone(),
-                        status,
-                        message: parse_error_message(&body),
-                        request_id,
-                    });
-                }
-                Err(e) => {
-                    let kind = if e.is_connect() {
-                        TransportKind::Connect
-                    } else if e.is_timeout() {
-                        TransportKind::Timeout
-                    } else {
-                        TransportKind::Other
-                    };
-                    tracing::debug!(
-                        method = %call.method,
-                        path = %call.path,
-                        error = %kind,
-                        elapsed_ms,
-                        attempt,
-                        "openstack request failed"
-                    );
-                    let may_retry = safe || kind == TransportKind::Connect;
-                    if may_retry && attempt < policy.max_attempts {
-                        tokio::time::sleep(policy.backoff(attempt)).await;
-                        continue;
-                    }
-                    return Err(Error::Transport {
-                        method: call.method.to_string(),
-                        path: call.path.clone(),
-                        kind,
-                        source: e.without_url_query(),
-                    });
-                }
+            let next = match outcome {
+                Ok(received) => self.on_answer(&sent, received),
+                Err(e) => self.on_transport_error(&sent, e),
+            };
+            match next {
+                Next::Done(result) => return result,
+                Next::RetryAfter(delay) => tokio::time::sleep(delay).await,
             }
         }
     }
+
+    /// The request of one attempt: query, headers (the token marked
+    /// sensitive) and JSON body.
+    fn request(
+        &self,
+        call: &Call,
+        url: &str,
+        token: Option<&Token>,
+    ) -> Result<reqwest::RequestBuilder> {
+        let mut req = self.client.request(call.method.clone(), url);
+        if !call.query.is_empty() {
+            req = req.query(&call.query);
+        }
+        req = req.header("Accept", "application/json");
+        if let Some(t) = token {
+            let mut hv = HeaderValue::from_str(t.value.expose())
+                .map_err(|_| Error::Auth("token is not a valid header value".into()))?;
+            hv.set_sensitive(true);
+            req = req.header("X-Auth-Token", hv);
+        }
+        if let Some(v) = &call.api_version {
+            req = req.header("OpenStack-API-Version", v);
+        }
+        for (k, v) in &call.extra_headers {
+            req = req.header(*k, v);
+        }
+        if let Some(b) = &call.body {
+            req = req.json(b);
+        }
+        Ok(req)
+    }
+
+    /// What an HTTP answer means: success, a redirect (never followed), a
+    /// transient status worth retrying (safe calls only), or an error.
+    fn on_answer(&self, sent: &Sent<'_>, received: Received) -> Next {
+        let policy = &self.options.retry;
+        let (call, attempt) = (sent.call, sent.attempt);
+        let Received {
+            status,
+            headers,
+            body,
+            request_id,
+        } = received;
+        tracing::debug!(
+            method = %call.method,
+            path = %call.path,
+            status = status.as_u16(),
+            elapsed_ms = sent.elapsed_ms,
+            request_id = request_id.as_deref().unwrap_or("-"),
+            attempt,
+            "openstack request"
+        );
+        if status.is_success() {
+            return Next::Done(Ok(Answer {
+                headers,
+                body,
+                request_id,
+            }));
+        }
+        if status.is_redirection() {
+            return Next::Done(Err(Error::Http {
+                method: call.method.to_string(),
+                path: call.path.clone(),
+                status,
+                message: redirect_message(sent.url, &headers, sent.is_auth, &call.base),
+                request_id,
+            }));
+        }
+        if sent.safe && is_transient_status(status) && attempt < policy.max_attempts {
+            let delay = retry_after(&headers, policy.max_retry_after, unix_now())
+                .unwrap_or_else(|| policy.backoff(attempt));
+            tracing::debug!(method = %call.method, path = %call.path, status = status.as_u16(), delay_ms = delay.as_millis() as u64, "retrying");
+            return Next::RetryAfter(delay);
+        }
+        Next::Done(Err(Error::Http {
+            method: call.method.to_string(),
+            path: call.path.clone(),
+            status,
+            message: parse_error_message(&body),
+            request_id,
+        }))
+    }
+
+    /// What a transport failure means: a retry (safe calls, or any call
+    /// that never connected) or the error, its URL without the query.
+    fn on_transport_error(&self, sent: &Sent<'_>, e: reqwest::Error) -> Next {
+        let policy = &self.options.retry;
+        let (call, attempt) = (sent.call, sent.attempt);
+        let kind = if e.is_connect() {
+            TransportKind::Connect
+        } else if e.is_timeout() {
+            TransportKind::Timeout
+        } else {
+            TransportKind::Other
+        };
+        tracing::debug!(
+            method = %call.method,
+            path = %call.path,
+            error = %kind,
+            elapsed_ms = sent.elapsed_ms,
+            attempt,
+            "openstack request failed"
+        );
+        let may_retry = sent.safe || kind == TransportKind::Connect;
+        if may_retry && attempt < policy.max_attempts {
+            return Next::RetryAfter(policy.backoff(attempt));
+        }
+        Next::Done(Err(Error::Transport {
+            method: call.method.to_string(),
+            path: call.path.clone(),
+            kind,
+            source: e.without_url_query(),
+        }))
+    }
+}
+
+/// One attempt of a call, as its answer is judged.
+struct Sent<'a> {
+    call: &'a Call,
+    url: &'a str,
+    is_auth: bool,
+    safe: bool,
+    attempt: u32,
+    elapsed_ms: u64,
+}
+
+/// An HTTP answer, its body read.
+struct Received {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    request_id: Option<String>,
+}
+
+/// After one attempt: the call's result, or a retry after a delay.
+enum Next {
+    Done(Result<Answer>),
+    RetryAfter(Duration),
+}
+
+/// Sends the request and reads the whole answer.
+async fn receive(req: reqwest::RequestBuilder) -> std::result::Result<Received, reqwest::Error> {
+    let resp = req.send().await?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let request_id = request_id(&headers);
+    let body = resp.bytes().await?;
+    Ok(Received {
+        status,
+        headers,
+        body: body.to_vec(),
+        request_id,
+    })
 }
 
 trait WithoutUrlQuery {
