@@ -12,7 +12,7 @@ use nlm::plan::{Drain, InstanceRecord, MoveKind, Outcome, Phase, Plan, Policy, S
 use nlm::time::now_ms;
 use serde_json::{Value, json};
 
-use crate::cloud::{CloudEnv, DEST, SOURCE, host_of, wait_until};
+use crate::cloud::{CloudEnv, DEST, SOURCE, host_of, rt, wait_until};
 use crate::juju::{SIM_PASSWORD, Sim, State, keystone_bag};
 
 const CLI: &str = env!("CARGO_BIN_EXE_nova-live-migration");
@@ -495,13 +495,6 @@ fn secret(cloud: &CloudEnv) -> String {
         .to_string()
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A second unit process view on the same host paths (its own harness state).
 struct Beside {
     sim: Sim,
@@ -869,7 +862,15 @@ fn cloud_abort_action_ends_an_interrupted_evacuation() {
     let names = ["ctl-b1", "ctl-b2", "ctl-b3"];
     let ids = rt.block_on(cloud.boot_on(SOURCE, &names, &[("nlm_migration_seconds", "60")]));
     // The killed evacuation: two migrations started in Nova, one not started.
+    // Nova runs one at a time from a host here: ctl-b1 runs, then ctl-b2 is
+    // queued behind it. The second starts only once the first runs: sent
+    // together, Nova may take them in either order (the rehearsal of
+    // 2026-12-01 waited 60 s for ctl-b1 while ctl-b2 held the slot).
     rt.block_on(cloud.live_migrate(&ids[0], None));
+    rt.block_on(wait_until(
+        || async { cloud.running_migration(&ids[0]).await },
+        Duration::from_secs(60),
+    ));
     rt.block_on(cloud.live_migrate(&ids[1], None));
     let mut sim = cloud_sim(&cloud);
     let env = shared_env(&sim, &cloud);
@@ -898,12 +899,6 @@ fn cloud_abort_action_ends_an_interrupted_evacuation() {
             (&ids[2], names[2], Phase::Pending),
         ],
     );
-    // Nova runs one at a time from a host here: ctl-b1 runs, ctl-b2 is queued.
-    rt.block_on(wait_until(
-        || async { cloud.running_migration(&ids[0]).await },
-        Duration::from_secs(60),
-    ));
-
     // force-complete of the queued one: refused, naming the state.
     rt.block_on(wait_until(
         || async {

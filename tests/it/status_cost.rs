@@ -54,10 +54,7 @@ fn cloud_update_status_keeps_the_token_and_makes_one_nova_call() {
         return;
     };
     let _lock = cloud.lock();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::cloud::rt();
     rt.block_on(cloud.reset());
     rt.block_on(cloud.boot_on(SOURCE, &["cost-1", "cost-2"], &[]));
     let bag: std::collections::BTreeMap<String, String> = cloud

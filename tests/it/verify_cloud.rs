@@ -7,16 +7,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cloud::{CloudEnv, DEST, SOURCE, host_of, wait_until};
+use crate::cloud::{CloudEnv, DEST, SOURCE, host_of, rt, wait_until};
 use crate::drain_cloud::Node;
 use crate::juju::State;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn report(st: &State) -> Value {
     serde_json::from_str(&st.action_results["report"]).expect("report JSON")

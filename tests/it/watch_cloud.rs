@@ -17,10 +17,7 @@ fn cloud_status_watch_prints_plain_lines_until_the_run_ends() {
         return;
     };
     let _lock = cloud.lock();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::cloud::rt();
     rt.block_on(cloud.reset());
     rt.block_on(cloud.boot_on(
         SOURCE,

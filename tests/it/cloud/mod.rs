@@ -68,6 +68,15 @@ pub fn note_skipped(why: &str) {
 static PROCESS_LOCK: Mutex<()> = Mutex::new(());
 static SKIP_ONCE: Once = Once::new();
 
+/// The current-thread runtime a synchronous cloud test drives its async
+/// calls on.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// State directory of the local cloud: `$NLM_CLOUD_DIR`, default `/var/tmp/nlm-cloud`.
 pub fn cloud_dir() -> PathBuf {
     std::env::var_os("NLM_CLOUD_DIR")
@@ -326,7 +335,7 @@ impl CloudEnv {
         let token = r.headers()["x-subject-token"].to_str().unwrap().to_string();
         let v: Value = r.json().await.unwrap();
         let region = self.os("OS_REGION_NAME", "RegionOne");
-        let endpoint = |kind: &str| {
+        let find = |kind: &str| {
             v["token"]["catalog"]
                 .as_array()
                 .into_iter()
@@ -335,19 +344,11 @@ impl CloudEnv {
                 .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
                 .find(|e| e["interface"] == "public" && e["region_id"] == region.as_str())
                 .and_then(|e| e["url"].as_str())
-                .unwrap_or_else(|| panic!("{kind} endpoint in the catalog"))
-                .trim_end_matches('/')
-                .to_string()
+                .map(|u| u.trim_end_matches('/').to_string())
         };
-        let network = v["token"]["catalog"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| s["type"] == "network")
-            .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
-            .find(|e| e["interface"] == "public" && e["region_id"] == region.as_str())
-            .and_then(|e| e["url"].as_str())
-            .map(|u| u.trim_end_matches('/').to_string());
+        let endpoint =
+            |kind: &str| find(kind).unwrap_or_else(|| panic!("{kind} endpoint in the catalog"));
+        let network = find("network");
         let a = Auth {
             token,
             nova: endpoint("compute"),
@@ -378,18 +379,35 @@ impl CloudEnv {
         body: Option<Value>,
     ) -> (u16, Value) {
         let a = self.auth().await;
+        let h = [("OpenStack-API-Version", microversion)];
+        self.send(&a.token, &a.nova, &h, method, path, body).await
+    }
+
+    /// One request as admin to `base`: (status, body as JSON, the text when
+    /// it is not JSON, or Null when empty).
+    async fn send(
+        &self,
+        token: &str,
+        base: &str,
+        headers: &[(&str, &str)],
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
-            .request(method.clone(), format!("{}{path}", a.nova))
-            .header("X-Auth-Token", &a.token)
-            .header("OpenStack-API-Version", microversion);
+            .request(method.clone(), format!("{base}{path}"))
+            .header("X-Auth-Token", token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
         let r = req
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            .unwrap_or_else(|e| panic!("{method} {base}{path}: {e}"));
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
         let v = if text.is_empty() {
@@ -410,21 +428,14 @@ impl CloudEnv {
     ) -> Value {
         let a = self.auth().await;
         let base = a.network.expect("network endpoint in the catalog");
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{base}{path}"))
-            .header("X-Auth-Token", &a.token);
-        if let Some(b) = body {
-            req = req.json(&b);
+        let (status, v) = self
+            .send(&a.token, &base, &[], method.clone(), path, body)
+            .await;
+        assert!(ok.contains(&status), "{method} {path}: {status} {v}");
+        match v {
+            Value::String(_) => Value::Null,
+            v => v,
         }
-        let r = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        assert!(ok.contains(&status), "{method} {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 
     /// A Placement API call as admin at `placement 1.28`: (status, body or Null).
@@ -435,26 +446,9 @@ impl CloudEnv {
         body: Option<Value>,
     ) -> (u16, Value) {
         let a = self.auth().await;
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", a.placement))
-            .header("X-Auth-Token", &a.token)
-            .header("OpenStack-API-Version", "placement 1.28");
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req
-            .send()
+        let h = [("OpenStack-API-Version", "placement 1.28")];
+        self.send(&a.token, &a.placement, &h, method, path, body)
             .await
-            .unwrap_or_else(|e| panic!("placement {method} {path}: {e}"));
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, v)
     }
 
     /// The uuid of the resource provider named `name`.
