@@ -39,6 +39,31 @@ pub(crate) fn nova_max_concurrent() -> u32 {
         .unwrap_or(1)
 }
 
+/// A unit's host paths in a temporary directory: the state dir, a nova.conf
+/// naming `host` with `max_concurrent` (none: no nova.conf written), no
+/// nova-compute log.
+pub(crate) fn unit_paths(
+    host: &str,
+    max_concurrent: Option<u32>,
+) -> Result<(tempfile::TempDir, Paths), String> {
+    let state = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let nova_conf = state.path().join("nova.conf");
+    if let Some(mc) = max_concurrent {
+        std::fs::write(
+            &nova_conf,
+            format!("[DEFAULT]\nhost = {host}\nmax_concurrent_live_migrations = {mc}\n"),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let paths = Paths::from_env(|k| match k {
+        "NLM_STATE_DIR" => Some(state.path().join("state").display().to_string()),
+        "NLM_NOVA_CONF" => Some(nova_conf.display().to_string()),
+        "NLM_NOVA_COMPUTE_LOG" => Some(state.path().join("none.log").display().to_string()),
+        _ => None,
+    });
+    Ok((state, paths))
+}
+
 /// Pre-flight checks the local nova-compute and libvirtd units; on this
 /// machine the computes are plain processes, so stand in for systemctl.
 pub(crate) fn fake_systemctl() -> Result<(), String> {
@@ -322,22 +347,7 @@ async fn evacuate(
     from: &'static str,
     n: usize,
 ) -> Result<Run, String> {
-    let state = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let nova_conf = state.path().join("nova.conf");
-    std::fs::write(
-        &nova_conf,
-        format!(
-            "[DEFAULT]\nhost = {from}\nmax_concurrent_live_migrations = {}\n",
-            nova_max_concurrent()
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let paths = Paths::from_env(|k| match k {
-        "NLM_STATE_DIR" => Some(state.path().join("state").display().to_string()),
-        "NLM_NOVA_CONF" => Some(nova_conf.display().to_string()),
-        "NLM_NOVA_COMPUTE_LOG" => Some(state.path().join("none.log").display().to_string()),
-        _ => None,
-    });
+    let (_state, paths) = unit_paths(from, Some(nova_max_concurrent()))?;
     let config =
         Config::from_values(&BTreeMap::<String, Value>::new()).map_err(|e| e.to_string())?;
     let log = |_: &str| {};
@@ -477,13 +487,7 @@ async fn preflight(n: usize, rounds: usize) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     wait_all_on(&admin, HOSTS[0], n, Duration::from_secs(180)).await?;
-    let state = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let paths = Paths::from_env(|k| match k {
-        "NLM_STATE_DIR" => Some(state.path().join("state").display().to_string()),
-        "NLM_NOVA_CONF" => Some(state.path().join("nova.conf").display().to_string()),
-        "NLM_NOVA_COMPUTE_LOG" => Some(state.path().join("none.log").display().to_string()),
-        _ => None,
-    });
+    let (_state, paths) = unit_paths(HOSTS[0], None)?;
     let config =
         Config::from_values(&BTreeMap::<String, Value>::new()).map_err(|e| e.to_string())?;
     let log = |_: &str| {};

@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use nlm::config::Config;
 use nlm::drain::{self, Kind, Params};
 use nlm::openstack::{AuthConfig, Interface, OpenStack};
-use nlm::paths::Paths;
 use serde_json::{Value, json};
 
 use crate::drain::{
-    HOSTS, IMAGE_ID, adminrc, cleanup, cloud_dir, nova_max_concurrent, wait_all_on,
+    HOSTS, IMAGE_ID, adminrc, cleanup, cloud_dir, nova_max_concurrent, unit_paths, wait_all_on,
 };
 
 const ORDERS: [&str; 3] = ["largest-first", "smallest-first", "nova"];
@@ -172,22 +171,7 @@ async fn evacuate(
     order: &'static str,
     sizes: &[u64],
 ) -> Result<Run, String> {
-    let state = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let nova_conf = state.path().join("nova.conf");
-    std::fs::write(
-        &nova_conf,
-        format!(
-            "[DEFAULT]\nhost = {from}\nmax_concurrent_live_migrations = {}\n",
-            nova_max_concurrent()
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let paths = Paths::from_env(|k| match k {
-        "NLM_STATE_DIR" => Some(state.path().join("state").display().to_string()),
-        "NLM_NOVA_CONF" => Some(nova_conf.display().to_string()),
-        "NLM_NOVA_COMPUTE_LOG" => Some(state.path().join("none.log").display().to_string()),
-        _ => None,
-    });
+    let (_state, paths) = unit_paths(from, Some(nova_max_concurrent()))?;
     let config = Config::from_values(&BTreeMap::from([("drain-order".to_string(), json!(order))]))
         .map_err(|e| e.to_string())?;
     let t = Instant::now();
