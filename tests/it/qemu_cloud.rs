@@ -164,6 +164,40 @@ fn progress_lines<'a>(st: &'a crate::juju::State, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The unit with the stall policy of these tests: `stall-timeout` 10 s
+/// (the stall rule decides), `migration-timeout` 150 s as a backstop,
+/// `timeout-action`, 1 s polls.
+fn stall_node(cloud: &CloudEnv, timeout_action: &str) -> Node {
+    Node::new(cloud)
+        .config("stall-timeout", json!(10))
+        .config("migration-timeout", json!(150))
+        .config("timeout-action", json!(timeout_action))
+        .config("poll-interval", json!(1.0))
+}
+
+/// `evacuate` to its end, its action log printed.
+fn evacuate_logged(node: &mut Node) -> crate::juju::State {
+    let st = node.run("evacuate", &[]);
+    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    st
+}
+
+/// The instance `id` migrated because the stall rule found its migration
+/// not converging and force-completed it; returns its report entry.
+fn force_completed_after_stall(st: &crate::juju::State, id: &str) -> Value {
+    let rep = report(st);
+    let i = inst(&rep, id).clone();
+    eprintln!("report entry: {i}");
+    assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
+    assert_eq!(i["result"], "migrated", "{i:#}");
+    let why = decisions(&i);
+    assert!(why.contains("force-complete"), "{why}");
+    // The stall rule fired (not the migration-timeout backstop), and named
+    // what it saw (plan::convergence, designed on tests/fixtures/qemu/).
+    assert!(why.contains("stalled: not converging"), "{why}");
+    i
+}
+
 // --------------------------------------------------------------------- tests
 
 #[tokio::test]
@@ -184,8 +218,7 @@ async fn qemu_evacuate_idle_guests_by_block_migration() {
 
     let mut node = Node::new(cloud);
     let t = Instant::now();
-    let st = node.run("evacuate", &[]);
-    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    let st = evacuate_logged(&mut node);
     assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
     assert_eq!(count(&st, "migrated"), 2);
     eprintln!(
@@ -236,25 +269,9 @@ async fn qemu_dirtying_guest_is_force_completed_after_its_stall() {
     let (id, boot) = &guests[0];
     let n0 = heartbeat(cloud, id).await.unwrap().1;
 
-    let mut node = Node::new(cloud)
-        .config("stall-timeout", json!(10))
-        // a backstop: the decision must still name the stall (below)
-        .config("migration-timeout", json!(150))
-        .config("timeout-action", json!("force-complete"))
-        .config("poll-interval", json!(1.0));
-    let st = node.run("evacuate", &[]);
-    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
-    let rep = report(&st);
-    let i = inst(&rep, id);
-    eprintln!("report entry: {i}");
-    assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
-    assert_eq!(i["result"], "migrated", "{i:#}");
-    let why = decisions(i);
-    assert!(why.contains("force-complete"), "{why}");
-    // The stall rule fired (not the migration-timeout backstop), and named
-    // what it saw: passes whose dirty memory did not shrink
-    // (plan::convergence, designed on tests/fixtures/qemu/).
-    assert!(why.contains("stalled: not converging"), "{why}");
+    let mut node = stall_node(cloud, "force-complete");
+    let st = evacuate_logged(&mut node);
+    let i = &force_completed_after_stall(&st, id);
     let lm = migration_records(cloud, id, "live-migration").await;
     assert_eq!(lm.len(), 1, "{lm:?}");
     assert_eq!(lm[0]["status"], "completed");
@@ -301,15 +318,10 @@ async fn qemu_abort_of_a_dirtying_guest_leaves_it_running_on_node1() {
     let n0 = heartbeat(cloud, id).await.unwrap().1;
 
     let bin = tempfile::tempdir().unwrap();
-    let mut node = Node::new(cloud)
-        .config("stall-timeout", json!(10))
-        .config("migration-timeout", json!(150))
-        .config("timeout-action", json!("abort"))
+    let mut node = stall_node(cloud, "abort")
         .config("retries", json!(0))
-        .config("poll-interval", json!(1.0))
         .env("NLM_VIRSH", node1_virsh(bin.path()).display());
-    let st = node.run("evacuate", &[]);
-    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    let st = evacuate_logged(&mut node);
     let rep = report(&st);
     let i = inst(&rep, id);
     eprintln!("report entry: {i}");
@@ -398,16 +410,11 @@ async fn qemu_reset_after_abort_leaves_the_instance_active_with_its_guest() {
     let n0 = heartbeat(cloud, id).await.unwrap().1;
     let bin = tempfile::tempdir().unwrap();
 
-    let mut node = Node::new(cloud)
-        .config("stall-timeout", json!(10))
-        .config("migration-timeout", json!(150))
-        .config("timeout-action", json!("abort"))
+    let mut node = stall_node(cloud, "abort")
         .config("retries", json!(0))
         .config("reset-after-abort", json!(true))
-        .config("poll-interval", json!(1.0))
         .env("NLM_VIRSH", node1_virsh(bin.path()).display());
-    let st = node.run("evacuate", &[]);
-    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    let st = evacuate_logged(&mut node);
     let rep = report(&st);
     let i = inst(&rep, id);
     eprintln!("report entry: {i}");
@@ -448,11 +455,7 @@ async fn qemu_resume_after_sigkill_with_a_real_migration_in_flight() {
     let (id, boot) = &guests[0];
     let n0 = heartbeat(cloud, id).await.unwrap().1;
 
-    let mut node = Node::new(cloud)
-        .config("stall-timeout", json!(10))
-        .config("migration-timeout", json!(150))
-        .config("timeout-action", json!("force-complete"))
-        .config("poll-interval", json!(1.0));
+    let mut node = stall_node(cloud, "force-complete");
     let run = node.start("evacuate", &[]);
     // Killed once QEMU is copying memory (real counters in the record).
     let m = wait_until(
@@ -474,8 +477,7 @@ async fn qemu_resume_after_sigkill_with_a_real_migration_in_flight() {
     let j = assert_journal(&node, false);
     eprintln!("journal after the kill: {}", j["state"]["phase"]);
 
-    let st = node.run("evacuate", &[]);
-    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    let st = evacuate_logged(&mut node);
     assert!(
         log_has(&st, "resuming the evacuate started at"),
         "{:#?}",
@@ -651,8 +653,7 @@ async fn qemu_evacuate_idle_guests_on_a_shared_instance_directory() {
     };
 
     let mut node = Node::new(cloud).config("poll-interval", json!(1.0));
-    let st = node.run("evacuate", &[]);
-    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
+    let st = evacuate_logged(&mut node);
     assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
     let rep = report(&st);
     assert_eq!(count(&st, "migrated"), 2, "{rep:#}");
@@ -687,21 +688,9 @@ async fn qemu_force_complete_with_post_copy_permitted_switches_to_post_copy() {
     let (id, boot) = &guests[0];
     let n0 = heartbeat(cloud, id).await.unwrap().1;
 
-    let mut node = Node::new(cloud)
-        .config("stall-timeout", json!(10))
-        .config("migration-timeout", json!(150))
-        .config("timeout-action", json!("force-complete"))
-        .config("poll-interval", json!(1.0));
-    let st = node.run("evacuate", &[]);
-    eprintln!("action log:\n  {}", st.action_log.join("\n  "));
-    let rep = report(&st);
-    let i = inst(&rep, id);
-    eprintln!("report entry: {i}");
-    assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
-    assert_eq!(i["result"], "migrated", "{i:#}");
-    let why = decisions(i);
-    assert!(why.contains("force-complete"), "{why}");
-    assert!(why.contains("stalled: not converging"), "{why}");
+    let mut node = stall_node(cloud, "force-complete");
+    let st = evacuate_logged(&mut node);
+    force_completed_after_stall(&st, id);
     let log = std::fs::read_to_string(cloud.compute_log(SOURCE)).unwrap_or_default();
     assert!(
         log.lines().any(|l| l.contains(&format!("[instance: {id}]"))
