@@ -396,8 +396,8 @@ impl Config {
         let default_policy = r.choice(
             "default-policy",
             "live",
-            InstancePolicy::parse,
-            InstancePolicy::ALLOWED,
+            InstancePolicy::parse_default,
+            InstancePolicy::ALLOWED_DEFAULT,
         );
         let drain_order = r.choice("drain-order", "largest-first", Order::parse, Order::ALLOWED);
         if !r.problems.is_empty() {
@@ -522,7 +522,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("default-policy: \"cold\" is not one of live, skip, notify"),
+            err.contains("default-policy: \"cold\" is not one of live, skip, notify (cold only per instance, from its metadata nova-live-migration:policy)"),
             "{err}"
         );
         assert!(

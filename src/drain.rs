@@ -932,6 +932,16 @@ async fn execute(
                 state,
             });
         }
+        Command::StopServer { instance, reason } => {
+            tracing::info!("stop {instance}: {reason}");
+            let r = compute.stop_server(instance).await;
+            obs.push(control(instance, plan::Control::Stop, r.map(|_| ())));
+        }
+        Command::StartServer { instance, reason } => {
+            tracing::info!("start {instance}: {reason}");
+            let r = compute.start_server(instance).await;
+            obs.push(control(instance, plan::Control::Start, r.map(|_| ())));
+        }
         Command::ResetState { instance, reason } => {
             tracing::info!("reset-state {instance} to active: {reason}");
             let r = compute.reset_state_active(instance).await;

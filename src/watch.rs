@@ -35,6 +35,8 @@ impl Row {
             Phase::Started { .. } => migration
                 .map(|m| m.status.as_str().to_string())
                 .unwrap_or_else(|| "started".into()),
+            Phase::Stopping { .. } => "stopping".to_string(),
+            Phase::Restarting { .. } => "starting-again".to_string(),
             Phase::Done { outcome } => ResultKind::from(*outcome).as_str().to_string(),
         };
         let percent = match r.outcome().map(ResultKind::from) {

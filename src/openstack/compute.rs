@@ -1025,6 +1025,17 @@ impl Compute {
             .await
     }
 
+    /// Stops the instance (`{"os-stop": null}`; Nova powers it off after
+    /// the guest's shutdown timeout). Policy cold only.
+    pub async fn stop_server(&self, server_id: &str) -> Result<Accepted> {
+        self.action(server_id, json!({ "os-stop": null })).await
+    }
+
+    /// Starts a stopped instance (`{"os-start": null}`).
+    pub async fn start_server(&self, server_id: &str) -> Result<Accepted> {
+        self.action(server_id, json!({ "os-start": null })).await
+    }
+
     async fn action(&self, server_id: &str, body: Value) -> Result<Accepted> {
         let c = self
             .call(

@@ -84,6 +84,12 @@
 //!   a failure; an instance in ERROR gets a `CheckGuest`, is reported as
 //!   it is, and with `reset_after_abort` is reset (`ResetState`) only when
 //!   its guest is `Running`.
+//! * **Policy cold on a running instance** (its owner's opt-in, see
+//!   [`power`]): `StopServer`, then the cold migration once Nova shows it
+//!   stopped here, then — whatever the migration's end (moved, failed,
+//!   aborted) — `StartServer` wherever Nova shows it stopped, so an
+//!   instance this run stopped is running again at the end, or the report
+//!   says why not and what to do.
 //! * **Retries**: an attempt that ends with the server idle on the source
 //!   (migration `failed`/`error`/`cancelled`, or `completed` while the
 //!   server is still on the source — a known Nova failure mode) is retried
@@ -102,6 +108,8 @@ pub use super::types::{
     owned_by_attempt,
 };
 use super::{InstanceId, Millis};
+
+pub(super) mod power;
 
 /// A migration that stays accepted/queued/preparing this long, while none
 /// of this drain's migrations is running, is stuck.
@@ -288,6 +296,19 @@ pub enum Phase {
         since: Millis,
         migration_id: Option<MigrationId>,
     },
+    /// Policy cold: Nova was asked at `since` to stop the running instance;
+    /// its cold migration starts once Nova shows it stopped here.
+    Stopping {
+        since: Millis,
+    },
+    /// Its move ended with `outcome` (and `error`); this run had stopped
+    /// it, so it is being started again (asked at `since`) before the end.
+    Restarting {
+        since: Millis,
+        outcome: Outcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     Done {
         outcome: Outcome,
     },
@@ -316,6 +337,10 @@ pub enum Control {
     Abort,
     /// `os-resetState` to active (reset-after-abort).
     ResetState,
+    /// `os-stop` (policy cold, before the migration).
+    Stop,
+    /// `os-start` (policy cold, after it).
+    Start,
 }
 
 impl Control {
@@ -325,6 +350,8 @@ impl Control {
             Control::ForceComplete => "force-complete",
             Control::Abort => "abort",
             Control::ResetState => "reset-state",
+            Control::Stop => "stop",
+            Control::Start => "start",
         }
     }
 }
@@ -497,6 +524,18 @@ pub enum Command {
         instance: InstanceId,
         reason: String,
     },
+    /// `os-stop` (policy cold) → `CommandDone`/`CommandFailed` with
+    /// [`Control::Stop`].
+    StopServer {
+        instance: InstanceId,
+        reason: String,
+    },
+    /// `os-start` (an instance this run stopped) → `CommandDone`/
+    /// `CommandFailed` with [`Control::Start`].
+    StartServer {
+        instance: InstanceId,
+        reason: String,
+    },
     /// One `action-log` line (emitted only when it changed).
     Progress {
         instance: InstanceId,
@@ -583,6 +622,14 @@ pub struct Track {
     pub reset_accepted: bool,
     #[serde(default)]
     pub reset_failures: u32,
+    /// Policy cold: the last stop/start sent (at), how many were sent, and
+    /// Nova's last refusal of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_sent_at: Option<Millis>,
+    #[serde(default)]
+    pub power_sends: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_refused: Option<String>,
     /// One-shot notes already emitted.
     pub noted: BTreeSet<String>,
 }
@@ -632,6 +679,14 @@ pub struct InstanceRecord {
     /// value right before the start leaves it alone (the owner changed it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_policy: Option<String>,
+    /// Policy cold on a running instance: stopped before its cold
+    /// migration, started again after.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_first: bool,
+    /// When this run first asked Nova to stop it: from then on the run
+    /// ends only after starting it again wherever Nova shows it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Millis>,
 }
 
 impl InstanceRecord {
@@ -641,9 +696,16 @@ impl InstanceRecord {
             _ => None,
         }
     }
-    /// A migration of it may be in flight (intent written or accepted).
+    /// A migration of it may be in flight (intent written or accepted), or
+    /// it is being stopped for one, or started again after one.
     pub fn in_flight(&self) -> bool {
-        matches!(self.phase, Phase::Starting { .. } | Phase::Started { .. })
+        matches!(
+            self.phase,
+            Phase::Starting { .. }
+                | Phase::Started { .. }
+                | Phase::Stopping { .. }
+                | Phase::Restarting { .. }
+        )
     }
     /// Seconds from the first accepted start to the end.
     pub fn duration_s(&self) -> Option<f64> {
@@ -747,10 +809,9 @@ impl Drain {
             .map(|(i, e)| InstanceRecord {
                 id: e.id.clone(),
                 name: e.name.clone(),
-                kind: if e.action == Action::Cold {
-                    MoveKind::Cold
-                } else {
-                    MoveKind::Live
+                kind: match e.action {
+                    Action::Cold | Action::ColdRestart => MoveKind::Cold,
+                    _ => MoveKind::Live,
                 },
                 index: i + 1,
                 ram_mb: e.ram_mb,
@@ -772,6 +833,8 @@ impl Drain {
                 track: Track::default(),
                 last_line: None,
                 planned_policy: e.policy.metadata.clone(),
+                stop_first: e.action == Action::ColdRestart,
+                stopped_at: None,
             })
             .collect();
         Drain {
@@ -792,8 +855,14 @@ impl Drain {
         self.instances.iter().all(|r| r.outcome().is_some())
     }
 
+    /// The instances holding one of the `max_concurrent` slots: a start
+    /// intended or accepted, or a stop for one (starting one again after
+    /// its move takes none: it may come at any end, e.g. a skip).
     pub fn in_flight(&self) -> usize {
-        self.instances.iter().filter(|r| r.in_flight()).count()
+        self.instances
+            .iter()
+            .filter(|r| r.in_flight() && !matches!(r.phase, Phase::Restarting { .. }))
+            .count()
     }
 
     /// Instances whose migration may be in flight.
@@ -925,7 +994,8 @@ impl Drain {
                 } else {
                     "the server was deleted before its turn (GET /servers/{id} → 404)"
                 };
-                finish(r, Outcome::Skipped, now, Some(e.into()), total, out);
+                // Nothing is left to start again.
+                conclude(r, Outcome::Skipped, now, Some(e.into()), total, out);
             }
             Observation::Migration { view, .. } => return migration_seen(r, view, now),
             Observation::CommandDone { command, .. } => command_done(r, *command, now),
@@ -988,8 +1058,21 @@ impl Drain {
                 evaluate(r, &ctx, &mut out);
             }
         }
+        let stop_starting = self.stop_starting;
+        for r in self.instances.iter_mut() {
+            power::step(r, &source, stop_starting, now, total, &mut out);
+        }
         if self.stop_starting {
             for r in &mut self.instances {
+                if r.stopped_at.is_some()
+                    && matches!(r.phase, Phase::Pending | Phase::Waiting { .. })
+                {
+                    // Stopped by this run for an attempt that failed: it
+                    // is started again before the run ends.
+                    let e = "not started again: the run was aborted".to_string();
+                    finish(r, Outcome::Pending, now, Some(e), total, &mut out);
+                    continue;
+                }
                 if matches!(r.phase, Phase::Pending | Phase::Waiting { .. }) {
                     let e = "not started: the run was aborted".to_string();
                     r.decisions.push(e.clone());
@@ -1006,6 +1089,9 @@ impl Drain {
             self.start_next(now, &mut out);
         }
         self.lookups(now, &mut out);
+        for r in self.instances.iter_mut() {
+            power::lookup(r, &policy, now, &mut out);
+        }
         out
     }
 
@@ -1056,6 +1142,9 @@ impl Drain {
             }
         }
         for r in &self.instances {
+            if let Some(w) = power::wake(r, &self.policy) {
+                at = at.min(w);
+            }
             if let Some(w) = r.track.wake_at {
                 at = at.min(w);
             }
@@ -1105,37 +1194,10 @@ impl Drain {
                 continue;
             }
             free -= 1;
-            let attempt = r.attempts + r.unsent + 1;
-            r.phase = Phase::Starting {
-                since: now,
-                attempt,
-            };
-            r.track = Track::default();
-            let what = match r.kind {
-                MoveKind::Live => "starting live migration",
-                MoveKind::Cold => "starting cold migration",
-            };
-            let line = format!(
-                "[{}/{}] {} → {} {} (attempt {attempt})",
-                r.index,
-                total,
-                r.name,
-                r.destination_label(),
-                what
-            );
-            progress(r, line, out);
-            out.push(match r.kind {
-                MoveKind::Live => Command::StartLive {
-                    instance: r.id.clone(),
-                    attempt,
-                    target: r.target.clone(),
-                },
-                MoveKind::Cold => Command::StartCold {
-                    instance: r.id.clone(),
-                    attempt,
-                    target: r.target.clone(),
-                },
-            });
+            if power::stop_first(r, now, total, out) {
+                continue;
+            }
+            begin(r, now, total, out);
         }
     }
 
@@ -1248,6 +1310,14 @@ impl Drain {
             }
             let fact = facts.iter().find(|(i, _)| *i == r.id).map(|(_, f)| f);
             let (outcome, error) = match (&r.phase, fact) {
+                // Its move had ended; only the start again was left.
+                (Phase::Restarting { outcome, error, .. }, _) => {
+                    (*outcome, error.clone().unwrap_or_default())
+                }
+                (Phase::Stopping { .. }, _) => (
+                    Outcome::Aborted,
+                    "aborted before its cold migration started".to_string(),
+                ),
                 (_, Some(AbortFact::StillMoving)) => continue,
                 (Phase::Pending | Phase::Waiting { .. }, _) if only.is_some() => (
                     Outcome::Aborted,
@@ -1281,8 +1351,10 @@ impl Drain {
             if outcome == Outcome::Aborted {
                 r.abort_requested = true;
             }
+            let error = power::left_stopped(r, error);
             let error = (!error.is_empty()).then_some(error);
-            finish(r, outcome, now, error, total, &mut out);
+            // No process is left to start it again: the error says how.
+            conclude(r, outcome, now, error, total, &mut out);
             changed.push((r.id.clone(), outcome));
         }
         if only.is_none() {
@@ -1291,6 +1363,42 @@ impl Drain {
         }
         changed
     }
+}
+
+/// A start: the intent (I1: [`Phase::Starting`] with its time, persisted
+/// before the POST), its line, and the command.
+fn begin(r: &mut InstanceRecord, now: Millis, total: usize, out: &mut Vec<Command>) {
+    let attempt = r.attempts + r.unsent + 1;
+    r.phase = Phase::Starting {
+        since: now,
+        attempt,
+    };
+    r.track = Track::default();
+    let what = match r.kind {
+        MoveKind::Live => "starting live migration",
+        MoveKind::Cold => "starting cold migration",
+    };
+    let line = format!(
+        "[{}/{}] {} → {} {} (attempt {attempt})",
+        r.index,
+        total,
+        r.name,
+        r.destination_label(),
+        what
+    );
+    progress(r, line, out);
+    out.push(match r.kind {
+        MoveKind::Live => Command::StartLive {
+            instance: r.id.clone(),
+            attempt,
+            target: r.target.clone(),
+        },
+        MoveKind::Cold => Command::StartCold {
+            instance: r.id.clone(),
+            attempt,
+            target: r.target.clone(),
+        },
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1394,7 +1502,12 @@ fn check_before_start(
         finish(r, Outcome::Skipped, now, Some(e), total, out);
         return;
     }
-    if !r.kind.planned_state(&s.vm_state) {
+    if r.stop_first {
+        if let Some(e) = power::not_as_planned(r, s) {
+            finish(r, Outcome::Skipped, now, Some(e), total, out);
+            return;
+        }
+    } else if !r.kind.planned_state(&s.vm_state) {
         let e = format!(
             "now {} ({}), not as planned ({}); left alone",
             s.vm_state.as_str(),
@@ -1472,6 +1585,7 @@ fn command_failed(
             r.track.reset_pending = false;
             r.track.reset_failures += 1;
         }
+        Control::Stop | Control::Start => r.track.power_refused = Some(message.to_string()),
     }
 }
 
@@ -1506,20 +1620,38 @@ fn finish(
     total: usize,
     out: &mut Vec<Command>,
 ) {
+    if power::restart_instead(r, outcome, &error, now, total, out) {
+        return;
+    }
+    conclude(r, outcome, now, error, total, out);
+}
+
+/// The end of the instance: `outcome`, its line.
+fn conclude(
+    r: &mut InstanceRecord,
+    outcome: Outcome,
+    now: Millis,
+    error: Option<String>,
+    total: usize,
+    out: &mut Vec<Command>,
+) {
     r.phase = Phase::Done { outcome };
     r.ended_at = Some(now);
     r.track.wake_at = None;
     if let Some(e) = &error {
         r.decisions.push(e.clone());
     }
-    r.error = error.or_else(|| {
-        matches!(outcome, Outcome::Failed | Outcome::Aborted)
+    let moved = matches!(outcome, Outcome::Migrated | Outcome::ColdMigrated);
+    // A move's own error is only what is left to do after it (an instance
+    // stopped for it that could not be started again); earlier attempts'
+    // errors are gone with their success.
+    r.error = match error {
+        Some(e) => Some(e),
+        None if moved => None,
+        None => matches!(outcome, Outcome::Failed | Outcome::Aborted)
             .then(|| r.error.clone())
-            .flatten()
-    });
-    if matches!(outcome, Outcome::Migrated | Outcome::ColdMigrated) {
-        r.error = None;
-    }
+            .flatten(),
+    };
     let what = match outcome {
         Outcome::Migrated => "migrated".to_string(),
         Outcome::ColdMigrated => "cold-migrated".to_string(),
@@ -2257,6 +2389,7 @@ fn command_done(r: &mut InstanceRecord, command: Control, now: Millis) {
             // Read the server again before concluding.
             r.track.server_at = None;
         }
+        Control::Stop | Control::Start => r.track.power_refused = None,
     }
 }
 

@@ -3,11 +3,12 @@
 //!
 //! * `nova-live-migration:policy` (set by the instance's owner with
 //!   `openstack server set --property nova-live-migration:policy=skip`):
-//!   `live` (migrate it), `skip` (leave it, counted and named) or `notify`
-//!   (leave it and list its owner under "owners to contact"). Without it,
-//!   the config option `default-policy` decides. `cold` (stop, cold-migrate,
-//!   start) is recognised and refused: this version never stops a running
-//!   instance, so such an instance is left where it is, saying why.
+//!   `live` (migrate it), `cold` (cold-migrate it even when running: stop
+//!   it, migrate, confirm, start it again), `skip` (leave it, counted and
+//!   named) or `notify` (leave it and list its owner under "owners to
+//!   contact"). Without it, the config option `default-policy` decides,
+//!   which cannot be `cold`: a running instance is only ever stopped on its
+//!   owner's own opt-in.
 //! * `nova-live-migration:priority` (1–10, higher first; unset counts as 5)
 //!   orders the starts, then `drain-order` ([`Order`]).
 
@@ -29,6 +30,9 @@ pub enum InstancePolicy {
     /// Migrate it (live; a stopped one cold with `include-stopped`).
     #[default]
     Live,
+    /// Cold-migrate it; a running one is stopped first and started again
+    /// after (only from the instance's own metadata).
+    Cold,
     /// Leave it, counted and named.
     Skip,
     /// Leave it and name its owner in the report's `owners_to_contact`.
@@ -36,20 +40,30 @@ pub enum InstancePolicy {
 }
 
 impl InstancePolicy {
-    /// The values `default-policy` and the metadata take.
-    pub const ALLOWED: &'static str = "live, skip, notify";
+    /// The values the metadata takes.
+    pub const ALLOWED: &'static str = "live, cold, skip, notify";
+    /// The values `default-policy` takes: not `cold`, which stops running
+    /// instances and so needs each owner's own opt-in.
+    pub const ALLOWED_DEFAULT: &'static str =
+        "live, skip, notify (cold only per instance, from its metadata nova-live-migration:policy)";
 
     pub fn parse(s: &str) -> Option<InstancePolicy> {
         match s.trim().to_ascii_lowercase().as_str() {
             "live" => Some(Self::Live),
+            "cold" => Some(Self::Cold),
             "skip" => Some(Self::Skip),
             "notify" => Some(Self::Notify),
             _ => None,
         }
     }
+    /// A node default (`default-policy`): any policy but `cold`.
+    pub fn parse_default(s: &str) -> Option<InstancePolicy> {
+        Self::parse(s).filter(|p| *p != Self::Cold)
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Live => "live",
+            Self::Cold => "cold",
             Self::Skip => "skip",
             Self::Notify => "notify",
         }
@@ -86,7 +100,7 @@ impl PolicyChoice {
         *self == PolicyChoice::default()
     }
     /// `live (metadata nova-live-migration:policy)`, `skip (config default-policy)`.
-    /// `skip (metadata nova-live-migration:policy=cold, not followed)` for a
+    /// `skip (metadata nova-live-migration:policy=lve, not followed)` for a
     /// refused value.
     pub fn describe(&self) -> String {
         match (self.source, &self.refused, &self.metadata) {
@@ -106,8 +120,8 @@ impl PolicyChoice {
 }
 
 /// The policy of an instance with `metadata` on a node whose default is
-/// `default`. An unknown value or `cold` is refused: the instance is left
-/// alone (`Skip`) with the reason, as leaving it is what cannot hurt it.
+/// `default`. An unknown value is refused: the instance is left alone
+/// (`Skip`) with the reason, as leaving it is what cannot hurt it.
 pub fn choose(metadata: &BTreeMap<String, String>, default: InstancePolicy) -> PolicyChoice {
     let Some(raw) = metadata.get(POLICY_KEY) else {
         return PolicyChoice {
@@ -118,12 +132,6 @@ pub fn choose(metadata: &BTreeMap<String, String>, default: InstancePolicy) -> P
     let shown = crate::text::shown(raw, 64);
     let (policy, refused) = match InstancePolicy::parse(raw) {
         Some(p) => (p, None),
-        None if raw.trim().eq_ignore_ascii_case("cold") => (
-            InstancePolicy::Skip,
-            Some(format!(
-                "policy cold ({POLICY_KEY}) asks to stop, cold-migrate and start it again, which this charm does not do; left running here: cold-migrate it by hand (`openstack server stop`, `openstack server migrate`, confirm, start) or set the policy to live"
-            )),
-        ),
         None => (
             InstancePolicy::Skip,
             Some(format!(
@@ -229,19 +237,26 @@ mod tests {
     }
 
     #[test]
-    fn cold_and_typos_leave_the_instance_alone_with_the_reason() {
-        let c = choose(&meta(POLICY_KEY, "cold"), InstancePolicy::Live);
-        assert_eq!(c.policy, InstancePolicy::Skip);
-        assert!(c.refused.as_deref().unwrap().contains("does not do"));
+    fn cold_is_followed_from_metadata_only_and_typos_leave_it_alone() {
+        let c = choose(&meta(POLICY_KEY, "Cold"), InstancePolicy::Live);
+        assert_eq!(c.policy, InstancePolicy::Cold);
+        assert_eq!(c.refused, None);
+        assert_eq!(c.describe(), "cold (metadata nova-live-migration:policy)");
+        // Never a node default: stopping needs the owner's opt-in.
+        assert_eq!(InstancePolicy::parse_default("cold"), None);
         assert_eq!(
-            c.describe(),
-            "skip (metadata nova-live-migration:policy=cold, not followed)"
+            InstancePolicy::parse_default("notify"),
+            Some(InstancePolicy::Notify)
         );
         let t = choose(&meta(POLICY_KEY, "liv"), InstancePolicy::Live);
         assert_eq!(t.policy, InstancePolicy::Skip);
+        assert_eq!(
+            t.describe(),
+            "skip (metadata nova-live-migration:policy=liv, not followed)"
+        );
         let r = t.refused.unwrap();
         assert!(
-            r.contains("liv is not a policy (allowed: live, skip, notify)"),
+            r.contains("liv is not a policy (allowed: live, cold, skip, notify)"),
             "{r}"
         );
     }

@@ -211,7 +211,25 @@ pub enum Storage {
 pub enum Action {
     Live,
     Cold,
-    Skip { reason: String },
+    /// Policy `cold` on a running instance (its owner's opt-in): stop it,
+    /// cold-migrate it, confirm, start it again.
+    #[serde(rename = "cold-restart")]
+    ColdRestart,
+    Skip {
+        reason: String,
+    },
+}
+
+impl Action {
+    /// How it moves, for the plan: `live`, `cold`, `stop, cold-migrate, start`.
+    pub fn method(&self) -> Option<&'static str> {
+        match self {
+            Action::Live => Some("live"),
+            Action::Cold => Some("cold"),
+            Action::ColdRestart => Some("stop, cold-migrate, start"),
+            Action::Skip { .. } => None,
+        }
+    }
 }
 
 /// One instance of the plan.
@@ -383,6 +401,7 @@ fn classify(s: &ServerInfo, p: &PreflightParams, choice: &PolicyChoice) -> (Acti
     }
     match choice.policy {
         InstancePolicy::Live => {}
+        InstancePolicy::Cold => return classify_cold(s, p),
         InstancePolicy::Skip => {
             return skip(
                 Check::Policy,
@@ -416,6 +435,36 @@ fn classify(s: &ServerInfo, p: &PreflightParams, choice: &PolicyChoice) -> (Acti
             None => (Action::Live, None),
         },
         "stopped" if p.include_stopped => (Action::Cold, None),
+        other => skip(Check::State, state_reason(s, other, p)),
+    }
+}
+
+/// Policy `cold` (the owner's opt-in): a running instance is stopped,
+/// cold-migrated and started again; a stopped one is cold-migrated (no
+/// `include-stopped` needed). Devices that only stop a live migration do
+/// not stop a cold one. Nova stops only an `active` instance
+/// (`nova/compute/api.py` `stop`: vm_state active or error).
+fn classify_cold(s: &ServerInfo, p: &PreflightParams) -> (Action, Option<Check>) {
+    let skip = |check: Check, reason: String| (Action::Skip { reason }, Some(check));
+    if let Some(t) = &s.task_state {
+        return skip(
+            Check::TaskState,
+            format!(
+                "a task is in progress (task_state {t}, status {}); wait for it to finish and run again",
+                s.status
+            ),
+        );
+    }
+    match s.vm_state.as_str() {
+        "active" => (Action::ColdRestart, None),
+        "stopped" => (Action::Cold, None),
+        "paused" => skip(
+            Check::State,
+            format!(
+                "status {} with policy cold: Nova stops only an active instance; unpause it (`openstack server unpause {}`) and run again, or set its policy to live",
+                s.status, s.id
+            ),
+        ),
         other => skip(Check::State, state_reason(s, other, p)),
     }
 }
@@ -848,7 +897,9 @@ fn check_migratability(entries: &[PlanEntry], f: &mut Findings) {
 fn destination(action: &Action, target: Option<&String>) -> Option<Destination> {
     match action {
         Action::Skip { .. } => None,
-        Action::Live | Action::Cold => Some(Destination::from_target(target.map(String::as_str))),
+        Action::Live | Action::Cold | Action::ColdRestart => {
+            Some(Destination::from_target(target.map(String::as_str)))
+        }
     }
 }
 
@@ -1608,6 +1659,8 @@ mod tests {
             with_meta(server("s", "active", 1, 512, 1), POLICY_KEY, "skip"),
             notify,
             with_meta(server("c", "active", 1, 512, 1), POLICY_KEY, "cold"),
+            with_meta(server("cs", "stopped", 1, 512, 1), POLICY_KEY, "cold"),
+            with_meta(server("cp", "paused", 1, 512, 1), POLICY_KEY, "cold"),
             with_meta(server("d", "active", 1, 512, 1), PRIORITY_KEY, "11"),
         ];
         let hosts = vec![host("node2", 64, 65536, 1000)];
@@ -1622,6 +1675,18 @@ mod tests {
             by("l").policy.describe(),
             "live (metadata nova-live-migration:policy)"
         );
+        // cold: a running one is stopped and started again, a stopped one
+        // moves without include-stopped; Nova stops only an active one.
+        assert_eq!(by("c").action, Action::ColdRestart);
+        assert_eq!(by("c").action.method(), Some("stop, cold-migrate, start"));
+        assert_eq!(by("cs").action, Action::Cold);
+        assert_eq!(by("c").destination, Some(Destination::Scheduler));
+        assert!(
+            matches!(&by("cp").action, Action::Skip { reason } if reason.contains("Nova stops only an active instance; unpause it")),
+            "{:?}",
+            by("cp").action
+        );
+        assert_eq!(by("cp").check, Some(Check::State));
         for (id, words) in [
             (
                 "s",
@@ -1631,7 +1696,6 @@ mod tests {
                 "n",
                 "its owner (project proj-1, user user-1) is listed under owners_to_contact",
             ),
-            ("c", "policy cold"),
             ("d", "policy skip (config default-policy): left alone"),
         ] {
             assert_eq!(by(id).check, Some(Check::Policy), "{id}");

@@ -44,6 +44,10 @@ struct FMig {
 #[derive(Debug, Clone)]
 struct FInst {
     cold: bool,
+    /// Policy cold on a running instance: we stop it, and start it again.
+    restart: bool,
+    /// Stopped by our `StopServer`.
+    stopped_by_us: bool,
     host: String,
     status: String,
     vm_state: String,
@@ -200,6 +204,12 @@ impl Nova {
                 );
                 assert_ne!(i.vm_state, "error", "{instance}: ERROR instance retried");
                 assert!(i.task_state.is_none(), "{instance}: started while busy");
+                if i.cold {
+                    assert_eq!(
+                        i.vm_state, "stopped",
+                        "{instance}: cold-migrated while running"
+                    );
+                }
                 let result = match fate % 10 {
                     0..=6 => {
                         self.next_id += 1;
@@ -235,6 +245,36 @@ impl Nova {
                     attempt: *attempt,
                     result,
                 })
+            }
+            Command::StopServer { instance, .. } | Command::StartServer { instance, .. } => {
+                let stop = matches!(c, Command::StopServer { .. });
+                let i = self.inst.get_mut(instance).unwrap();
+                assert!(
+                    i.restart,
+                    "{instance}: stopped or started without policy cold"
+                );
+                let (from, to, status) = if stop {
+                    ("active", "stopped", "SHUTOFF")
+                } else {
+                    ("stopped", "active", "ACTIVE")
+                };
+                let command = if stop { Control::Stop } else { Control::Start };
+                if !i.gone && i.vm_state == from && i.task_state.is_none() && fate % 5 != 4 {
+                    i.vm_state = to.into();
+                    i.status = status.into();
+                    i.stopped_by_us |= stop;
+                    Some(Observation::CommandDone {
+                        instance: instance.clone(),
+                        command,
+                    })
+                } else {
+                    Some(Observation::CommandFailed {
+                        instance: instance.clone(),
+                        command,
+                        message: format!("409 vm_state {}", i.vm_state),
+                        gone: i.gone,
+                    })
+                }
             }
             Command::ConfirmResize { instance } => {
                 let i = self.inst.get_mut(instance).unwrap();
@@ -532,7 +572,9 @@ fn check(d: &Drain, ids: &BTreeSet<String>) {
 fn run(n: usize, cold_mask: u8, policy: Policy, events: Vec<Ev>) {
     let entries: Vec<_> = (0..n)
         .map(|k| {
-            let a = if cold_mask & (1 << k) != 0 {
+            let a = if cold_mask & (1 << k) != 0 && k % 2 == 1 {
+                Action::ColdRestart
+            } else if cold_mask & (1 << k) != 0 {
                 Action::Cold
             } else {
                 Action::Live
@@ -545,14 +587,18 @@ fn run(n: usize, cold_mask: u8, policy: Policy, events: Vec<Ev>) {
         inst: entries
             .iter()
             .map(|e| {
-                let cold = e.action == Action::Cold;
+                let restart = e.action == Action::ColdRestart;
+                let cold = e.action == Action::Cold || restart;
+                let stopped = cold && !restart;
                 (
                     e.id.clone(),
                     FInst {
                         cold,
+                        restart,
+                        stopped_by_us: false,
                         host: SRC.into(),
-                        status: if cold { "SHUTOFF" } else { "ACTIVE" }.into(),
-                        vm_state: if cold { "stopped" } else { "active" }.into(),
+                        status: if stopped { "SHUTOFF" } else { "ACTIVE" }.into(),
+                        vm_state: if stopped { "stopped" } else { "active" }.into(),
                         task_state: None,
                         migs: vec![],
                         moves: 0,
@@ -721,7 +767,11 @@ fn run(n: usize, cold_mask: u8, policy: Policy, events: Vec<Ev>) {
                 assert_ne!(f.host, SRC);
                 assert_eq!(r.kind, MoveKind::Live);
             }
-            Outcome::ColdMigrated => assert!(f.host != SRC && f.vm_state == "stopped"),
+            Outcome::ColdMigrated => assert!(
+                f.host != SRC && (f.vm_state == "stopped" || f.restart),
+                "{}: {f:?}",
+                r.id
+            ),
             _ if f.touched => {}
             // The run ended on the operator's abort while Nova could not
             // abort it yet (I1's bound): the report says it goes on.
@@ -736,6 +786,20 @@ fn run(n: usize, cold_mask: u8, policy: Policy, events: Vec<Ev>) {
             ),
         }
         assert!(matches!(r.phase, Phase::Done { .. }));
+        // Policy cold: what we stopped runs again, or the report says how.
+        if f.stopped_by_us && !f.touched && f.vm_state != "error" {
+            assert!(
+                f.vm_state == "active"
+                    || r.error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("openstack server start")),
+                "{}: stopped by us and left {} ({outcome:?}): {:?}; {:#?}",
+                r.id,
+                f.vm_state,
+                r.error,
+                r
+            );
+        }
     }
     let plan = Plan {
         host: SRC.into(),

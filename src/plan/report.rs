@@ -131,6 +131,10 @@ pub struct PlanSummary {
     pub disk_gb: u64,
     pub destination: String,
     pub fits: bool,
+    /// How it moves: `live`, `cold`, or `stop, cold-migrate, start` (policy
+    /// cold on a running instance); absent for an instance that stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
     /// `live (metadata nova-live-migration:policy)`, `skip (config default-policy)`.
     #[serde(default)]
     pub policy: String,
@@ -169,6 +173,7 @@ impl From<&PlanEntry> for PlanSummary {
             disk_gb: e.disk_gb,
             destination: PlanSummary::label(e),
             fits: e.fits,
+            method: e.action.method().map(str::to_string),
             policy: e.policy.describe(),
             priority: e.priority,
             check: e.check,
@@ -543,7 +548,7 @@ mod tests {
                      "source": "node1.maas", "destination": "scheduler", "block_migration": "auto",
                      "migration_id": null, "attempts": 0, "duration_s": null, "error": null,
                      "plan": {"storage": "local", "vcpus": 1, "ram_mb": 2048, "disk_gb": 1,
-                              "destination": "scheduler", "fits": true,
+                              "destination": "scheduler", "fits": true, "method": "live",
                               "policy": "live (config default-policy)", "priority": 5}},
                     {"id": "s1", "name": "vm-s1", "result": "skipped",
                      "source": "node1.maas", "destination": null, "block_migration": "auto",

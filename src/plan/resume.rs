@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::machine::{Drain, InstanceRecord, MoveKind, Outcome, Phase, Track};
+use super::machine::{Drain, InstanceRecord, MoveKind, Outcome, Phase, Track, power};
 use super::types::{
     MigrationId, MigrationStatus, MigrationView, ServerView, VmState, owned_by_attempt,
 };
@@ -77,6 +77,16 @@ fn busy(s: &ServerView) -> bool {
 }
 
 fn done(r: &mut InstanceRecord, outcome: Outcome, now: Millis, error: Option<String>) {
+    // An instance this run stopped (policy cold) is started again first.
+    let error = match power::restart_on_resume(r, outcome, now, error.clone()) {
+        Ok(()) => {
+            if let Some(e) = &error {
+                r.decisions.push(format!("resume: {e}"));
+            }
+            return;
+        }
+        Err(error) => error,
+    };
     r.phase = Phase::Done { outcome };
     r.ended_at = Some(now);
     if let Some(e) = &error {
@@ -150,6 +160,25 @@ fn reconcile_one(
             e,
         );
     };
+    if let Phase::Stopping { .. } | Phase::Restarting { .. } = r.phase {
+        // Policy cold: the machine goes on from Nova's state (a stop or
+        // start that never reached Nova is sent again).
+        r.track.server = Some(s.clone());
+        r.track.server_at = Some(now);
+        return (
+            ResumeAction::Adopted { migration_id: None },
+            format!(
+                "being {} for policy cold: continued from Nova's state ({}, on {})",
+                if matches!(r.phase, Phase::Stopping { .. }) {
+                    "stopped"
+                } else {
+                    "started again"
+                },
+                s.status,
+                s.host
+            ),
+        );
+    }
     let moved = s.host != source && !s.host.is_empty();
     let intent = match r.phase {
         Phase::Starting { since, .. } | Phase::Started { since, .. } => Some(since),

@@ -42,6 +42,8 @@ fn instance(id: &str, name: &str, index: usize, phase: Phase) -> InstanceRecord 
         track: Default::default(),
         last_line: None,
         planned_policy: None,
+        stop_first: false,
+        stopped_at: None,
     }
 }
 
