@@ -989,7 +989,9 @@ impl Drain {
                 }
             }
             Observation::ServerGone { .. } => {
-                let e = if r.in_flight() {
+                let e = if matches!(r.phase, Phase::Stopping { .. }) {
+                    "the server was deleted while this run stopped it for its cold migration (GET /servers/{id} → 404)"
+                } else if r.in_flight() {
                     "the server was deleted during its migration (GET /servers/{id} → 404)"
                 } else {
                     "the server was deleted before its turn (GET /servers/{id} → 404)"

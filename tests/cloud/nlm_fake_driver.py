@@ -24,6 +24,15 @@ libvirt driver's, as seen through the API:
   stops the progress at that percent (remaining memory no longer shrinks,
   processed bytes keep growing like re-sent dirty pages) until the
   migration is force-completed or aborted.
+* server metadata ``nlm_failure=cold`` makes a cold migration fail on the
+  source: ``migrate_disk_and_power_off`` raises ``InstanceFaultRollback``,
+  so nova-compute puts the instance back in the state it had (stopped) on
+  the source and the migration record in ``error``
+  (``nova/compute/manager.py`` ``_error_out_instance_on_exception``).
+* server metadata ``nlm_power_off_hold=<path>`` holds a power-off (task_state
+  ``powering-off``) for as long as that file exists (at most 300 s): a test
+  opens a window it closes itself, so what others do while an instance is
+  being stopped is not a matter of speed.
 
 Each node also reports the vTPM traits of a libvirt host with swtpm and a
 ``VGPU`` inventory (4) and two passthrough PCI devices (alias ``nlm-pci``),
@@ -255,6 +264,23 @@ class NlmFakeDriver(fake.FakeDriverWithoutFakeNodes):
             return
         LOG.error("Live migration failed in the hypervisor (nlm_failure=error)", instance=instance)
         raise exception.MigrationError(reason="fake hypervisor error (nlm_failure=error)")
+
+    def migrate_disk_and_power_off(self, context, instance, dest, flavor, network_info,
+                                   block_device_info=None, timeout=0, retry_interval=0):
+        if self._meta(instance).get("nlm_failure") == "cold":
+            LOG.error("Cold migration failed on the source (nlm_failure=cold)", instance=instance)
+            raise exception.InstanceFaultRollback(
+                inner_exception=exception.MigrationError(
+                    reason="fake disk copy failed (nlm_failure=cold)"))
+        return super().migrate_disk_and_power_off(
+            context, instance, dest, flavor, network_info, block_device_info, timeout, retry_interval)
+
+    def power_off(self, instance, timeout=0, retry_interval=0):
+        hold = self._meta(instance).get("nlm_power_off_hold")
+        deadline = time.monotonic() + 300
+        while hold and os.path.exists(hold) and time.monotonic() < deadline:
+            time.sleep(TICK)
+        return super().power_off(instance, timeout, retry_interval)
 
     def live_migration_force_complete(self, instance):
         with self._nlm_lock:

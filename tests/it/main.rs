@@ -9,6 +9,7 @@ mod certs;
 mod charm_files;
 mod cloud;
 mod cloud_smoke;
+mod cold_cloud;
 mod control_cloud;
 mod drain_bad_input;
 mod drain_cloud;
