@@ -173,33 +173,25 @@ pub fn live_blocker(f: &Facts) -> Option<Blocker> {
     None
 }
 
-/// The vTPM the instance has, named by the facts that give it: the TPM
-/// version from the flavor (`hw:tpm_version`) or else its image
-/// (`hw_tpm_version`), the model from the same places. Nova's
+/// The fact that gives the instance a vTPM: its TPM version, from the
+/// flavor (`hw:tpm_version`) or else its image (`hw_tpm_version`). Nova's
 /// `get_vtpm_constraint` (`virt/hardware.py`) takes `flavor_value or
-/// image_value` for each and has no vTPM without a version.
+/// image_value` and has no vTPM without a version (the model, `tpm_model`,
+/// only says which one; it defaults to TIS).
 fn vtpm(f: &Facts) -> Option<String> {
-    let image = f.image;
-    let from = |key: &str| -> Option<String> {
-        if let Some(v) = f.extra_specs.get(&format!("hw:{key}")) {
-            return Some(format!(
-                "flavor extra spec hw:{key}={}",
-                crate::text::shown(v, 16)
-            ));
-        }
-        let i = image?;
-        let v = i.properties.get(&format!("hw_{key}"))?;
-        Some(format!(
-            "image {} property hw_{key}={}",
-            crate::text::shown(&i.id, 40),
+    if let Some(v) = f.extra_specs.get("hw:tpm_version") {
+        return Some(format!(
+            "flavor extra spec hw:tpm_version={}",
             crate::text::shown(v, 16)
-        ))
-    };
-    let version = from("tpm_version")?;
-    Some(match from("tpm_model") {
-        Some(model) => format!("{version}, {model}"),
-        None => version,
-    })
+        ));
+    }
+    let i = f.image?;
+    let v = i.properties.get("hw_tpm_version")?;
+    Some(format!(
+        "image {} property hw_tpm_version={}",
+        crate::text::shown(&i.id, 40),
+        crate::text::shown(v, 16)
+    ))
 }
 
 /// `resources:VGPU`, `resources1:VGPU`, `resources_gpu:VGPU` (a request group).
@@ -327,7 +319,6 @@ mod tests {
         ]);
         let dep = blocker(&dep, &[]).unwrap().reason;
         assert!(dep.contains("=deployment"), "{dep}");
-        assert!(dep.contains("hw:tpm_model=tpm-crb"), "{dep}");
         let host = specs(&[
             ("hw:tpm_version", "2.0"),
             ("hw:tpm_secret_security", "host"),
@@ -352,7 +343,7 @@ mod tests {
         assert_eq!(b.check, Check::Vtpm);
         assert!(
             b.reason.contains(
-                "vTPM (image img-1 property hw_tpm_version=2.0, image img-1 property hw_tpm_model=tpm-tis) with hw:tpm_secret_security=user (unset)"
+                "vTPM (image img-1 property hw_tpm_version=2.0) with hw:tpm_secret_security=user (unset)"
             ),
             "{}",
             b.reason
@@ -372,9 +363,7 @@ mod tests {
         let flavor = specs(&[("hw:tpm_version", "1.2")]);
         let r = live_blocker(&facts(&flavor, Some(&img))).unwrap().reason;
         assert!(
-            r.contains(
-                "flavor extra spec hw:tpm_version=1.2, image img-1 property hw_tpm_model=tpm-tis"
-            ),
+            r.contains("vTPM (flavor extra spec hw:tpm_version=1.2) with"),
             "{r}"
         );
         // A model alone in the image is no vTPM; other hw_ properties neither.
