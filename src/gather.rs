@@ -2,8 +2,11 @@
 //! servers, the local units, the Placement allocations of this node's
 //! provider, every other compute host with its capacity, and the server
 //! groups of this node's servers with where their other members run, the
-//! Neutron ports of the servers (`binding:vnic_type`) and this node's
-//! recent migrations (those coming in).
+//! Neutron ports of the servers (`binding:vnic_type`), the Manila shares
+//! attached to the running ones (one `GET /servers/{id}/shares` each,
+//! compute API ≥ 2.97), the Glance properties of the images the running
+//! ones booted from (one `GET /v2/images/{id}` per distinct image) and
+//! this node's recent migrations (those coming in).
 //!
 //! The calls that do not depend on one another go out together, so
 //! pre-flight takes about the time of its longest chain
@@ -111,8 +114,7 @@ pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openst
         .filter(|m| !ids.contains(m.as_str()))
         .cloned()
         .collect();
-    let server_ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-    let (allocations, capacities, member_hosts, ports) = tokio::join!(
+    let (allocations, capacities, member_hosts, devices) = tokio::join!(
         source_allocations(&placement, &source_nodes),
         join_bounded(
             candidates
@@ -122,10 +124,10 @@ pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openst
             FAN_OUT,
         ),
         member_hosts(compute, others),
-        ports_of(os, &server_ids),
+        device_facts(os, &servers),
     );
     let allocations = allocations?;
-    let (ports, unchecked) = ports?;
+    let devices = devices?;
     let mut hosts = Vec::with_capacity(candidates.len());
     for (svc, cap) in candidates.into_iter().zip(capacities) {
         let (inventories, usages) = cap?;
@@ -147,14 +149,14 @@ pub async fn gather(os: &OpenStack, host: &str) -> Result<PreflightInput, openst
         local_units,
         servers: servers
             .iter()
-            .map(|s| server_info(s, &allocations, &ports))
+            .map(|s| server_info(s, &allocations, &devices))
             .collect(),
         hosts,
         groups: groups.into_iter().map(group_view).collect(),
         member_hosts: member_hosts?,
         cloud,
         migrations: migrations?,
-        unchecked,
+        unchecked: devices.unchecked,
     })
 }
 
@@ -199,6 +201,162 @@ async fn recent_migrations(
 }
 
 type Ports = BTreeMap<String, Vec<plan::PortInfo>>;
+
+/// What the device checks ([`plan::migratability`]) look at, by server id
+/// (images by image id), and the facts that could not be read.
+#[derive(Debug, Default)]
+struct DeviceFacts {
+    ports: Ports,
+    shares: BTreeMap<String, Vec<String>>,
+    images: BTreeMap<String, plan::ImageInfo>,
+    unchecked: Vec<String>,
+}
+
+/// A live-migration candidate: the device checks apply to it (a stopped
+/// one moves cold, which these devices do not block).
+fn live_candidate(s: &openstack::Server) -> bool {
+    matches!(s.vm_state.as_deref(), Some("active" | "paused"))
+}
+
+/// The ports of every server, the shares and image properties of the live
+/// candidates, all at once.
+async fn device_facts(
+    os: &OpenStack,
+    servers: &[openstack::Server],
+) -> Result<DeviceFacts, openstack::Error> {
+    let ids: Vec<String> = servers.iter().map(|s| s.id.clone()).collect();
+    let live: Vec<&openstack::Server> = servers.iter().filter(|s| live_candidate(s)).collect();
+    let (ports, shares, images) = tokio::join!(
+        ports_of(os, &ids),
+        shares_of(os.compute(), &live),
+        images_of(os, &live),
+    );
+    let ((ports, mut unchecked), (shares, u2), (images, u3)) = (ports?, shares?, images?);
+    unchecked.extend(u2);
+    unchecked.extend(u3);
+    Ok(DeviceFacts {
+        ports,
+        shares,
+        images,
+        unchecked,
+    })
+}
+
+/// The ids of the Manila shares attached to each of `live` (Nova refuses
+/// to live-migrate an instance with one: `@block_shares_not_supported()`
+/// on `live_migrate` in `nova/compute/api.py`). Below compute API 2.97 the
+/// call does not exist: a note says shares went unchecked.
+async fn shares_of(
+    compute: &Compute,
+    live: &[&openstack::Server],
+) -> Result<(BTreeMap<String, Vec<String>>, Vec<String>), openstack::Error> {
+    let mut out = BTreeMap::new();
+    if live.is_empty() {
+        return Ok((out, vec![]));
+    }
+    if !compute.can_list_shares() {
+        return Ok((
+            out,
+            vec![format!(
+                "Manila shares not checked: the compute API here goes up to microversion {}, GET /servers/{{id}}/shares needs {}; an instance with a share attached would fail its live migration (409)",
+                compute.microversion(),
+                openstack::SHARES_MICROVERSION
+            )],
+        ));
+    }
+    let reads = join_bounded(
+        live.iter().map(|s| compute.server_shares(&s.id)).collect(),
+        FAN_OUT,
+    )
+    .await;
+    let mut refused = Vec::new();
+    for (s, r) in live.iter().zip(reads) {
+        match r {
+            Ok(list) if list.is_empty() => {}
+            Ok(list) => {
+                out.insert(s.id.clone(), list.into_iter().map(|m| m.share_id).collect());
+            }
+            // Deleted since it was listed: nothing to move.
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.status().is_some_and(|c| c.as_u16() == 403) => {
+                refused.push(format!("{} ({}): {e}", s.name, s.id));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let note = (!refused.is_empty()).then(|| format!(
+        "Manila shares not checked for {}; an instance with a share attached would fail its live migration (409)",
+        refused.join("; ")
+    ));
+    Ok((out, note.into_iter().collect()))
+}
+
+/// The `hw_*` properties of the images `live` booted from, one read per
+/// distinct image (the vTPM check: `hw_tpm_version`, `hw_tpm_model`). An
+/// instance booted from volume has no image: its volume's image metadata
+/// is not read, and a note says so.
+async fn images_of(
+    os: &OpenStack,
+    live: &[&openstack::Server],
+) -> Result<(BTreeMap<String, plan::ImageInfo>, Vec<String>), openstack::Error> {
+    let mut notes = Vec::new();
+    let from_volume: Vec<String> = live
+        .iter()
+        .filter(|s| s.image_id().is_none())
+        .map(|s| format!("{} ({})", s.name, s.id))
+        .collect();
+    if !from_volume.is_empty() {
+        notes.push(format!(
+            "vTPM checked from the flavor only for {} (booted from volume: the volume's image metadata, where hw_tpm_version would be, is not read)",
+            from_volume.join(", ")
+        ));
+    }
+    let ids: Vec<&str> = live
+        .iter()
+        .filter_map(|s| s.image_id())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut out = BTreeMap::new();
+    if ids.is_empty() {
+        return Ok((out, notes));
+    }
+    let glance = match os.image().await {
+        Ok(g) => g,
+        Err(e @ openstack::Error::EndpointNotFound { .. }) => {
+            notes.push(format!(
+                "image properties not checked for vTPM ({e}): an instance whose image sets hw_tpm_version would fail its live migration unless its flavor has hw:tpm_secret_security=host"
+            ));
+            return Ok((out, notes));
+        }
+        Err(e) => return Err(e),
+    };
+    let reads = join_bounded(
+        ids.iter().map(|id| glance.hw_properties(id)).collect(),
+        FAN_OUT,
+    )
+    .await;
+    for (id, r) in ids.into_iter().zip(reads) {
+        match r {
+            Ok(properties) => {
+                out.insert(
+                    id.to_string(),
+                    plan::ImageInfo {
+                        id: id.to_string(),
+                        properties,
+                    },
+                );
+            }
+            Err(e) if e.is_not_found() || e.status().is_some_and(|c| c.as_u16() == 403) => {
+                notes.push(format!(
+                    "image {id} not readable ({e}): its hw_tpm_version (vTPM) not checked"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((out, notes))
+}
 
 /// The Neutron ports of `servers`, by server; a cloud without a network
 /// service in the catalog gets none and a note that ports went unchecked.
@@ -453,7 +611,7 @@ async fn member_hosts(
 fn server_info(
     s: &openstack::Server,
     allocations: &BTreeMap<String, openstack::Resources>,
-    ports: &Ports,
+    devices: &DeviceFacts,
 ) -> plan::ServerInfo {
     plan::ServerInfo {
         id: s.id.clone(),
@@ -473,7 +631,9 @@ fn server_info(
         allocation: allocations.get(&s.id).cloned(),
         extra_specs: s.flavor.extra_specs.clone(),
         metadata: s.metadata.clone(),
-        ports: ports.get(&s.id).cloned().unwrap_or_default(),
+        ports: devices.ports.get(&s.id).cloned().unwrap_or_default(),
+        image: s.image_id().and_then(|id| devices.images.get(id)).cloned(),
+        shares: devices.shares.get(&s.id).cloned().unwrap_or_default(),
         project_id: s.tenant_id.clone(),
         user_id: s.user_id.clone(),
     }

@@ -183,6 +183,34 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The id of the image it booted from; `None` when booted from volume.
+    pub fn image_id(&self) -> Option<&str> {
+        match &self.image {
+            Value::Object(o) => o
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty()),
+            _ => None,
+        }
+    }
+}
+
+/// The microversion of the share attachments API (`/servers/{id}/shares`).
+pub const SHARES_MICROVERSION: Microversion = Microversion::v2(97);
+
+/// A Manila share attached to a server (`GET /servers/{id}/shares`, 2.97).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct ServerShare {
+    /// The Manila share's id.
+    pub share_id: String,
+    /// `attaching`, `inactive`, `active`, `detaching`, `error`.
+    pub status: String,
+    /// The tag the guest mounts it by.
+    pub tag: String,
+}
+
 /// The flavor embedded in a server (≥ 2.47).
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(default)]
@@ -827,6 +855,28 @@ impl Compute {
             "GET /servers/{id}",
         );
         Ok(self.get::<W>(c).await?.server)
+    }
+
+    /// Whether [`Compute::server_shares`] can be asked: the share
+    /// attachments API exists from microversion 2.97 (Nova's
+    /// `api/openstack/compute/server_shares.py`, `@wsgi.api_version("2.97")`).
+    pub fn can_list_shares(&self) -> bool {
+        self.microversion >= SHARES_MICROVERSION
+    }
+
+    /// The Manila shares attached to a server (`GET /servers/{id}/shares`,
+    /// ≥ 2.97: [`Compute::can_list_shares`]).
+    pub async fn server_shares(&self, id: &str) -> Result<Vec<ServerShare>> {
+        #[derive(Deserialize)]
+        struct W {
+            shares: Vec<ServerShare>,
+        }
+        let c = self.call(
+            Method::GET,
+            format!("/servers/{}/shares", seg(id)),
+            "GET /servers/{id}/shares",
+        );
+        Ok(self.get::<W>(c).await?.shares)
     }
 
     /// Flavor details (`GET /flavors/{id}`); servers embed theirs from 2.47.

@@ -1,4 +1,4 @@
-//! OpenStack client (Keystone v3, Nova, Placement, Masakari, Neutron ports). The only module that speaks HTTP.
+//! OpenStack client (Keystone v3, Nova, Placement, Masakari, Neutron ports, Glance image properties). The only module that speaks HTTP.
 //!
 //! [`OpenStack::connect`] authenticates ([`Session`]), negotiates the compute
 //! microversion (`min(server max, 2.104)`, refusing below 2.60) and hands out
@@ -54,7 +54,9 @@
 //! | [`Compute::hypervisors_detail`] | `GET /os-hypervisors/detail?with_servers=false&limit=&marker=` (service hosts) | ≥ 2.53 |
 //! | [`Compute::host_summary`] | `GET /os-hypervisors/detail?hypervisor_hostname_pattern=&with_servers=true` (update-status: service state and instance count in one call) | ≥ 2.53 |
 //! | [`Compute::aggregates`] | `GET /os-aggregates` | N |
+//! | [`Compute::server_shares`] | `GET /servers/{id}/shares` (Manila share attachments) | ≥ 2.97 ([`Compute::can_list_shares`]) |
 //! | [`Network::ports_of`] | `GET /v2.0/ports?fields=id&fields=device_id&fields=binding:vnic_type&device_id=…` (40 ids a call) | Neutron v2.0 |
+//! | [`Image::hw_properties`] | `GET {image}/v2/images/{id}` (its `hw_*` properties) | Glance v2 |
 //! | [`Placement::resource_provider_by_name`] | `GET /resource_providers?name=` | placement 1.14 |
 //! | [`Placement::inventories`] / [`Placement::usages`] / [`Placement::allocations`] | `GET /resource_providers/{uuid}/inventories\|usages\|allocations` | placement 1.14 |
 //! | [`InstanceHa::segments`] / [`InstanceHa::hosts_named`] | `GET {instance-ha}/segments`, `GET /segments/{uuid}/hosts` | Masakari v1 |
@@ -65,6 +67,7 @@ mod arbitrary;
 mod compute;
 mod error;
 mod http;
+mod image;
 mod instance_ha;
 mod keystone;
 mod network;
@@ -78,11 +81,12 @@ pub use compute::{
     Accepted, Aggregate, AttachedVolume, BlockMigration, Compute, Fault, Flavor, FlavorRef,
     HostSummary, Hypervisor, HypervisorServer, HypervisorService, InstanceAction,
     InstanceActionEvent, LiveMigrate, MAX_MICROVERSION, MIN_MICROVERSION, Microversion, Migration,
-    MigrationFilter, PAGE_SIZE, Server, ServerFlavor, ServerGroup, ServerGroupRules,
-    ServerMigration, Service, ServiceId, VersionInfo,
+    MigrationFilter, PAGE_SIZE, SHARES_MICROVERSION, Server, ServerFlavor, ServerGroup,
+    ServerGroupRules, ServerMigration, ServerShare, Service, ServiceId, VersionInfo,
 };
 pub use error::{Error, Result, TransportKind};
 pub use http::{RequestStats, RetryPolicy, Session, SessionOptions, StatsSnapshot};
+pub use image::Image;
 pub use instance_ha::{HaHost, InstanceHa, Segment};
 #[cfg(test)]
 pub(crate) use keystone::TEST_CA_PEM;
@@ -170,6 +174,11 @@ impl OpenStack {
     /// A Neutron client (looks the endpoint up in the catalog).
     pub async fn network(&self) -> Result<Network> {
         Network::connect(self.session.clone()).await
+    }
+
+    /// A Glance client (looks the endpoint up in the catalog).
+    pub async fn image(&self) -> Result<Image> {
+        Image::connect(self.session.clone()).await
     }
 
     /// The shared session.

@@ -62,7 +62,7 @@ pub use machine::{
     Observation, Outcome, Phase, Policy, StartResult, TimeoutAction,
 };
 pub use maintenance::{disable_reason, written_by_us};
-pub use migratability::{Check, IncomingMigration, PortInfo};
+pub use migratability::{Check, ImageInfo, IncomingMigration, PortInfo};
 pub use policy::{InstancePolicy, Order, PolicyChoice, PolicySource};
 pub use preflight::{
     Action, Failure, FailureKind, Flavor, HostCandidate, Inventory, Plan, PlanEntry,

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::InstanceId;
-use super::migratability::{self, Check, IncomingMigration, PortInfo};
+use super::migratability::{self, Check, ImageInfo, IncomingMigration, PortInfo};
 use super::policy::{self, InstancePolicy, Order, PolicyChoice};
 use super::types::Destination;
 
@@ -69,6 +69,14 @@ pub struct ServerInfo {
     /// Its Neutron ports.
     #[serde(default)]
     pub ports: Vec<PortInfo>,
+    /// The image it booted from with its `hw_*` properties, when read
+    /// (live candidates booted from an image).
+    #[serde(default)]
+    pub image: Option<ImageInfo>,
+    /// The ids of its attached Manila shares (live candidates, compute API
+    /// ≥ 2.97).
+    #[serde(default)]
+    pub shares: Vec<String>,
     /// Owner (`tenant_id`, `user_id`): named for `notify`.
     #[serde(default)]
     pub project_id: String,
@@ -430,7 +438,12 @@ fn classify(s: &ServerInfo, p: &PreflightParams, choice: &PolicyChoice) -> (Acti
         );
     }
     match s.vm_state.as_str() {
-        "active" | "paused" => match migratability::live_blocker(&s.extra_specs, &s.ports) {
+        "active" | "paused" => match migratability::live_blocker(&migratability::Facts {
+            extra_specs: &s.extra_specs,
+            ports: &s.ports,
+            image: s.image.as_ref(),
+            shares: &s.shares,
+        }) {
             Some(b) => skip(b.check, b.reason),
             None => (Action::Live, None),
         },
@@ -871,6 +884,7 @@ fn check_migratability(entries: &[PlanEntry], f: &mut Findings) {
                         | Check::PciPassthrough
                         | Check::Vtpm
                         | Check::Vgpu
+                        | Check::Share
                         | Check::Affinity
                 )
             )
@@ -1751,6 +1765,66 @@ mod tests {
         let f = &p.overridable[0];
         assert_eq!(f.kind, FailureKind::Migratability);
         assert!(f.message.starts_with("2 instance(s) cannot be live-migrated: vm-sriov (sriov): not live-migratable: port port-9 has binding:vnic_type direct"), "{}", f.message);
+        let forced = preflight(
+            &input(servers, hosts),
+            &PreflightParams {
+                force: true,
+                ..params
+            },
+        );
+        assert!(forced.can_proceed());
+        assert_eq!(forced.to_move().count(), 2);
+    }
+
+    #[test]
+    fn a_share_and_an_image_vtpm_block_a_running_instance_not_a_stopped_one() {
+        let mut shared = server("shared", "active", 1, 512, 1);
+        shared.shares = vec!["share-1".into()];
+        let mut stopped_shared = server("cold-shared", "stopped", 1, 512, 1);
+        stopped_shared.shares = vec!["share-2".into()];
+        let mut img = server("img-tpm", "active", 1, 512, 1);
+        img.image = Some(ImageInfo {
+            id: "image-7".into(),
+            properties: BTreeMap::from([("hw_tpm_version".to_string(), "2.0".to_string())]),
+        });
+        let servers = vec![
+            shared,
+            stopped_shared,
+            img,
+            server("ok", "active", 1, 512, 1),
+        ];
+        let hosts = vec![host("node2", 64, 65536, 1000)];
+        let params = PreflightParams {
+            include_stopped: true,
+            ..Default::default()
+        };
+        let p = preflight(&input(servers.clone(), hosts.clone()), &params);
+        let by = |id: &str| p.entries.iter().find(|e| e.id == id).unwrap().clone();
+        assert_eq!(by("shared").check, Some(Check::Share));
+        assert_eq!(by("img-tpm").check, Some(Check::Vtpm));
+        assert_eq!(by("cold-shared").action, Action::Cold);
+        assert!(!p.can_proceed());
+        let f = &p.overridable[0];
+        assert_eq!(f.kind, FailureKind::Migratability);
+        assert!(
+            f.message
+                .starts_with("2 instance(s) cannot be live-migrated"),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains(
+                "vm-shared (shared): not live-migratable: Manila share(s) share-1 attached"
+            ),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message
+                .contains("image image-7 property hw_tpm_version=2.0"),
+            "{}",
+            f.message
+        );
         let forced = preflight(
             &input(servers, hosts),
             &PreflightParams {

@@ -104,6 +104,10 @@ def seed_keystone():
         ("placement", "placement", "http://127.0.0.1:%s" % E["NLM_CLOUD_PLACEMENT_PORT"]),
         ("image", "glance", "http://127.0.0.1:%s" % E["NLM_CLOUD_GLANCE_PORT"]),
         ("network", "neutron", "http://127.0.0.1:%s" % E["NLM_CLOUD_NEUTRON_PORT"]),
+        # The Manila stand-in (stubs.py); sharev2 is the type real
+        # deployments register, an alias of shared-file-system, which is
+        # what Nova's nova/share/manila.py asks openstacksdk for.
+        ("sharev2", "manilav2", "http://127.0.0.1:%s/v2" % E["NLM_CLOUD_MANILA_PORT"]),
     ]
     for stype, sname, url in catalog:
         svc = ensure(ks, "services", "service", {"type": stype}, {"type": stype, "name": sname, "enabled": True})

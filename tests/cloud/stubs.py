@@ -17,9 +17,21 @@ properties ``"is_base": false`` (Nova keeps only non-base properties of an
 image: a base ``kernel_id`` would be dropped and the guest would boot from an
 empty disk).
 
-With a third port, also a Masakari (instance-ha) stand-in (class ``Masakari``).
+Glance also takes ``POST /v2/images`` (any image record with properties at
+the top level, e.g. ``{"name": "x", "hw_tpm_version": "2.0"}``), made
+``active`` at once without bytes (the fake virt driver never downloads an
+image), listed and read like the others and removed by ``DELETE``, so a test
+can boot from an image with the properties it needs.
 
-Usage: stubs.py GLANCE_PORT NEUTRON_PORT [MASAKARI_PORT]
+A Manila (shared-file-system v2) stand-in on the third port (class
+``Manila``): what Nova's ``nova/share/manila.py`` asks through openstacksdk
+when a share is attached to a server, started with it, detached or the
+server deleted (share, export locations, access rules allow/list/deny), and
+``POST /v2/shares`` for a test to make a share.
+
+With a fourth port, also a Masakari (instance-ha) stand-in (class ``Masakari``).
+
+Usage: stubs.py GLANCE_PORT NEUTRON_PORT MANILA_PORT [MASAKARI_PORT]
 """
 
 import hashlib
@@ -165,8 +177,47 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
 
+# Images made through POST /v2/images (id -> record): active at once, no bytes.
+CREATED = {}
+CREATED_LOCK = threading.Lock()
+
+
+def read_json(handler):
+    n = int(handler.headers.get("Content-Length") or 0)
+    try:
+        return json.loads(handler.rfile.read(n) or b"{}")
+    except ValueError:
+        return None
+
+
 class Glance(Handler):
     service = "glance"
+
+    def do_POST(self):
+        if urlsplit(self.path).path.rstrip("/") != "/v2/images":
+            self.drain()
+            return self.unhandled()
+        b = read_json(self)
+        if not isinstance(b, dict):
+            return self.reply(400, {"error": "body must be an image object"})
+        base = "http://%s:%d" % self.server.server_address[:2]
+        rec = image(base)
+        rec.update({k: v for k, v in b.items() if k not in ("status", "self", "file", "schema")})
+        rec["id"] = b.get("id") or str(uuid.uuid4())
+        rec["self"], rec["file"] = "/v2/images/" + rec["id"], "/v2/images/%s/file" % rec["id"]
+        with CREATED_LOCK:
+            CREATED[rec["id"]] = rec
+        return self.reply(201, rec)
+
+    def do_DELETE(self):
+        iid = urlsplit(self.path).path.rstrip("/").rsplit("/", 1)[-1]
+        with CREATED_LOCK:
+            gone = CREATED.pop(iid, None)
+        if gone is None:
+            return self.reply(404, {"error": "image %s not found" % iid})
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self):
         url = urlsplit(self.path)
@@ -180,12 +231,19 @@ class Glance(Handler):
         if path == "/v2/schemas/image":
             return self.reply(200, image_schema())
         if path == "/v2/images":
-            images = [image(base)] + [dict(rec) for rec, _ in REAL.values()]
+            with CREATED_LOCK:
+                made = [dict(rec) for rec in CREATED.values()]
+            images = [image(base)] + [dict(rec) for rec, _ in REAL.values()] + made
             return self.reply(200, {"images": images, "schema": "/v2/schemas/images",
                                     "first": "/v2/images"})
         if path == "/v2/images/" + IMAGE_ID:
             return self.reply(200, image(base))
         parts = path.split("/")
+        if len(parts) == 4 and parts[1:3] == ["v2", "images"]:
+            with CREATED_LOCK:
+                made = CREATED.get(parts[3])
+            if made is not None:
+                return self.reply(200, dict(made))
         if len(parts) >= 4 and parts[1:3] == ["v2", "images"] and parts[3] in REAL:
             rec, file = REAL[parts[3]]
             if len(parts) == 4:
@@ -300,6 +358,143 @@ class Neutron(Handler):
         return self.unhandled()
 
 
+class Manila(Handler):
+    """Manila (shared-file-system API v2) stand-in: shares made by a test
+    with ``POST /v2/shares`` (``{"share": {"name", "share_proto", "size"}}``,
+    ``available`` at once, one NFS export location ``127.0.0.1:/nlm/<id>``),
+    and what Nova calls through openstacksdk (``nova/share/manila.py``):
+    ``GET /v2/shares/<id>``, ``GET /v2/shares/<id>/export_locations``,
+    ``GET /v2/share-access-rules?share_id=``, ``POST
+    /v2/shares/<id>/action`` with ``allow_access`` (the rule is ``active``
+    at once, so ``has_access`` holds on the first poll) or ``deny_access``;
+    also ``GET /v2/shares``, ``DELETE /v2/shares/<id>``. Paths are served
+    with or without a project id after ``/v2``. A request without a token
+    is refused (401); tokens are not validated. State is in memory."""
+
+    service = "manila"
+    lock = threading.Lock()
+    shares = {}  # id -> share
+    exports = {}  # share id -> its export location
+    rules = {}  # access id -> rule (with share_id)
+
+    def version(self, base):
+        return {"id": "v2.0", "status": "CURRENT", "version": "2.92", "min_version": "2.0",
+                "updated": "2015-08-27T11:33:21Z",
+                "links": [{"rel": "self", "href": base + "/v2/"}],
+                "media-types": [{"base": "application/json",
+                                 "type": "application/vnd.openstack.share+json;version=1"}]}
+
+    def route(self):
+        """The path's parts below /v2 (an optional project id dropped), or None."""
+        parts = [p for p in urlsplit(self.path).path.split("/") if p]
+        if not parts or parts[0] != "v2":
+            return None
+        parts = parts[1:]
+        if parts and parts[0] not in ("shares", "share-access-rules"):
+            parts = parts[1:]  # project id
+        return parts
+
+    def authorized(self):
+        if self.headers.get("X-Auth-Token"):
+            return True
+        self.reply(401, {"error": {"code": 401, "title": "Unauthorized"}})
+        return False
+
+    def not_found(self, what):
+        return self.reply(404, {"itemNotFound": {"code": 404, "message": "%s could not be found." % what}})
+
+    def do_GET(self):
+        base = "http://%s:%d" % self.server.server_address[:2]
+        r = self.route()
+        if r is None or r == []:
+            return self.reply(300 if r is None else 200, {"versions": [self.version(base)]})
+        if not self.authorized():
+            return
+        with self.lock:
+            if r == ["shares"] or r == ["shares", "detail"]:
+                return self.reply(200, {"shares": list(self.shares.values())})
+            if r[0] == "shares" and len(r) >= 2:
+                share = self.shares.get(r[1])
+                if share is None:
+                    return self.not_found("Share %s" % r[1])
+                if len(r) == 2:
+                    return self.reply(200, {"share": share})
+                if r[2:] == ["export_locations"]:
+                    return self.reply(200, {"export_locations": [self.exports[r[1]]]})
+            if r == ["share-access-rules"]:
+                sid = parse_qs(urlsplit(self.path).query).get("share_id", [""])[0]
+                if sid not in self.shares:
+                    return self.not_found("Share %s" % sid)
+                mine = [v for v in self.rules.values() if v["share_id"] == sid]
+                return self.reply(200, {"access_list": mine})
+        return self.unhandled()
+
+    def do_POST(self):
+        r = self.route()
+        b = read_json(self)
+        if r is None or not isinstance(b, dict):
+            return self.unhandled()
+        if not self.authorized():
+            return
+        if r == ["shares"]:
+            return self.create_share(b.get("share") or {})
+        if len(r) == 3 and r[0] == "shares" and r[2] == "action":
+            with self.lock:
+                if r[1] not in self.shares:
+                    return self.not_found("Share %s" % r[1])
+                if "allow_access" in b:
+                    return self.allow(r[1], b["allow_access"])
+                if "deny_access" in b:
+                    gone = self.rules.pop((b["deny_access"] or {}).get("access_id"), None)
+                    if gone is None:
+                        return self.not_found("Access rule")
+                    sys.stdout.write("manila: deny %s on %s\n" % (gone["access_to"], r[1]))
+                    sys.stdout.flush()
+                    return self.reply(202, {})
+        return self.unhandled()
+
+    def create_share(self, req):
+        sid = req.get("id") or str(uuid.uuid4())
+        share = {"id": sid, "name": req.get("name"), "description": req.get("description"),
+                 "size": int(req.get("size") or 1), "share_proto": req.get("share_proto") or "NFS",
+                 "status": "available", "availability_zone": "nova", "project_id": req.get("project_id", ""),
+                 "snapshot_id": None, "share_network_id": None, "share_type": None,
+                 "share_type_name": None, "is_public": False, "metadata": {},
+                 "created_at": "2026-01-01T00:00:00.000000", "links": []}
+        export = {"id": str(uuid.uuid4()), "path": "127.0.0.1:/nlm/%s" % sid, "preferred": True,
+                  "is_admin_only": False, "share_instance_id": sid}
+        with self.lock:
+            self.shares[sid], self.exports[sid] = share, export
+        return self.reply(201, {"share": share})
+
+    def allow(self, sid, req):
+        for v in self.rules.values():
+            if v["share_id"] == sid and (v["access_type"], v["access_to"]) == (req.get("access_type"), req.get("access_to")):
+                return self.reply(400, {"badRequest": {"code": 400, "message": "Share access %s:%s exists." % (v["access_type"], v["access_to"])}})
+        rule = {"id": str(uuid.uuid4()), "share_id": sid, "access_type": req.get("access_type"),
+                "access_to": req.get("access_to"), "access_level": req.get("access_level", "rw"),
+                "access_key": None, "state": "active", "metadata": {},
+                "created_at": "2026-01-01T00:00:00.000000", "updated_at": None}
+        self.rules[rule["id"]] = rule
+        sys.stdout.write("manila: allow %s:%s on %s\n" % (rule["access_type"], rule["access_to"], sid))
+        sys.stdout.flush()
+        return self.reply(200, {"access": rule})
+
+    def do_DELETE(self):
+        r = self.route()
+        if r is None or len(r) != 2 or r[0] != "shares":
+            return self.unhandled()
+        if not self.authorized():
+            return
+        with self.lock:
+            if self.shares.pop(r[1], None) is None:
+                return self.not_found("Share %s" % r[1])
+            self.exports.pop(r[1], None)
+            for k in [k for k, v in self.rules.items() if v["share_id"] == r[1]]:
+                del self.rules[k]
+        return self.reply(202, {})
+
+
 class Masakari(Handler):
     """Masakari (instance-ha) API v1 stand-in: failover segments and their
     hosts, in memory, the shapes of masakari's api-ref (segments, hosts with
@@ -402,21 +597,22 @@ class Masakari(Handler):
 
 
 def main():
-    glance_port, neutron_port = int(sys.argv[1]), int(sys.argv[2])
+    glance_port, neutron_port, manila_port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     if os.environ.get("NLM_STUB_IMAGES"):
         load_real_images(os.environ["NLM_STUB_IMAGES"])
     servers = [ThreadingHTTPServer(("127.0.0.1", glance_port), Glance),
-               ThreadingHTTPServer(("127.0.0.1", neutron_port), Neutron)]
-    if len(sys.argv) > 3:  # the Masakari stand-in (NLM_CLOUD_MASAKARI)
+               ThreadingHTTPServer(("127.0.0.1", neutron_port), Neutron),
+               ThreadingHTTPServer(("127.0.0.1", manila_port), Manila)]
+    if len(sys.argv) > 4:  # the Masakari stand-in (NLM_CLOUD_MASAKARI)
         Masakari.seed(os.environ.get("NLM_STUB_MASAKARI_HOSTS", "").split())
-        servers.append(ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), Masakari))
+        servers.append(ThreadingHTTPServer(("127.0.0.1", int(sys.argv[4])), Masakari))
     for s in servers:
         s.daemon_threads = True
     for s in servers[:-1]:
         threading.Thread(target=s.serve_forever, daemon=True).start()
-    print("stubs: glance on %d, neutron on %d%s, images %s" % (
-        glance_port, neutron_port,
-        ", masakari on %s" % sys.argv[3] if len(sys.argv) > 3 else "",
+    print("stubs: glance on %d, neutron on %d, manila on %d%s, images %s" % (
+        glance_port, neutron_port, manila_port,
+        ", masakari on %s" % sys.argv[4] if len(sys.argv) > 4 else "",
         " ".join([IMAGE_ID] + sorted(REAL))), flush=True)
     servers[-1].serve_forever()
 

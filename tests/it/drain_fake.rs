@@ -265,7 +265,9 @@ async fn short_service_hosts_find_their_fqdn_providers() {
 
 /// Issue 14: a cloud without a network service in the catalog (this
 /// fake has none) still plans; the ports went unchecked and the log says so,
-/// and this node's migrations were listed for the ones coming in.
+/// and this node's migrations were listed for the ones coming in. Likewise
+/// without an image service (image properties) and below compute API 2.97
+/// (this fake goes to 2.96: no `GET /servers/{id}/shares` is sent).
 #[tokio::test]
 async fn without_neutron_the_ports_go_unchecked_and_the_log_says_so() {
     let rig = rig(servers(2), &[]).await;
@@ -278,12 +280,19 @@ async fn without_neutron_the_ports_go_unchecked_and_the_log_says_so() {
             && log.contains("would fail its live migration"),
         "{log}"
     );
+    for words in [
+        "warning: Manila shares not checked: the compute API here goes up to microversion 2.96, GET /servers/{id}/shares needs 2.97",
+        "warning: image properties not checked for vTPM",
+    ] {
+        assert!(log.contains(words), "{words}: {log}");
+    }
     let s = rig.fake.state();
     assert!(
         s.count("GET", "os-migrations?host=") >= 1,
         "{:#?}",
         s.call_lines()
     );
+    assert_eq!(s.count("GET", "/shares"), 0, "{:#?}", s.call_lines());
     drop(s);
     rig.assert_no_unknown_calls();
 }

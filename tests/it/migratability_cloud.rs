@@ -367,3 +367,160 @@ async fn the_dry_run_names_each_decision_and_the_evacuation_does_that_plan() {
     assert_run_is_the_plan(&cloud, &dry, &real, &z).await;
     clean_up(&cloud, &z).await;
 }
+
+// ------------------------------------------- a Manila share, a vTPM image
+
+const SHARES: &str = "compute 2.97";
+
+/// The status of `share` on server `id` (`GET /servers/{id}/shares`, 2.97).
+async fn share_status(cloud: &CloudEnv, id: &str, share: &str) -> Option<String> {
+    let path = format!("/servers/{id}/shares");
+    let (s, v) = cloud.nova_at(SHARES, Method::GET, &path, None).await;
+    assert_eq!(s, 200, "GET {path}: {v}");
+    v["shares"]
+        .as_array()?
+        .iter()
+        .find(|m| m["share_id"] == share)
+        .and_then(|m| m["status"].as_str().map(String::from))
+}
+
+async fn share_becomes(cloud: &CloudEnv, id: &str, share: &str, status: &str) {
+    wait_until(
+        || async move {
+            (share_status(cloud, id, share).await.as_deref() == Some(status)).then_some(())
+        },
+        T,
+    )
+    .await;
+}
+
+/// A real Nova share mapping on `id` (running afterwards): a share made in
+/// the Manila stand-in, attached the way Nova allows it (the server
+/// stopped: `POST /servers/{id}/shares`, nova/api/openstack/compute/
+/// server_shares.py; the compute grants access through Manila), then the
+/// server started (the mapping becomes active). Returns the share id.
+async fn attach_share(cloud: &CloudEnv, id: &str) -> String {
+    let body = json!({"share": {"name": "nlm-share", "share_proto": "NFS", "size": 1}});
+    let made = cloud
+        .service("sharev2", Method::POST, "/shares", Some(body), &[201])
+        .await;
+    let share = made["share"]["id"].as_str().unwrap().to_string();
+    action(cloud, id, json!({"os-stop": null})).await;
+    wait_status(cloud, id, "SHUTOFF").await;
+    let path = format!("/servers/{id}/shares");
+    let body = json!({"share": {"share_id": share}});
+    let (s, v) = cloud.nova_at(SHARES, Method::POST, &path, Some(body)).await;
+    assert_eq!(s, 201, "POST {path}: {v}");
+    share_becomes(cloud, id, &share, "inactive").await;
+    action(cloud, id, json!({"os-start": null})).await;
+    wait_status(cloud, id, "ACTIVE").await;
+    share_becomes(cloud, id, &share, "active").await;
+    share
+}
+
+/// An image in the Glance stand-in with `hw_tpm_version=2.0` (no model:
+/// Nova's default, TIS); returns its id.
+async fn vtpm_image(cloud: &CloudEnv) -> String {
+    let body = json!({"name": "nlm-vtpm-image", "disk_format": "raw", "container_format": "bare",
+        "hw_tpm_version": "2.0"});
+    let made = cloud
+        .service("image", Method::POST, "/v2/images", Some(body), &[201])
+        .await;
+    made["id"].as_str().unwrap().to_string()
+}
+
+/// Boots `name` (m1.tiny) from `image` on the source; returns its id.
+async fn boot_from(cloud: &CloudEnv, name: &str, image: &str) -> String {
+    let flavor = cloud.flavor_id("m1.tiny").await;
+    let body = json!({"server": {"name": name, "imageRef": image, "flavorRef": flavor,
+        "networks": "none", "host": SOURCE}});
+    let v = cloud
+        .call(Method::POST, "/servers", Some(body), &[202])
+        .await;
+    v["server"]["id"].as_str().unwrap().to_string()
+}
+
+/// The `POST /servers/{id}/action` requests nova-api logged for `id`
+/// (its request log has one line per request, written before the answer).
+fn actions_posted(cloud: &CloudEnv, id: &str) -> usize {
+    let log = std::fs::read_to_string(cloud.dir().join("log").join("nova-api.log"))
+        .expect("nova-api.log");
+    let needle = format!("\"POST /v2.1/servers/{id}/action\"");
+    log.lines().filter(|l| l.contains(&needle)).count()
+}
+
+#[tokio::test]
+async fn a_share_and_a_vtpm_image_are_named_and_the_evacuation_leaves_them_without_a_post() {
+    let Some(cloud) = CloudEnv::detect() else {
+        return;
+    };
+    let _lock = cloud.lock();
+    let _t = Timed::start("a_share_and_a_vtpm_image_are_named");
+    cloud.reset().await;
+    let image = vtpm_image(&cloud).await;
+    let img_tpm = boot_from(&cloud, "img-vtpm-1", &image).await;
+    let shared = boot(&cloud, "share-1", "m1.tiny", SOURCE, &[], None).await;
+    let plain = boot(&cloud, "plain-1", "m1.tiny", SOURCE, &[], None).await;
+    for id in [&img_tpm, &shared, &plain] {
+        wait_status(&cloud, id, "ACTIVE").await;
+    }
+    let share = attach_share(&cloud, &shared).await;
+    let mut node = Node::new(&cloud);
+
+    let dry = report(&node.run("evacuate", &["dry-run=true"]));
+    eprintln!("dry-run report: {dry:#}");
+    let s = by_name(&dry, "share-1");
+    assert_eq!(s["plan"]["check"], "share", "{s:#}");
+    let e = s["error"].as_str().unwrap();
+    assert!(
+        e.contains(&format!("Manila share(s) {share} attached")),
+        "{e}"
+    );
+    let t = by_name(&dry, "img-vtpm-1");
+    assert_eq!(t["plan"]["check"], "vtpm", "{t:#}");
+    let e = t["error"].as_str().unwrap();
+    let fact = format!(
+        "vTPM (image {image} property hw_tpm_version=2.0) with hw:tpm_secret_security=user (unset)"
+    );
+    assert!(e.contains(&fact), "{e}");
+    assert_eq!(by_name(&dry, "plain-1")["result"], "planned");
+
+    let posted = [&shared, &img_tpm].map(|id| actions_posted(&cloud, id));
+    let st = node.run("evacuate", &["force=true"]);
+    let real = report(&st);
+    eprintln!("evacuate log:\n  {}", st.action_log.join("\n  "));
+    assert_eq!(by_name(&real, "plain-1")["result"], "migrated");
+    assert_eq!(host_of(&cloud.server(&plain).await), DEST);
+    for (name, id, before) in [
+        ("share-1", &shared, posted[0]),
+        ("img-vtpm-1", &img_tpm, posted[1]),
+    ] {
+        let r = by_name(&real, name);
+        assert_eq!(r["result"], "skipped", "{name}: {r:#}");
+        assert_eq!(
+            r["error"],
+            by_name(&dry, name)["error"],
+            "{name}: as planned"
+        );
+        assert_eq!(host_of(&cloud.server(id).await), SOURCE, "{name} stays");
+        assert_eq!(
+            actions_posted(&cloud, id),
+            before,
+            "{name}: no live-migrate POST"
+        );
+    }
+    assert_eq!(
+        share_status(&cloud, &shared, &share).await.as_deref(),
+        Some("active")
+    );
+
+    cloud.reset().await;
+    let path = format!("/shares/{share}");
+    cloud
+        .service("sharev2", Method::DELETE, &path, None, &[202])
+        .await;
+    let path = format!("/v2/images/{image}");
+    cloud
+        .service("image", Method::DELETE, &path, None, &[204])
+        .await;
+}

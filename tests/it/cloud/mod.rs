@@ -93,6 +93,10 @@ struct Auth {
     placement: String,
     /// The catalog's network (Neutron stand-in) endpoint.
     network: Option<String>,
+    /// The catalog's image (Glance stand-in) and sharev2 (Manila
+    /// stand-in) endpoints.
+    image: Option<String>,
+    sharev2: Option<String>,
     obtained: Instant,
 }
 
@@ -349,11 +353,14 @@ impl CloudEnv {
         let endpoint =
             |kind: &str| find(kind).unwrap_or_else(|| panic!("{kind} endpoint in the catalog"));
         let network = find("network");
+        let (image, sharev2) = (find("image"), find("sharev2"));
         let a = Auth {
             token,
             nova: endpoint("compute"),
             placement: endpoint("placement"),
             network,
+            image,
+            sharev2,
             obtained: Instant::now(),
         };
         *self.auth.lock().unwrap() = Some(a.clone());
@@ -432,6 +439,36 @@ impl CloudEnv {
             .send(&a.token, &base, &[], method.clone(), path, body)
             .await;
         assert!(ok.contains(&status), "{method} {path}: {status} {v}");
+        match v {
+            Value::String(_) => Value::Null,
+            v => v,
+        }
+    }
+
+    /// A call to the catalog's `kind` endpoint (`image`: the Glance
+    /// stand-in, `sharev2`: the Manila stand-in) that must answer one of
+    /// `ok`.
+    pub async fn service(
+        &self,
+        kind: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        ok: &[u16],
+    ) -> Value {
+        let a = self.auth().await;
+        let base = match kind {
+            "image" => a.image.clone(),
+            "sharev2" => a.sharev2.clone(),
+            other => panic!("no {other} endpoint kept"),
+        };
+        let base = base.unwrap_or_else(|| {
+            panic!("{kind} endpoint in the catalog (a cloud up from before the Manila stand-in: `tests/cloud/cloud down` and `up`)")
+        });
+        let (status, v) = self
+            .send(&a.token, &base, &[], method.clone(), path, body)
+            .await;
+        assert!(ok.contains(&status), "{method} {kind} {path}: {status} {v}");
         match v {
             Value::String(_) => Value::Null,
             v => v,
