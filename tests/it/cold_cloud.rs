@@ -90,7 +90,8 @@ async fn policy_cold_stops_migrates_and_starts_again_only_what_its_owner_opted_i
         return;
     };
     let _lock = cloud.lock();
-    let _t = Timed::start("policy_cold_stops_migrates_and_starts_again_only_what_its_owner_opted_in");
+    let _t =
+        Timed::start("policy_cold_stops_migrates_and_starts_again_only_what_its_owner_opted_in");
     cloud.reset().await;
     let ids = boot(
         &cloud,
@@ -147,7 +148,11 @@ async fn policy_cold_stops_migrates_and_starts_again_only_what_its_owner_opted_i
     assert_eq!(off["result"], "cold-migrated", "{off:#}");
     let s = cloud.server(&ids[1]).await;
     assert_eq!((host_of(&s), s["status"].as_str()), (DEST, Some("SHUTOFF")));
-    assert!(!actions(&cloud, &ids[1]).await.contains(&"start".to_string()));
+    assert!(
+        !actions(&cloud, &ids[1])
+            .await
+            .contains(&"start".to_string())
+    );
     assert_eq!(by_name(&rep, "live-1")["result"], "migrated");
     let a = actions(&cloud, &ids[2]).await;
     assert!(!a.contains(&"stop".to_string()), "{a:?}");
@@ -195,7 +200,8 @@ async fn an_abort_while_it_is_being_stopped_starts_it_again_and_migrates_nothing
         return;
     };
     let _lock = cloud.lock();
-    let _t = Timed::start("an_abort_while_it_is_being_stopped_starts_it_again_and_migrates_nothing");
+    let _t =
+        Timed::start("an_abort_while_it_is_being_stopped_starts_it_again_and_migrates_nothing");
     cloud.reset().await;
     let mut node = Node::new(&cloud);
     let hold = hold_file(&node, "abort");
@@ -281,10 +287,7 @@ async fn deleted_by_its_owner_while_being_stopped_is_skipped_and_nothing_is_star
     eprintln!("evacuate log:\n  {}", st.action_log.join("\n  "));
     let i = by_name(&rep, "cold-del");
     assert_eq!(i["result"], "skipped", "{i:#}");
-    assert!(
-        i["error"].as_str().unwrap().contains("deleted"),
-        "{i:#}"
-    );
+    assert!(i["error"].as_str().unwrap().contains("deleted"), "{i:#}");
     assert!(
         !st.action_log
             .iter()

@@ -65,18 +65,13 @@ fn by_name<'a>(rep: &'a Value, name: &str) -> &'a Value {
 }
 
 /// Instances whose plan is a skip: (name, words of the reason, check).
-const SKIPS: [(&str, &str, &str); 13] = [
+const SKIPS: [(&str, &str, &str); 12] = [
     (
         "skip-1",
         "policy skip (metadata nova-live-migration:policy): left alone",
         "policy",
     ),
     ("notify-1", "listed under owners_to_contact", "policy"),
-    (
-        "cold-1",
-        "policy cold (nova-live-migration:policy) asks to stop",
-        "policy",
-    ),
     (
         "sriov-1",
         "has binding:vnic_type direct (SR-IOV",
@@ -109,7 +104,14 @@ const SKIPS: [(&str, &str, &str); 13] = [
     ("aff-plain", "hard affinity group nlm-aff", "affinity"),
 ];
 /// Instances the plan moves.
-const MOVES: [&str; 4] = ["urgent-1", "live-1", "default-1", "vtpm-host-1"];
+const MOVES: [&str; 6] = [
+    "urgent-1",
+    "live-1",
+    "default-1",
+    "vtpm-host-1",
+    "cold-1",
+    "cold-off-1",
+];
 
 /// What the zoo is: the ids by name, the SR-IOV port, the affinity group.
 struct Zoo {
@@ -191,6 +193,13 @@ fn specs() -> Vec<Spec> {
             false,
         ),
         ("cold-1", "m1.tiny", SOURCE, vec![(POLICY, "cold")], false),
+        (
+            "cold-off-1",
+            "m1.tiny",
+            SOURCE,
+            vec![(POLICY, "cold")],
+            false,
+        ),
         ("sriov-1", "m1.tiny", SOURCE, vec![], false),
         ("vtpm-1", "nlm.vtpm", SOURCE, vec![], false),
         ("vgpu-1", "nlm.vgpu", SOURCE, vec![], false),
@@ -217,6 +226,7 @@ async fn make_them_so(cloud: &CloudEnv, z: &Zoo) -> String {
         .unwrap()
         .to_string();
     action(cloud, &z.id("suspended-1"), json!({"suspend": null})).await;
+    action(cloud, &z.id("cold-off-1"), json!({"os-stop": null})).await;
     action(cloud, &z.id("rescued-1"), json!({"rescue": null})).await;
     let error = json!({"os-resetState": {"state": "error"}});
     action(cloud, &z.id("error-1"), error).await;
@@ -225,6 +235,7 @@ async fn make_them_so(cloud: &CloudEnv, z: &Zoo) -> String {
     cloud.live_migrate(&z.id("busy-1"), Some(DEST)).await;
     cloud.live_migrate(&z.id("incoming-1"), Some(SOURCE)).await;
     wait_status(cloud, &z.id("suspended-1"), "SUSPENDED").await;
+    wait_status(cloud, &z.id("cold-off-1"), "SHUTOFF").await;
     wait_status(cloud, &z.id("rescued-1"), "RESCUE").await;
     wait_status(cloud, &z.id("resized-1"), "VERIFY_RESIZE").await;
     running(cloud, &z.id("busy-1")).await;
@@ -250,12 +261,16 @@ fn assert_dry_run(dry: &Value, z: &Zoo) {
     for (name, policy) in [
         ("default-1", "live (config default-policy)"),
         ("live-1", "live (metadata nova-live-migration:policy)"),
-        (
-            "cold-1",
-            "skip (metadata nova-live-migration:policy=cold, not followed)",
-        ),
+        ("cold-1", "cold (metadata nova-live-migration:policy)"),
     ] {
         assert_eq!(by_name(dry, name)["plan"]["policy"], policy, "{name}");
+    }
+    for (name, method) in [
+        ("live-1", "live"),
+        ("cold-1", "stop, cold-migrate, start"),
+        ("cold-off-1", "cold"),
+    ] {
+        assert_eq!(by_name(dry, name)["plan"]["method"], method, "{name}");
     }
     assert_eq!(by_name(dry, "urgent-1")["plan"]["priority"], 10);
     assert_eq!(dry["instances"][0]["name"], "urgent-1", "priority 10 first");
@@ -302,6 +317,18 @@ async fn assert_run_is_the_plan(cloud: &CloudEnv, dry: &Value, real: &Value, z: 
         let r = by_name(real, name);
         assert_eq!(r["result"], "migrated", "{name}: {r:#}");
         assert_eq!(host_of(&cloud.server(&z.id(name)).await), DEST, "{name}");
+    }
+    // Policy cold: the running one runs again on its new host, the stopped
+    // one stays stopped there.
+    for (name, status) in [("cold-1", "ACTIVE"), ("cold-off-1", "SHUTOFF")] {
+        let r = by_name(real, name);
+        assert_eq!(r["result"], "cold-migrated", "{name}: {r:#}");
+        let s = cloud.server(&z.id(name)).await;
+        assert_eq!(
+            (host_of(&s), s["status"].as_str()),
+            (DEST, Some(status)),
+            "{name}"
+        );
     }
     let d = by_name(real, "default-1");
     assert_eq!(d["result"], "skipped", "{d:#}");
