@@ -299,3 +299,50 @@ async fn deleted_by_its_owner_while_being_stopped_is_skipped_and_nothing_is_star
     assert_eq!(by_name(&rep, "live-2")["result"], "migrated");
     cloud.reset().await;
 }
+
+/// SIGKILL (`juju cancel-task`) while the instance is being stopped: the
+/// next `evacuate` resumes from the journal and Nova's state, migrates it
+/// and starts it again.
+#[tokio::test]
+async fn a_run_killed_while_it_stops_resumes_migrates_and_starts_it_again() {
+    let Some(cloud) = CloudEnv::detect() else {
+        return;
+    };
+    let _lock = cloud.lock();
+    let _t = Timed::start("a_run_killed_while_it_stops_resumes_migrates_and_starts_it_again");
+    cloud.reset().await;
+    let mut node = Node::new(&cloud);
+    let hold = hold_file(&node, "kill");
+    let ids = boot(
+        &cloud,
+        &[(
+            "cold-kill",
+            &[(POLICY, "cold"), ("nlm_power_off_hold", hold.as_str())],
+        )],
+    )
+    .await;
+    let run = node.start("evacuate", &[]);
+    powering_off(&cloud, &ids[0]).await;
+    node.kill(run);
+    let journal = node.journal().expect("journal");
+    let phase = &journal["state"]["drain"]["instances"][0]["phase"]["phase"];
+    assert_eq!(phase, "stopping", "{journal:#}");
+    std::fs::remove_file(&hold).unwrap();
+    wait_status(&cloud, &ids[0], "SHUTOFF").await;
+
+    let st = node.run("evacuate", &[]);
+    let rep = report(&st);
+    eprintln!("evacuate log:\n  {}", st.action_log.join("\n  "));
+    let i = by_name(&rep, "cold-kill");
+    assert_eq!(i["result"], "cold-migrated", "{i:#}");
+    assert!(
+        decisions(i).contains("resume: being stopped for policy cold"),
+        "{i:#}"
+    );
+    let s = wait_status(&cloud, &ids[0], "ACTIVE").await;
+    assert_eq!(host_of(&s), DEST);
+    let a = actions(&cloud, &ids[0]).await;
+    let tail: Vec<&str> = a.iter().map(String::as_str).skip(1).collect();
+    assert_eq!(tail, ["stop", "migrate", "confirmResize", "start"], "{a:?}");
+    cloud.reset().await;
+}
