@@ -193,11 +193,7 @@ fn stopping(
                 let e = format!(
                     "Nova did not stop it after {} stop requests{}; nothing was migrated, it runs on {source}",
                     r.track.power_sends,
-                    r.track
-                        .power_refused
-                        .as_ref()
-                        .map(|m| format!(" (last refusal: {m})"))
-                        .unwrap_or_default()
+                    last_refusal(r)
                 );
                 finish(r, Outcome::Failed, now, Some(e), total, out);
             } else {
@@ -205,27 +201,24 @@ fn stopping(
             }
         }
         (VmState::Error, true) => {
+            let fault = s.fault.as_ref().map(|f| format!(": {f}"));
             let e = format!(
                 "went to ERROR on {source} while being stopped for its cold migration{}; check it before anything else",
-                s.fault
-                    .as_ref()
-                    .map(|f| format!(": {f}"))
-                    .unwrap_or_default()
+                fault.unwrap_or_default()
             );
             finish(r, Outcome::Failed, now, Some(e), total, out);
         }
-        (VmState::Active, _) | (VmState::Stopped, false) => {
-            if now >= since + STOP_WAIT_MS {
-                let e = format!(
-                    "Nova did not stop it within {} s (status {}, task_state {}); nothing was migrated: check `openstack server show {}`",
-                    STOP_WAIT_MS / 1000,
-                    s.status,
-                    s.task_state.as_deref().unwrap_or("none"),
-                    r.id
-                );
-                finish(r, Outcome::Failed, now, Some(e), total, out);
-            }
+        (VmState::Active, _) | (VmState::Stopped, false) if now >= since + STOP_WAIT_MS => {
+            let e = format!(
+                "Nova did not stop it within {} s (status {}, task_state {}); nothing was migrated: check `openstack server show {}`",
+                STOP_WAIT_MS / 1000,
+                s.status,
+                s.task_state.as_deref().unwrap_or("none"),
+                r.id
+            );
+            finish(r, Outcome::Failed, now, Some(e), total, out);
         }
+        (VmState::Active, _) | (VmState::Stopped, false) => {}
         (other, _) => {
             let e = format!(
                 "now {} ({}) on {source}, changed by someone else while being stopped; not migrated",
@@ -274,36 +267,25 @@ fn restarting(
         }
         (VmState::Stopped, true) if resend_due(r, now) => {
             if r.track.power_sends >= CONTROL_RETRIES {
-                let e = join(
-                    error,
-                    format!(
-                        "it was running before this run stopped it, and Nova did not start it again after {} start requests{}: {cmd}",
-                        r.track.power_sends,
-                        r.track
-                            .power_refused
-                            .as_ref()
-                            .map(|m| format!(" (last refusal: {m})"))
-                            .unwrap_or_default()
-                    ),
+                let more = format!(
+                    "it was running before this run stopped it, and Nova did not start it again after {} start requests{}: {cmd}",
+                    r.track.power_sends,
+                    last_refusal(r)
                 );
-                conclude(r, outcome, now, Some(e), total, out);
+                conclude(r, outcome, now, Some(join(error, more)), total, out);
             } else {
                 send_start(r, now, out);
             }
         }
-        (VmState::Stopped, _) | (VmState::Active, false) => {
-            if now >= since + START_WAIT_MS {
-                let e = join(
-                    error,
-                    format!(
-                        "it was running before this run stopped it, and is not running yet after {} s (status {}): {cmd}",
-                        START_WAIT_MS / 1000,
-                        s.status
-                    ),
-                );
-                conclude(r, outcome, now, Some(e), total, out);
-            }
+        (VmState::Stopped, _) | (VmState::Active, false) if now >= since + START_WAIT_MS => {
+            let more = format!(
+                "it was running before this run stopped it, and is not running yet after {} s (status {}): {cmd}",
+                START_WAIT_MS / 1000,
+                s.status
+            );
+            conclude(r, outcome, now, Some(join(error, more)), total, out);
         }
+        (VmState::Stopped, _) | (VmState::Active, false) => {}
         (other, _) => {
             let e = join(
                 error,
@@ -317,6 +299,15 @@ fn restarting(
             conclude(r, outcome, now, Some(e), total, out);
         }
     }
+}
+
+/// ` (last refusal: …)` when Nova refused the last stop or start.
+fn last_refusal(r: &InstanceRecord) -> String {
+    r.track
+        .power_refused
+        .as_ref()
+        .map(|m| format!(" (last refusal: {m})"))
+        .unwrap_or_default()
 }
 
 fn join(error: Option<String>, more: String) -> String {
