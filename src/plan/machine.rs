@@ -1156,32 +1156,7 @@ impl Drain {
             .any(|&i| self.instances[i].track.wake_at.is_some_and(|w| w <= now));
         let due = self.list_asked.is_none_or(|t| now >= t + tick) || woken;
         if due {
-            self.list_asked = Some(now);
-            let floor = started
-                .iter()
-                .filter_map(|&i| match self.instances[i].phase {
-                    Phase::Started { since, .. } => Some(
-                        self.instances[i]
-                            .track
-                            .migration
-                            .as_ref()
-                            .and_then(|m| m.created_at)
-                            .map_or(since, |c| c.min(since)),
-                    ),
-                    _ => None,
-                })
-                .min()
-                .unwrap_or(self.created_at);
-            out.push(Command::ListMigrations {
-                source: self.source.clone(),
-                since: floor.saturating_sub(CLOCK_SKEW_MS),
-            });
-            for &i in &started {
-                let t = &mut self.instances[i].track;
-                if t.wake_at.is_some_and(|w| w <= now) {
-                    t.wake_at = None;
-                }
-            }
+            self.ask_list(&started, now, out);
             return;
         }
         // After the list came back: the servers whose migration is unknown
@@ -1190,42 +1165,85 @@ impl Drain {
             return;
         };
         for &i in &started {
-            let r = &mut self.instances[i];
-            let ended_or_unknown = r
-                .track
-                .migration
-                .as_ref()
-                .is_none_or(|m| m.status.is_terminal());
-            let stale = r.track.server_at.is_none_or(|t| t < listed);
-            let asked = r.track.server_asked.is_some_and(|t| t >= listed);
-            // Not ended: the record alone may never say the server is gone.
-            let recheck = r
-                .track
-                .server_at
-                .is_none_or(|t| now >= t + SERVER_RECHECK_MS);
-            if (ended_or_unknown || recheck) && stale && !asked {
-                r.track.server_asked = Some(now);
-                out.push(Command::ReadServer {
-                    instance: r.id.clone(),
-                });
-            }
-            let running_live = r.kind == MoveKind::Live
-                && r.track
-                    .migration
-                    .as_ref()
-                    .is_some_and(|m| m.status == MigrationStatus::Running);
-            if running_live && r.track.progress_asked.is_none_or(|t| t < listed) {
-                r.track.progress_asked = Some(now);
-                out.push(Command::ReadProgress {
-                    instance: r.id.clone(),
-                    migration_id: r
+            Self::instance_lookups(&mut self.instances[i], listed, now, out);
+        }
+    }
+
+    /// The list of the source's migrations, since the earliest start (or
+    /// migration) of the `started` instances, less the clock skew; their
+    /// wake-ups that are due are taken.
+    fn ask_list(&mut self, started: &[usize], now: Millis, out: &mut Vec<Command>) {
+        self.list_asked = Some(now);
+        let floor = started
+            .iter()
+            .filter_map(|&i| match self.instances[i].phase {
+                Phase::Started { since, .. } => Some(
+                    self.instances[i]
                         .track
                         .migration
                         .as_ref()
-                        .map(|m| m.id)
-                        .unwrap_or(MigrationId(0)),
-                });
+                        .and_then(|m| m.created_at)
+                        .map_or(since, |c| c.min(since)),
+                ),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(self.created_at);
+        out.push(Command::ListMigrations {
+            source: self.source.clone(),
+            since: floor.saturating_sub(CLOCK_SKEW_MS),
+        });
+        for &i in started {
+            let t = &mut self.instances[i].track;
+            if t.wake_at.is_some_and(|w| w <= now) {
+                t.wake_at = None;
             }
+        }
+    }
+
+    /// One started instance's look-ups once the list came back: its server
+    /// when its migration is unknown or ended (or not seen for a while),
+    /// and the progress of its running live migration.
+    fn instance_lookups(
+        r: &mut InstanceRecord,
+        listed: Millis,
+        now: Millis,
+        out: &mut Vec<Command>,
+    ) {
+        let ended_or_unknown = r
+            .track
+            .migration
+            .as_ref()
+            .is_none_or(|m| m.status.is_terminal());
+        let stale = r.track.server_at.is_none_or(|t| t < listed);
+        let asked = r.track.server_asked.is_some_and(|t| t >= listed);
+        // Not ended: the record alone may never say the server is gone.
+        let recheck = r
+            .track
+            .server_at
+            .is_none_or(|t| now >= t + SERVER_RECHECK_MS);
+        if (ended_or_unknown || recheck) && stale && !asked {
+            r.track.server_asked = Some(now);
+            out.push(Command::ReadServer {
+                instance: r.id.clone(),
+            });
+        }
+        let running_live = r.kind == MoveKind::Live
+            && r.track
+                .migration
+                .as_ref()
+                .is_some_and(|m| m.status == MigrationStatus::Running);
+        if running_live && r.track.progress_asked.is_none_or(|t| t < listed) {
+            r.track.progress_asked = Some(now);
+            out.push(Command::ReadProgress {
+                instance: r.id.clone(),
+                migration_id: r
+                    .track
+                    .migration
+                    .as_ref()
+                    .map(|m| m.id)
+                    .unwrap_or(MigrationId(0)),
+            });
         }
     }
 
