@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::config::Config;
 use crate::openstack::{self, MigrationFilter, OpenStack, Server};
 use crate::paths::Paths;
-use crate::plan::{AbortFact, MigrationStatus};
+use crate::plan::{AbortFact, InstanceId, MigrationStatus, Millis};
 use crate::ready::Ready;
 use crate::state::{
     AbortRequests, EvacuationSummary, Journal, RequestState, RunLock, RunRecord, drain_running,
@@ -597,7 +597,35 @@ async fn end_interrupted(
         return None;
     }
     let now = now_ms();
-    // What Nova says of each in-flight instance; the core ends them.
+    let (facts, still_moving) =
+        interrupted_facts(ctl, &rec, servers, only, aborted, not_aborted).await;
+    let changed: Vec<Value> = rec
+        .drain
+        .end_interrupted(now, only, &facts)
+        .into_iter()
+        .map(|(id, outcome)| {
+            let name = rec.drain.get(&id).map(|r| r.name.clone()).unwrap_or_default();
+            json!({"id": id, "name": name, "result": crate::plan::ResultKind::from(outcome).as_str()})
+        })
+        .collect();
+    let note = end_interrupted_record(&mut rec, now, only, &still_moving);
+    if let Err(e) = journal.store(&rec) {
+        return Some(json!({"note": format!("journal not updated: {e}")}));
+    }
+    Some(json!({"note": note, "instances": changed, "ended": rec.ended_at.is_some()}))
+}
+
+/// What Nova says of each in-flight instance of the interrupted run (only
+/// `only`, if given), for the core to end them; and the names of those
+/// that could not be aborted and go on moving.
+async fn interrupted_facts(
+    ctl: &Ctl<'_>,
+    rec: &RunRecord,
+    servers: &[Server],
+    only: Option<&str>,
+    aborted: &[AbortEntry],
+    not_aborted: &[AbortEntry],
+) -> (Vec<(InstanceId, AbortFact)>, Vec<String>) {
     let mut facts = Vec::new();
     let mut still_moving = Vec::new();
     for r in rec.drain.instances.iter().filter(|r| r.in_flight()) {
@@ -612,30 +640,37 @@ async fn end_interrupted(
             AbortFact::Aborted
         } else {
             // Not migrating any more: where is it?
-            match servers.iter().find(|s| s.id == r.id) {
-                Some(s) => AbortFact::At(s.host.clone()),
-                None => match ctl.os.compute().server(&r.id).await {
-                    Ok(s) => AbortFact::At(s.host),
-                    Err(e) if e.is_not_found() => AbortFact::At(None),
-                    Err(_) => AbortFact::At(Some(ctl.host.clone())),
-                },
-            }
+            AbortFact::At(host_now(ctl, servers, &r.id).await)
         };
         facts.push((r.id.clone(), fact));
     }
-    let changed: Vec<Value> = rec
-        .drain
-        .end_interrupted(now, only, &facts)
-        .into_iter()
-        .map(|(id, outcome)| {
-            let name = rec.drain.get(&id).map(|r| r.name.clone()).unwrap_or_default();
-            json!({"id": id, "name": name, "result": crate::plan::ResultKind::from(outcome).as_str()})
-        })
-        .collect();
-    let note;
+    (facts, still_moving)
+}
+
+/// Where an instance that no longer migrates is: from the listing of the
+/// host, else from Nova (`None` if deleted; the source host if unknown).
+async fn host_now(ctl: &Ctl<'_>, servers: &[Server], id: &str) -> Option<String> {
+    match servers.iter().find(|s| s.id == id) {
+        Some(s) => s.host.clone(),
+        None => match ctl.os.compute().server(id).await {
+            Ok(s) => s.host,
+            Err(e) if e.is_not_found() => None,
+            Err(_) => Some(ctl.host.clone()),
+        },
+    }
+}
+
+/// Ends the interrupted run's record as far as `only` and `still_moving`
+/// allow, and says so in the note returned.
+fn end_interrupted_record(
+    rec: &mut RunRecord,
+    now: Millis,
+    only: Option<&str>,
+    still_moving: &[String],
+) -> String {
     if only.is_none() && !still_moving.is_empty() {
         rec.drain.stop_starting = true;
-        note = format!(
+        format!(
             "the interrupted {} started {} stays in flight because {} could not be aborted; run abort again once {} ended (or evacuate to track them)",
             rec.kind.as_str(),
             iso(rec.started_at),
@@ -645,35 +680,31 @@ async fn end_interrupted(
             } else {
                 "they have"
             }
-        );
+        )
     } else if only.is_none() {
         rec.drain.stop_starting = true;
         rec.ended_at = Some(now);
         rec.aborted = true;
-        note = format!(
+        format!(
             "the interrupted {} started {} is marked ended (aborted); evacuate will not resume it",
             rec.kind.as_str(),
             iso(rec.started_at)
-        );
+        )
     } else if rec.drain.is_done() {
         rec.ended_at = Some(now);
-        note = format!(
+        format!(
             "the interrupted {} started {} had nothing else left and is marked ended",
             rec.kind.as_str(),
             iso(rec.started_at)
-        );
+        )
     } else {
-        note = format!(
+        format!(
             "the interrupted {} started {} stays in flight ({}): run abort without vm to end it",
             rec.kind.as_str(),
             iso(rec.started_at),
             rec.progress()
-        );
+        )
     }
-    if let Err(e) = journal.store(&rec) {
-        return Some(json!({"note": format!("journal not updated: {e}")}));
-    }
-    Some(json!({"note": note, "instances": changed, "ended": rec.ended_at.is_some()}))
 }
 
 async fn force_complete(ctl: &Ctl<'_>, vm: &str) -> openstack::Result<Done> {

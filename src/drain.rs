@@ -851,6 +851,8 @@ fn start_result(instance: &str, e: openstack::Error) -> StartResult {
     StartResult::Rejected(e.to_string())
 }
 
+/// Executes one command of the core, adding what it saw to `obs`: one arm
+/// per `Command` variant, each a call of its own step.
 async fn execute(
     env: &Env<'_>,
     compute: &openstack::Compute,
@@ -859,10 +861,7 @@ async fn execute(
     obs: &mut Vec<Observation>,
 ) {
     match c {
-        Command::Progress { line, .. } => {
-            tracing::info!("{line}");
-            (env.log)(line);
-        }
+        Command::Progress { line, .. } => log_progress(env, line),
         Command::StartLive {
             instance, attempt, ..
         }
@@ -880,74 +879,128 @@ async fn execute(
             instance,
             migration_id,
         } => obs.extend(read_progress(compute, instance, *migration_id).await),
-        Command::ReadServer { instance } => match compute.server(instance).await {
-            Ok(s) => obs.push(Observation::Server {
-                instance: instance.clone(),
-                view: server_view(&s),
-            }),
-            Err(e) if e.is_not_found() => obs.push(Observation::ServerGone {
-                instance: instance.clone(),
-            }),
-            Err(e) => tracing::warn!("reading server {instance}: {e}"),
-        },
-        Command::ConfirmResize { instance } => {
-            let r = compute.confirm_resize(instance).await.map(|_| ());
-            obs.push(control(instance, plan::Control::ConfirmResize, r));
-        }
+        Command::ReadServer { instance } => obs.extend(read_server(compute, instance).await),
+        Command::ConfirmResize { instance } => obs.push(confirm_resize(compute, instance).await),
         Command::ForceComplete {
             instance,
             migration_id,
             reason,
-        } => {
-            // The action log already has the planner's line with the name.
-            tracing::info!("force-complete {instance} migration {migration_id}: {reason}");
-            let r = compute
-                .force_complete(instance, migration_id.as_api())
-                .await
-                .map(|_| ());
-            obs.push(control(instance, plan::Control::ForceComplete, r));
-        }
+        } => obs.push(force_complete(compute, instance, *migration_id, reason).await),
         Command::Abort {
             instance,
             migration_id,
             reason,
-        } => {
-            tracing::info!("abort {instance} migration {migration_id}: {reason}");
-            let r = compute
-                .abort_migration(instance, migration_id.as_api())
-                .await
-                .map(|_| ());
-            obs.push(control(instance, plan::Control::Abort, r));
-        }
-        Command::CheckGuest { instance } => {
-            let state = match compute.server(instance).await {
-                Ok(srv) => host::guest_state(
-                    &env.paths.virsh,
-                    srv.instance_name.as_deref().unwrap_or_default(),
-                ),
-                Err(e) => plan::GuestState::Unknown(format!("reading the server: {e}")),
-            };
-            obs.push(Observation::Guest {
-                instance: instance.clone(),
-                state,
-            });
-        }
+        } => obs.push(abort_migration(compute, instance, *migration_id, reason).await),
+        Command::CheckGuest { instance } => obs.push(check_guest(env, compute, instance).await),
         Command::StopServer { instance, reason } => {
-            tracing::info!("stop {instance}: {reason}");
-            let r = compute.stop_server(instance).await;
-            obs.push(control(instance, plan::Control::Stop, r.map(|_| ())));
+            obs.push(power(compute, instance, plan::Control::Stop, reason).await)
         }
         Command::StartServer { instance, reason } => {
-            tracing::info!("start {instance}: {reason}");
-            let r = compute.start_server(instance).await;
-            obs.push(control(instance, plan::Control::Start, r.map(|_| ())));
+            obs.push(power(compute, instance, plan::Control::Start, reason).await)
         }
         Command::ResetState { instance, reason } => {
-            tracing::info!("reset-state {instance} to active: {reason}");
-            let r = compute.reset_state_active(instance).await;
-            obs.push(control(instance, plan::Control::ResetState, r.map(|_| ())));
+            obs.push(reset_state(compute, instance, reason).await)
         }
     }
+}
+
+/// `Progress`: the planner's line, to the log and the action's log.
+fn log_progress(env: &Env<'_>, line: &str) {
+    tracing::info!("{line}");
+    (env.log)(line);
+}
+
+/// `ReadServer`: the instance as Nova has it, or gone (nothing if Nova
+/// could not be read: the core asks again).
+async fn read_server(compute: &openstack::Compute, instance: &str) -> Option<Observation> {
+    match compute.server(instance).await {
+        Ok(s) => Some(Observation::Server {
+            instance: instance.to_string(),
+            view: server_view(&s),
+        }),
+        Err(e) if e.is_not_found() => Some(Observation::ServerGone {
+            instance: instance.to_string(),
+        }),
+        Err(e) => {
+            tracing::warn!("reading server {instance}: {e}");
+            None
+        }
+    }
+}
+
+/// `ConfirmResize`: confirms a cold migration's resize.
+async fn confirm_resize(compute: &openstack::Compute, instance: &str) -> Observation {
+    let r = compute.confirm_resize(instance).await.map(|_| ());
+    control(instance, plan::Control::ConfirmResize, r)
+}
+
+/// `ForceComplete`: forces the live migration to complete.
+async fn force_complete(
+    compute: &openstack::Compute,
+    instance: &str,
+    migration_id: MigrationId,
+    reason: &str,
+) -> Observation {
+    // The action log already has the planner's line with the name.
+    tracing::info!("force-complete {instance} migration {migration_id}: {reason}");
+    let r = compute
+        .force_complete(instance, migration_id.as_api())
+        .await
+        .map(|_| ());
+    control(instance, plan::Control::ForceComplete, r)
+}
+
+/// `Abort`: aborts the live migration.
+async fn abort_migration(
+    compute: &openstack::Compute,
+    instance: &str,
+    migration_id: MigrationId,
+    reason: &str,
+) -> Observation {
+    tracing::info!("abort {instance} migration {migration_id}: {reason}");
+    let r = compute
+        .abort_migration(instance, migration_id.as_api())
+        .await
+        .map(|_| ());
+    control(instance, plan::Control::Abort, r)
+}
+
+/// `CheckGuest`: the guest's state on this host, as libvirt has it.
+async fn check_guest(env: &Env<'_>, compute: &openstack::Compute, instance: &str) -> Observation {
+    let state = match compute.server(instance).await {
+        Ok(srv) => host::guest_state(
+            &env.paths.virsh,
+            srv.instance_name.as_deref().unwrap_or_default(),
+        ),
+        Err(e) => plan::GuestState::Unknown(format!("reading the server: {e}")),
+    };
+    Observation::Guest {
+        instance: instance.to_string(),
+        state,
+    }
+}
+
+/// `ResetState`: resets the instance's state to active.
+async fn reset_state(compute: &openstack::Compute, instance: &str, reason: &str) -> Observation {
+    tracing::info!("reset-state {instance} to active: {reason}");
+    let r = compute.reset_state_active(instance).await;
+    control(instance, plan::Control::ResetState, r.map(|_| ()))
+}
+
+/// Policy cold: `os-stop` before the cold migration, `os-start` after.
+async fn power(
+    compute: &openstack::Compute,
+    instance: &str,
+    command: plan::Control,
+    reason: &str,
+) -> Observation {
+    tracing::info!("{} {instance}: {reason}", command.as_str());
+    let r = if command == plan::Control::Stop {
+        compute.stop_server(instance).await
+    } else {
+        compute.start_server(instance).await
+    };
+    control(instance, command, r.map(|_| ()))
 }
 
 /// A control call's answer as the core takes it.

@@ -162,66 +162,18 @@ impl AuthConfig {
         region: Option<&str>,
         ca_bundle_pem: Option<Vec<u8>>,
     ) -> Result<AuthConfig> {
-        let get = |k: &str| bag.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let need = |k: &str| {
-            get(k).ok_or_else(|| {
-                Error::Config(format!("identity-credentials relation data lacks '{k}'"))
-            })
-        };
-        let protocol = need("auth_protocol")?;
-        if protocol != "http" && protocol != "https" {
-            return Err(Error::Config(format!(
-                "identity-credentials auth_protocol must be 'http' or 'https', not '{protocol}'"
-            )));
-        }
-        let host = need("auth_host")?;
-        let port = need("auth_port")?;
-        if parse_port(port).is_none() {
-            return Err(Error::Config(format!(
-                "identity-credentials auth_port '{port}' is not a port number"
-            )));
-        }
-        let host = parse_host(host).ok_or_else(|| {
-            Error::Config(format!(
-                "identity-credentials auth_host {} is not a host name, an IPv4 address or an IPv6 address (without a port)",
-                crate::text::quoted(host, 64)
-            ))
-        })?;
-        let auth_url = format!("{protocol}://{host}:{port}/v3");
-        let username = need("credentials_username")?.to_owned();
-        let password = Secret::new(need("credentials_password")?);
-        let domain = get("domain");
-        let pick_domain = |id_key: &str, name_key: &str| -> Result<NameOrId> {
-            if let Some(id) = get(id_key) {
-                Ok(NameOrId::Id(id.to_owned()))
-            } else if let Some(n) = get(name_key).or(domain) {
-                Ok(NameOrId::Name(n.to_owned()))
-            } else {
-                Err(Error::Config(format!(
-                    "identity-credentials relation data lacks '{name_key}' / '{id_key}' / 'domain'"
-                )))
-            }
-        };
+        let data = RelationData(bag);
+        let auth_url = data.auth_url()?;
+        let username = data.need("credentials_username")?.to_owned();
+        let password = Secret::new(data.need("credentials_password")?);
         let user_domain =
-            pick_domain("credentials_user_domain_id", "credentials_user_domain_name")?;
-        let project_domain = pick_domain(
+            data.domain("credentials_user_domain_id", "credentials_user_domain_name")?;
+        let project_domain = data.domain(
             "credentials_project_domain_id",
             "credentials_project_domain_name",
         )?;
-        let project = if let Some(id) = get("credentials_project_id") {
-            NameOrId::Id(id.to_owned())
-        } else {
-            NameOrId::Name(need("credentials_project")?.to_owned())
-        };
-        let region = region
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned)
-            .or_else(|| {
-                get("region")
-                    .and_then(|r| r.split_whitespace().next())
-                    .map(str::to_owned)
-            });
+        let project = data.project()?;
+        let region = data.region(region);
         if let Some(pem) = &ca_bundle_pem {
             check_ca_bundle(pem)?;
         }
@@ -320,6 +272,80 @@ impl AuthConfig {
                 "scope": { "project": project }
             }
         })
+    }
+}
+
+/// One unit's `identity-credentials` relation data, as `from_relation`
+/// reads it: values trimmed, an empty value absent.
+struct RelationData<'a>(&'a BTreeMap<String, String>);
+
+impl<'a> RelationData<'a> {
+    fn get(&self, k: &str) -> Option<&'a str> {
+        self.0.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn need(&self, k: &str) -> Result<&'a str> {
+        self.get(k)
+            .ok_or_else(|| Error::Config(format!("identity-credentials relation data lacks '{k}'")))
+    }
+
+    /// Keystone's v3 URL from `auth_protocol`, `auth_host` and `auth_port`.
+    fn auth_url(&self) -> Result<String> {
+        let protocol = self.need("auth_protocol")?;
+        if protocol != "http" && protocol != "https" {
+            return Err(Error::Config(format!(
+                "identity-credentials auth_protocol must be 'http' or 'https', not '{protocol}'"
+            )));
+        }
+        let host = self.need("auth_host")?;
+        let port = self.need("auth_port")?;
+        if parse_port(port).is_none() {
+            return Err(Error::Config(format!(
+                "identity-credentials auth_port '{port}' is not a port number"
+            )));
+        }
+        let host = parse_host(host).ok_or_else(|| {
+            Error::Config(format!(
+                "identity-credentials auth_host {} is not a host name, an IPv4 address or an IPv6 address (without a port)",
+                crate::text::quoted(host, 64)
+            ))
+        })?;
+        Ok(format!("{protocol}://{host}:{port}/v3"))
+    }
+
+    /// A domain by its id, else by its name, else the relation's `domain`.
+    fn domain(&self, id_key: &str, name_key: &str) -> Result<NameOrId> {
+        if let Some(id) = self.get(id_key) {
+            Ok(NameOrId::Id(id.to_owned()))
+        } else if let Some(n) = self.get(name_key).or(self.get("domain")) {
+            Ok(NameOrId::Name(n.to_owned()))
+        } else {
+            Err(Error::Config(format!(
+                "identity-credentials relation data lacks '{name_key}' / '{id_key}' / 'domain'"
+            )))
+        }
+    }
+
+    /// The project by its id, else by its name.
+    fn project(&self) -> Result<NameOrId> {
+        Ok(if let Some(id) = self.get("credentials_project_id") {
+            NameOrId::Id(id.to_owned())
+        } else {
+            NameOrId::Name(self.need("credentials_project")?.to_owned())
+        })
+    }
+
+    /// The configured region, else the first the relation lists.
+    fn region(&self, configured: Option<&str>) -> Option<String> {
+        configured
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .or_else(|| {
+                self.get("region")
+                    .and_then(|r| r.split_whitespace().next())
+                    .map(str::to_owned)
+            })
     }
 }
 

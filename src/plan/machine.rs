@@ -1220,32 +1220,7 @@ impl Drain {
             .any(|&i| self.instances[i].track.wake_at.is_some_and(|w| w <= now));
         let due = self.list_asked.is_none_or(|t| now >= t + tick) || woken;
         if due {
-            self.list_asked = Some(now);
-            let floor = started
-                .iter()
-                .filter_map(|&i| match self.instances[i].phase {
-                    Phase::Started { since, .. } => Some(
-                        self.instances[i]
-                            .track
-                            .migration
-                            .as_ref()
-                            .and_then(|m| m.created_at)
-                            .map_or(since, |c| c.min(since)),
-                    ),
-                    _ => None,
-                })
-                .min()
-                .unwrap_or(self.created_at);
-            out.push(Command::ListMigrations {
-                source: self.source.clone(),
-                since: floor.saturating_sub(CLOCK_SKEW_MS),
-            });
-            for &i in &started {
-                let t = &mut self.instances[i].track;
-                if t.wake_at.is_some_and(|w| w <= now) {
-                    t.wake_at = None;
-                }
-            }
+            self.ask_list(&started, now, out);
             return;
         }
         // After the list came back: the servers whose migration is unknown
@@ -1254,42 +1229,85 @@ impl Drain {
             return;
         };
         for &i in &started {
-            let r = &mut self.instances[i];
-            let ended_or_unknown = r
-                .track
-                .migration
-                .as_ref()
-                .is_none_or(|m| m.status.is_terminal());
-            let stale = r.track.server_at.is_none_or(|t| t < listed);
-            let asked = r.track.server_asked.is_some_and(|t| t >= listed);
-            // Not ended: the record alone may never say the server is gone.
-            let recheck = r
-                .track
-                .server_at
-                .is_none_or(|t| now >= t + SERVER_RECHECK_MS);
-            if (ended_or_unknown || recheck) && stale && !asked {
-                r.track.server_asked = Some(now);
-                out.push(Command::ReadServer {
-                    instance: r.id.clone(),
-                });
-            }
-            let running_live = r.kind == MoveKind::Live
-                && r.track
-                    .migration
-                    .as_ref()
-                    .is_some_and(|m| m.status == MigrationStatus::Running);
-            if running_live && r.track.progress_asked.is_none_or(|t| t < listed) {
-                r.track.progress_asked = Some(now);
-                out.push(Command::ReadProgress {
-                    instance: r.id.clone(),
-                    migration_id: r
+            Self::instance_lookups(&mut self.instances[i], listed, now, out);
+        }
+    }
+
+    /// The list of the source's migrations, since the earliest start (or
+    /// migration) of the `started` instances, less the clock skew; their
+    /// wake-ups that are due are taken.
+    fn ask_list(&mut self, started: &[usize], now: Millis, out: &mut Vec<Command>) {
+        self.list_asked = Some(now);
+        let floor = started
+            .iter()
+            .filter_map(|&i| match self.instances[i].phase {
+                Phase::Started { since, .. } => Some(
+                    self.instances[i]
                         .track
                         .migration
                         .as_ref()
-                        .map(|m| m.id)
-                        .unwrap_or(MigrationId(0)),
-                });
+                        .and_then(|m| m.created_at)
+                        .map_or(since, |c| c.min(since)),
+                ),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(self.created_at);
+        out.push(Command::ListMigrations {
+            source: self.source.clone(),
+            since: floor.saturating_sub(CLOCK_SKEW_MS),
+        });
+        for &i in started {
+            let t = &mut self.instances[i].track;
+            if t.wake_at.is_some_and(|w| w <= now) {
+                t.wake_at = None;
             }
+        }
+    }
+
+    /// One started instance's look-ups once the list came back: its server
+    /// when its migration is unknown or ended (or not seen for a while),
+    /// and the progress of its running live migration.
+    fn instance_lookups(
+        r: &mut InstanceRecord,
+        listed: Millis,
+        now: Millis,
+        out: &mut Vec<Command>,
+    ) {
+        let ended_or_unknown = r
+            .track
+            .migration
+            .as_ref()
+            .is_none_or(|m| m.status.is_terminal());
+        let stale = r.track.server_at.is_none_or(|t| t < listed);
+        let asked = r.track.server_asked.is_some_and(|t| t >= listed);
+        // Not ended: the record alone may never say the server is gone.
+        let recheck = r
+            .track
+            .server_at
+            .is_none_or(|t| now >= t + SERVER_RECHECK_MS);
+        if (ended_or_unknown || recheck) && stale && !asked {
+            r.track.server_asked = Some(now);
+            out.push(Command::ReadServer {
+                instance: r.id.clone(),
+            });
+        }
+        let running_live = r.kind == MoveKind::Live
+            && r.track
+                .migration
+                .as_ref()
+                .is_some_and(|m| m.status == MigrationStatus::Running);
+        if running_live && r.track.progress_asked.is_none_or(|t| t < listed) {
+            r.track.progress_asked = Some(now);
+            out.push(Command::ReadProgress {
+                instance: r.id.clone(),
+                migration_id: r
+                    .track
+                    .migration
+                    .as_ref()
+                    .map(|m| m.id)
+                    .unwrap_or(MigrationId(0)),
+            });
         }
     }
 
@@ -1872,78 +1890,16 @@ fn evaluate(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
         after_abort(r, ctx, out);
         return;
     }
-    let (source, total, now) = (ctx.source, ctx.total, ctx.now);
     let mig = r.track.migration.clone();
     if let Some(s) = r.track.server.clone() {
-        let moved = s.host != source && !s.host.is_empty();
-        // Success, verified by the server itself: elsewhere and idle after
-        // our accepted start (its owner may have stopped it there since).
-        if r.kind == MoveKind::Live && moved && s.idle() && s.vm_state != VmState::Error {
-            r.destination = Some(s.host.clone());
-            if !s.vm_state.is_live() {
-                r.decisions.push(format!(
-                    "now {} on {} (changed by someone else after the move)",
-                    s.vm_state.as_str(),
-                    s.host
-                ));
-            }
-            finish(r, Outcome::Migrated, now, None, total, out);
-            return;
-        }
-        if r.kind == MoveKind::Cold {
-            if s.awaits_confirm() && s.idle() {
-                r.destination = Some(s.host.clone());
-                if !r.track.confirm_sent {
-                    r.track.confirm_sent = true;
-                    out.push(Command::ConfirmResize {
-                        instance: r.id.clone(),
-                    });
-                    let line = format!(
-                        "[{}/{}] {} → {} resized, confirming",
-                        r.index, total, r.name, s.host
-                    );
-                    progress(r, line, out);
-                }
-                return;
-            }
-            if moved && s.idle() && matches!(s.vm_state, VmState::Stopped | VmState::Active) {
-                r.destination = Some(s.host.clone());
-                finish(r, Outcome::ColdMigrated, now, None, total, out);
-                return;
-            }
-        }
-        let settled = s.idle() || mig.as_ref().is_some_and(|m| m.status.is_terminal());
-        if s.vm_state == VmState::Error && settled && !moved && aborted_by_us(r) {
-            // Our abort's end, not a failure (Nova 34 after an aborted job).
-            let why = format!(
-                "migration {} ended {} with the server in ERROR on {source}",
-                mig.as_ref().map_or("?".into(), |m| m.id.to_string()),
-                mig.as_ref().map_or("?", |m| m.status.as_str())
-            );
-            attempt_failed(r, why, ctx, out);
-            return;
-        }
-        if s.vm_state == VmState::Error && settled {
-            let e = format!(
-                "instance is in ERROR on {}{}; check the guest, then reset its state — not retried",
-                s.host,
-                s.fault
-                    .as_ref()
-                    .map(|f| format!(": {f}"))
-                    .unwrap_or_default()
-            );
-            finish(r, Outcome::Failed, now, Some(e), total, out);
-            return;
-        }
-        if !moved && s.idle() {
-            idle_on_source(r, &s, mig.as_ref(), since, ctx, out);
+        if server_decides(r, &s, mig.as_ref(), since, ctx, out) {
             return;
         }
         r.track.idle_since = None;
     }
     if let Some(m) = &mig {
         if r.kind == MoveKind::Cold {
-            monitor_cold(r, m, total, out);
+            monitor_cold(r, m, ctx.total, out);
         } else {
             monitor_live(r, m, ctx, out);
         }
@@ -1951,6 +1907,110 @@ fn evaluate(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
     if r.outcome().is_none() {
         bounds(r, mig.as_ref(), since, ctx, out);
     }
+}
+
+/// What the server itself shows, when it decides this round: arrived,
+/// resized, in ERROR, or idle on the source. Returns whether it did.
+fn server_decides(
+    r: &mut InstanceRecord,
+    s: &ServerView,
+    mig: Option<&MigrationView>,
+    since: Millis,
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Command>,
+) -> bool {
+    let moved = s.host != ctx.source && !s.host.is_empty();
+    // Success, verified by the server itself: elsewhere and idle after
+    // our accepted start (its owner may have stopped it there since).
+    if r.kind == MoveKind::Live && moved && s.idle() && s.vm_state != VmState::Error {
+        r.destination = Some(s.host.clone());
+        if !s.vm_state.is_live() {
+            r.decisions.push(format!(
+                "now {} on {} (changed by someone else after the move)",
+                s.vm_state.as_str(),
+                s.host
+            ));
+        }
+        finish(r, Outcome::Migrated, ctx.now, None, ctx.total, out);
+        return true;
+    }
+    if r.kind == MoveKind::Cold && cold_server_decides(r, s, moved, ctx, out) {
+        return true;
+    }
+    let settled = s.idle() || mig.is_some_and(|m| m.status.is_terminal());
+    if s.vm_state == VmState::Error && settled {
+        settled_in_error(r, s, mig, moved, ctx, out);
+        return true;
+    }
+    if !moved && s.idle() {
+        idle_on_source(r, s, mig, since, ctx, out);
+        return true;
+    }
+    false
+}
+
+/// A cold move's server: resized (confirm it, once) or arrived. Returns
+/// whether it decided this round.
+fn cold_server_decides(
+    r: &mut InstanceRecord,
+    s: &ServerView,
+    moved: bool,
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Command>,
+) -> bool {
+    if s.awaits_confirm() && s.idle() {
+        r.destination = Some(s.host.clone());
+        if !r.track.confirm_sent {
+            r.track.confirm_sent = true;
+            out.push(Command::ConfirmResize {
+                instance: r.id.clone(),
+            });
+            let line = format!(
+                "[{}/{}] {} → {} resized, confirming",
+                r.index, ctx.total, r.name, s.host
+            );
+            progress(r, line, out);
+        }
+        return true;
+    }
+    if moved && s.idle() && matches!(s.vm_state, VmState::Stopped | VmState::Active) {
+        r.destination = Some(s.host.clone());
+        finish(r, Outcome::ColdMigrated, ctx.now, None, ctx.total, out);
+        return true;
+    }
+    false
+}
+
+/// The server settled in ERROR: the end of our abort on the source (the
+/// attempt failed), else a failure that is not retried.
+fn settled_in_error(
+    r: &mut InstanceRecord,
+    s: &ServerView,
+    mig: Option<&MigrationView>,
+    moved: bool,
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Command>,
+) {
+    if !moved && aborted_by_us(r) {
+        // Our abort's end, not a failure (Nova 34 after an aborted job).
+        let why = format!(
+            "migration {} ended {} with the server in ERROR on {}",
+            mig.map_or("?".into(), |m| m.id.to_string()),
+            mig.map_or("?", |m| m.status.as_str()),
+            ctx.source
+        );
+        attempt_failed(r, why, ctx, out);
+        return;
+    }
+    let e = format!(
+        "instance is in ERROR on {}{}; check the guest, then reset its state — not retried",
+        s.host,
+        s.fault
+            .as_ref()
+            .map(|f| format!(": {f}"))
+            .unwrap_or_default()
+    );
+    finish(r, Outcome::Failed, ctx.now, Some(e), ctx.total, out);
 }
 
 /// The server is idle on the source after an accepted start.
