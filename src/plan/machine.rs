@@ -988,17 +988,7 @@ impl Drain {
                     check_before_start(r, view, &source, now, total, out);
                 }
             }
-            Observation::ServerGone { .. } => {
-                let e = if matches!(r.phase, Phase::Stopping { .. }) {
-                    "the server was deleted while this run stopped it for its cold migration (GET /servers/{id} → 404)"
-                } else if r.in_flight() {
-                    "the server was deleted during its migration (GET /servers/{id} → 404)"
-                } else {
-                    "the server was deleted before its turn (GET /servers/{id} → 404)"
-                };
-                // Nothing is left to start again.
-                conclude(r, Outcome::Skipped, now, Some(e.into()), total, out);
-            }
+            Observation::ServerGone { .. } => server_gone(r, now, total, out),
             Observation::Migration { view, .. } => return migration_seen(r, view, now),
             Observation::CommandDone { command, .. } => command_done(r, *command, now),
             Observation::CommandFailed {
@@ -1383,6 +1373,19 @@ impl Drain {
         }
         changed
     }
+}
+
+/// `GET /servers/{id}` answered 404: its owner deleted it; nothing is left
+/// to move or to start again.
+fn server_gone(r: &mut InstanceRecord, now: Millis, total: usize, out: &mut Vec<Command>) {
+    let e = if matches!(r.phase, Phase::Stopping { .. }) {
+        "the server was deleted while this run stopped it for its cold migration (GET /servers/{id} → 404)"
+    } else if r.in_flight() {
+        "the server was deleted during its migration (GET /servers/{id} → 404)"
+    } else {
+        "the server was deleted before its turn (GET /servers/{id} → 404)"
+    };
+    conclude(r, Outcome::Skipped, now, Some(e.into()), total, out);
 }
 
 /// A start: the intent (I1: [`Phase::Starting`] with its time, persisted
@@ -1805,67 +1808,12 @@ fn left_in_error(
     waited: Millis,
     out: &mut Vec<Command>,
 ) {
-    let (source, total, now, policy) = (ctx.source, ctx.total, ctx.now, ctx.policy);
+    let (source, total, now) = (ctx.source, ctx.total, ctx.now);
     let Some(g) = r.track.guest.clone() else {
-        if waited >= ABORT_GRACE_MS {
-            let e = format!(
-                "{base}; Nova left the instance in ERROR on {source} and its guest could not be checked: check it (virsh domstate), then openstack server set --state active {}",
-                r.id
-            );
-            finish(r, Outcome::Aborted, now, Some(e), total, out);
-        } else if r
-            .track
-            .guest_asked
-            .is_none_or(|t| now >= t + policy.interval_ms())
-        {
-            r.track.guest_asked = Some(now);
-            note(
-                r,
-                "guest-check",
-                format!(
-                    "Nova put the instance in ERROR on {source} after the abort; checking its guest on this node"
-                ),
-                total,
-                out,
-            );
-            out.push(Command::CheckGuest {
-                instance: r.id.clone(),
-            });
-        }
+        check_guest_or_end(r, ctx, base, waited, out);
         return;
     };
-    let remedy = format!(
-        "after checking the guest, openstack server set --state active {}",
-        r.id
-    );
-    if let GuestState::Unknown(why) = &g {
-        let e = format!(
-            "{base}; Nova left the instance in ERROR on {source} and its guest could not be checked ({why}): not reset; check it (virsh domstate), then openstack server set --state active {}",
-            r.id
-        );
-        finish(r, Outcome::Aborted, now, Some(e), total, out);
-        return;
-    }
-    if g != GuestState::Running {
-        let e = format!(
-            "{base}; Nova left the instance in ERROR on {source} and its guest is {} here: not reset; check the guest and nova-compute.log before anything else",
-            g.describe()
-        );
-        finish(r, Outcome::Aborted, now, Some(e), total, out);
-        return;
-    }
-    if !policy.reset_after_abort {
-        let e = format!(
-            "{base}; Nova left the instance in ERROR on {source} although its guest is running there: {remedy} (or set reset-after-abort=true)"
-        );
-        finish(r, Outcome::Aborted, now, Some(e), total, out);
-        return;
-    }
-    if r.track.reset_failures >= CONTROL_RETRIES || waited >= ABORT_GRACE_MS {
-        let e = format!(
-            "{base}; Nova left the instance in ERROR on {source} although its guest is running there, and the reset to active did not take ({} refusals): {remedy}",
-            r.track.reset_failures
-        );
+    if let Some(e) = not_reset(r, ctx, base, waited, &g) {
         finish(r, Outcome::Aborted, now, Some(e), total, out);
         return;
     }
@@ -1880,6 +1828,83 @@ fn left_in_error(
             reason: why,
         });
     }
+}
+
+/// No answer of libvirt yet: ask (once a tick), or end the instance when
+/// the grace is over.
+fn check_guest_or_end(
+    r: &mut InstanceRecord,
+    ctx: &Ctx<'_>,
+    base: &str,
+    waited: Millis,
+    out: &mut Vec<Command>,
+) {
+    let (source, total, now, policy) = (ctx.source, ctx.total, ctx.now, ctx.policy);
+    if waited >= ABORT_GRACE_MS {
+        let e = format!(
+            "{base}; Nova left the instance in ERROR on {source} and its guest could not be checked: check it (virsh domstate), then openstack server set --state active {}",
+            r.id
+        );
+        finish(r, Outcome::Aborted, now, Some(e), total, out);
+    } else if r
+        .track
+        .guest_asked
+        .is_none_or(|t| now >= t + policy.interval_ms())
+    {
+        r.track.guest_asked = Some(now);
+        note(
+            r,
+            "guest-check",
+            format!(
+                "Nova put the instance in ERROR on {source} after the abort; checking its guest on this node"
+            ),
+            total,
+            out,
+        );
+        out.push(Command::CheckGuest {
+            instance: r.id.clone(),
+        });
+    }
+}
+
+/// Why the instance Nova left in ERROR is not (or no longer) reset, given
+/// what libvirt says of its guest `g`; `None`: reset it.
+fn not_reset(
+    r: &InstanceRecord,
+    ctx: &Ctx<'_>,
+    base: &str,
+    waited: Millis,
+    g: &GuestState,
+) -> Option<String> {
+    let source = ctx.source;
+    let remedy = format!(
+        "after checking the guest, openstack server set --state active {}",
+        r.id
+    );
+    if let GuestState::Unknown(why) = g {
+        return Some(format!(
+            "{base}; Nova left the instance in ERROR on {source} and its guest could not be checked ({why}): not reset; check it (virsh domstate), then openstack server set --state active {}",
+            r.id
+        ));
+    }
+    if *g != GuestState::Running {
+        return Some(format!(
+            "{base}; Nova left the instance in ERROR on {source} and its guest is {} here: not reset; check the guest and nova-compute.log before anything else",
+            g.describe()
+        ));
+    }
+    if !ctx.policy.reset_after_abort {
+        return Some(format!(
+            "{base}; Nova left the instance in ERROR on {source} although its guest is running there: {remedy} (or set reset-after-abort=true)"
+        ));
+    }
+    if r.track.reset_failures >= CONTROL_RETRIES || waited >= ABORT_GRACE_MS {
+        return Some(format!(
+            "{base}; Nova left the instance in ERROR on {source} although its guest is running there, and the reset to active did not take ({} refusals): {remedy}",
+            r.track.reset_failures
+        ));
+    }
+    None
 }
 
 fn evaluate(r: &mut InstanceRecord, ctx: &Ctx<'_>, out: &mut Vec<Command>) {
