@@ -284,12 +284,25 @@ pub struct WireProxies {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The local cloud's services (tests/cloud): Keystone, Nova, Placement.
-pub const UPSTREAMS: [&str; 3] = [
-    "http://127.0.0.1:5000",
-    "http://127.0.0.1:8774",
-    "http://127.0.0.1:8778",
-];
+/// The local cloud's services (tests/cloud): Keystone, Nova, Placement, on
+/// the ports `tests/cloud/cloud` takes (`NLM_CLOUD_*_PORT`, else its
+/// defaults), so a cloud on another port set is the one proxied.
+pub fn upstreams() -> Vec<String> {
+    [
+        ("NLM_CLOUD_KEYSTONE_PORT", 5000),
+        ("NLM_CLOUD_NOVA_PORT", 8774),
+        ("NLM_CLOUD_PLACEMENT_PORT", 8778),
+    ]
+    .iter()
+    .map(|(var, default)| {
+        let port = std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse::<u16>().ok())
+            .unwrap_or(*default);
+        format!("http://127.0.0.1:{port}")
+    })
+    .collect()
+}
 
 struct Shared {
     plan: FaultPlan,
@@ -302,11 +315,12 @@ struct Shared {
 }
 
 impl WireProxies {
-    /// Starts one proxy per entry of [`UPSTREAMS`].
+    /// Starts one proxy per entry of [`upstreams`].
     pub fn start(plan: FaultPlan, tls: Option<TlsFiles<'_>>) -> WireProxies {
+        let upstreams = upstreams();
         let acceptor = tls.map(|t| tls_acceptor(t.cert, t.key));
         let scheme = if acceptor.is_some() { "https" } else { "http" };
-        let listeners: Vec<std::net::TcpListener> = UPSTREAMS
+        let listeners: Vec<std::net::TcpListener> = upstreams
             .iter()
             .map(|_| {
                 let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -327,9 +341,9 @@ impl WireProxies {
             plan,
             counts: counts.clone(),
             seen: Mutex::new(BTreeMap::new()),
-            rewrites: UPSTREAMS
+            rewrites: upstreams
                 .iter()
-                .map(|u| u.to_string())
+                .cloned()
                 .zip(urls.iter().cloned())
                 .collect(),
             client: reqwest::Client::builder()
@@ -347,10 +361,13 @@ impl WireProxies {
                     .build()
                     .expect("proxy runtime");
                 rt.block_on(async move {
-                    for (listener, upstream) in listeners.into_iter().zip(UPSTREAMS) {
+                    for (listener, upstream) in listeners.into_iter().zip(upstreams) {
                         let listener = TcpListener::from_std(listener).unwrap();
                         let shared = shared.clone();
                         let acceptor = acceptor.clone();
+                        // Three short strings per proxy set, alive as long as its
+                        // tasks (which outlive no test process).
+                        let upstream: &'static str = Box::leak(upstream.into_boxed_str());
                         tokio::spawn(accept_loop(listener, upstream, shared, acceptor));
                     }
                     let _ = stop_rx.await;
