@@ -44,7 +44,7 @@ in the state directory. Run the drain itself with the charm's actions, e.g.
   juju run --wait=2h nova-live-migration/0 evacuate
 ";
 
-/// Runs the CLI with `args` (without argv[0]); returns the exit code.
+/// Runs the CLI with `args` (without `argv[0]`); returns the exit code.
 pub fn main(args: &[String], paths: &Paths, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     main_as(args, crate::hint::effective_uid(), paths, out, err)
 }

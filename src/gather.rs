@@ -478,7 +478,7 @@ async fn source_allocations(
 }
 
 /// What proof of empty needs to see of `host` once a drain has ended
-/// (judged by [`plan::verify`]): the servers Nova places on it, every
+/// (judged by [`plan::verify()`]): the servers Nova places on it, every
 /// migration record to or from it, and the allocations on its providers.
 /// A part that cannot be read is an `Err` with why (the check then says
 /// it is no proof), never a failed action.

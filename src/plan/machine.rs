@@ -85,7 +85,7 @@
 //!   it is, and with `reset_after_abort` is reset (`ResetState`) only when
 //!   its guest is `Running`.
 //! * **Policy cold on a running instance** (its owner's opt-in, see
-//!   [`power`]): `StopServer`, then the cold migration once Nova shows it
+//!   `machine/power.rs`): `StopServer`, then the cold migration once Nova shows it
 //!   stopped here, then — whatever the migration's end (moved, failed,
 //!   aborted) — `StartServer` wherever Nova shows it stopped, so an
 //!   instance this run stopped is running again at the end, or the report

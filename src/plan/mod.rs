@@ -19,7 +19,7 @@
 //!   observations from Nova ([`reconcile`]), never migrating an instance twice.
 //! * [`maintenance`] — the `disabled_reason` `evacuate` writes and the rule
 //!   that tells whether a reason found in Nova is ours (`enable`).
-//! * [`verify`] — proof of empty: judges what the driver saw of the node
+//! * [`verify`](mod@verify) — proof of empty: judges what the driver saw of the node
 //!   after an evacuation against the report (`verification`).
 //! * [`report`] — the report model of SPEC §4 (`Report`, counts, summary,
 //!   flattened `action-set` keys).

@@ -6,7 +6,7 @@
 //! policy decisions with their numbers, e.g. a stall abort) only when there
 //! were any; it is omitted otherwise. The report of a real `evacuate`
 //! also carries `verification` (SPEC §6: proof the node is empty, judged by
-//! [`super::verify`]); other reports leave it out.
+//! [`super::verify()`]); other reports leave it out.
 
 use serde::{Deserialize, Serialize};
 
@@ -215,7 +215,7 @@ pub struct Report {
     /// The owners of the instances left by policy `notify`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners_to_contact: Vec<OwnerToContact>,
-    /// Proof of empty after an evacuation ([`super::verify`]).
+    /// Proof of empty after an evacuation ([`super::verify()`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<super::verify::Verification>,
 }
@@ -449,7 +449,7 @@ impl Report {
         self
     }
 
-    /// How the report left each instance, for [`super::verify`].
+    /// How the report left each instance, for [`super::verify()`].
     pub fn reported(&self) -> Vec<super::verify::Reported> {
         self.instances
             .iter()
