@@ -45,23 +45,22 @@ fn decisions(i: &Value) -> String {
 }
 
 /// The server's instance actions, oldest first (`stop`, `migrate`, …).
+/// Nova lists them newest first, by `created_at` then id
+/// (`nova/db/main/api.py` `actions_get`): reversed, that is the order they
+/// were taken in, also within one second (`start_time` has no finer grain
+/// on MySQL).
 async fn actions(cloud: &CloudEnv, id: &str) -> Vec<String> {
     let v = cloud
         .get(&format!("/servers/{id}/os-instance-actions"))
         .await;
-    let mut a: Vec<(String, String)> = v["instanceActions"]
+    let mut a: Vec<String> = v["instanceActions"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|a| {
-            (
-                a["start_time"].as_str().unwrap_or("").to_string(),
-                a["action"].as_str().unwrap_or("").to_string(),
-            )
-        })
+        .map(|a| a["action"].as_str().unwrap_or("").to_string())
         .collect();
-    a.sort();
-    a.into_iter().map(|(_, x)| x).collect()
+    a.reverse();
+    a
 }
 
 /// Waits until Nova shows the instance being powered off (our stop, held

@@ -255,6 +255,12 @@ async fn a_drain_beside_other_actors_over_ten_seeds() {
             let acted = done.iter().find(|(n, _, _)| *n == names[k]);
             // The report and Nova agree on where each instance is.
             match result.as_str() {
+                // Its owner's delete may land just after our move of it
+                // ended: the instance had been picked while not yet
+                // started, and 1 s migrations are quick (seen in CI at
+                // seed 1796171057189). Migrated, then deleted by its owner.
+                "migrated" if status == 404 && acted.is_some_and(|(_, a, _)| *a == Act::Delete) => {
+                }
                 "migrated" => {
                     assert_eq!(status, 200, "seed {seed} {}: migrated but gone", names[k]);
                     assert_eq!(host_of(&server), DEST, "seed {seed} {}: {i:#}", names[k]);
