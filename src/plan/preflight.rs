@@ -428,14 +428,8 @@ fn classify(s: &ServerInfo, p: &PreflightParams, choice: &PolicyChoice) -> (Acti
             );
         }
     }
-    if let Some(t) = &s.task_state {
-        return skip(
-            Check::TaskState,
-            format!(
-                "a task is in progress (task_state {t}, status {}); wait for it to finish and run again",
-                s.status
-            ),
-        );
+    if let Some(busy) = busy_skip(s) {
+        return busy;
     }
     match s.vm_state.as_str() {
         "active" | "paused" => match migratability::live_blocker(&migratability::Facts {
@@ -452,6 +446,17 @@ fn classify(s: &ServerInfo, p: &PreflightParams, choice: &PolicyChoice) -> (Acti
     }
 }
 
+/// Someone's operation is in progress on it (`task_state` set): skipped,
+/// whatever its policy.
+fn busy_skip(s: &ServerInfo) -> Option<(Action, Option<Check>)> {
+    let t = s.task_state.as_ref()?;
+    let reason = format!(
+        "a task is in progress (task_state {t}, status {}); wait for it to finish and run again",
+        s.status
+    );
+    Some((Action::Skip { reason }, Some(Check::TaskState)))
+}
+
 /// Policy `cold` (the owner's opt-in): a running instance is stopped,
 /// cold-migrated and started again; a stopped one is cold-migrated (no
 /// `include-stopped` needed). Devices that only stop a live migration do
@@ -459,14 +464,8 @@ fn classify(s: &ServerInfo, p: &PreflightParams, choice: &PolicyChoice) -> (Acti
 /// (`nova/compute/api.py` `stop`: vm_state active or error).
 fn classify_cold(s: &ServerInfo, p: &PreflightParams) -> (Action, Option<Check>) {
     let skip = |check: Check, reason: String| (Action::Skip { reason }, Some(check));
-    if let Some(t) = &s.task_state {
-        return skip(
-            Check::TaskState,
-            format!(
-                "a task is in progress (task_state {t}, status {}); wait for it to finish and run again",
-                s.status
-            ),
-        );
+    if let Some(busy) = busy_skip(s) {
+        return busy;
     }
     match s.vm_state.as_str() {
         "active" => (Action::ColdRestart, None),

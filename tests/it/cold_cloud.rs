@@ -20,19 +20,11 @@ use serde_json::{Value, json};
 
 use crate::cloud::{CloudEnv, DEST, SOURCE, host_of, wait_until};
 use crate::drain_cloud::{Node, Timed, boot, migration_records, report, stop, wait_status};
+use crate::migratability_cloud::by_name;
 
 const POLICY: &str = "nova-live-migration:policy";
 const T: Duration = Duration::from_secs(90);
 const CLI: &str = env!("CARGO_BIN_EXE_nova-live-migration");
-
-fn by_name<'a>(rep: &'a Value, name: &str) -> &'a Value {
-    rep["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in {rep:#}"))
-}
 
 fn decisions(i: &Value) -> String {
     i["decisions"]
@@ -81,6 +73,25 @@ fn hold_file(node: &Node, name: &str) -> String {
     let p = node.sim.path(&format!("hold-{name}"));
     std::fs::write(&p, "held by the test\n").unwrap();
     p.display().to_string()
+}
+
+/// Boots `name` (policy cold, its power-off held) and `others` on node1,
+/// starts `evacuate` and waits until Nova is powering it off: returns the
+/// ids (`name` first), the running action and the hold file to remove.
+async fn held_stop(
+    cloud: &CloudEnv,
+    node: &mut Node,
+    name: &str,
+    others: &[(&str, &[(&str, &str)])],
+) -> (Vec<String>, crate::juju::sim::Running, String) {
+    let hold = hold_file(node, name);
+    let meta = [(POLICY, "cold"), ("nlm_power_off_hold", hold.as_str())];
+    let mut specs: Vec<(&str, &[(&str, &str)])> = vec![(name, &meta)];
+    specs.extend_from_slice(others);
+    let ids = boot(cloud, &specs).await;
+    let run = node.start("evacuate", &[]);
+    powering_off(cloud, &ids[0]).await;
+    (ids, run, hold)
 }
 
 #[tokio::test]
@@ -203,17 +214,7 @@ async fn an_abort_while_it_is_being_stopped_starts_it_again_and_migrates_nothing
         Timed::start("an_abort_while_it_is_being_stopped_starts_it_again_and_migrates_nothing");
     cloud.reset().await;
     let mut node = Node::new(&cloud);
-    let hold = hold_file(&node, "abort");
-    let ids = boot(
-        &cloud,
-        &[(
-            "cold-abort",
-            &[(POLICY, "cold"), ("nlm_power_off_hold", hold.as_str())],
-        )],
-    )
-    .await;
-    let run = node.start("evacuate", &[]);
-    powering_off(&cloud, &ids[0]).await;
+    let (ids, run, hold) = held_stop(&cloud, &mut node, "cold-abort", &[]).await;
     let out = Command::new(CLI)
         .env_clear()
         .envs(node.sim.host_env())
@@ -263,20 +264,7 @@ async fn deleted_by_its_owner_while_being_stopped_is_skipped_and_nothing_is_star
         Timed::start("deleted_by_its_owner_while_being_stopped_is_skipped_and_nothing_is_started");
     cloud.reset().await;
     let mut node = Node::new(&cloud);
-    let hold = hold_file(&node, "delete");
-    let ids = boot(
-        &cloud,
-        &[
-            (
-                "cold-del",
-                &[(POLICY, "cold"), ("nlm_power_off_hold", hold.as_str())],
-            ),
-            ("live-2", &[]),
-        ],
-    )
-    .await;
-    let run = node.start("evacuate", &[]);
-    powering_off(&cloud, &ids[0]).await;
+    let (ids, run, hold) = held_stop(&cloud, &mut node, "cold-del", &[("live-2", &[])]).await;
     let path = format!("/servers/{}", ids[0]);
     cloud.call(Method::DELETE, &path, None, &[204]).await;
     std::fs::remove_file(&hold).unwrap();
@@ -311,17 +299,7 @@ async fn a_run_killed_while_it_stops_resumes_migrates_and_starts_it_again() {
     let _t = Timed::start("a_run_killed_while_it_stops_resumes_migrates_and_starts_it_again");
     cloud.reset().await;
     let mut node = Node::new(&cloud);
-    let hold = hold_file(&node, "kill");
-    let ids = boot(
-        &cloud,
-        &[(
-            "cold-kill",
-            &[(POLICY, "cold"), ("nlm_power_off_hold", hold.as_str())],
-        )],
-    )
-    .await;
-    let run = node.start("evacuate", &[]);
-    powering_off(&cloud, &ids[0]).await;
+    let (ids, run, hold) = held_stop(&cloud, &mut node, "cold-kill", &[]).await;
     node.kill(run);
     let journal = node.journal().expect("journal");
     let phase = &journal["state"]["drain"]["instances"][0]["phase"]["phase"];

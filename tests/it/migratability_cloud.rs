@@ -55,7 +55,7 @@ async fn running(cloud: &CloudEnv, id: &str) -> Value {
 }
 
 /// The report's entry named `name`.
-fn by_name<'a>(rep: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn by_name<'a>(rep: &'a Value, name: &str) -> &'a Value {
     rep["instances"]
         .as_array()
         .unwrap()
