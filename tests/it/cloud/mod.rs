@@ -433,21 +433,12 @@ impl CloudEnv {
         body: Option<Value>,
         ok: &[u16],
     ) -> Value {
-        let a = self.auth().await;
-        let base = a.network.expect("network endpoint in the catalog");
-        let (status, v) = self
-            .send(&a.token, &base, &[], method.clone(), path, body)
-            .await;
-        assert!(ok.contains(&status), "{method} {path}: {status} {v}");
-        match v {
-            Value::String(_) => Value::Null,
-            v => v,
-        }
+        self.service("network", method, path, body, ok).await
     }
 
-    /// A call to the catalog's `kind` endpoint (`image`: the Glance
-    /// stand-in, `sharev2`: the Manila stand-in) that must answer one of
-    /// `ok`.
+    /// A call to the catalog's `kind` endpoint (`network`: the Neutron
+    /// stand-in, `image`: the Glance stand-in, `sharev2`: the Manila
+    /// stand-in) that must answer one of `ok`.
     pub async fn service(
         &self,
         kind: &str,
@@ -458,6 +449,7 @@ impl CloudEnv {
     ) -> Value {
         let a = self.auth().await;
         let base = match kind {
+            "network" => a.network.clone(),
             "image" => a.image.clone(),
             "sharev2" => a.sharev2.clone(),
             other => panic!("no {other} endpoint kept"),
