@@ -165,6 +165,8 @@ fn reconcile_one(
         // start that never reached Nova is sent again).
         r.track.server = Some(s.clone());
         r.track.server_at = Some(now);
+        // This view answers whatever read the dead process had asked.
+        r.track.server_asked = None;
         return (
             ResumeAction::Adopted { migration_id: None },
             format!(

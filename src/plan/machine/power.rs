@@ -116,10 +116,14 @@ fn fresh(r: &InstanceRecord) -> Option<ServerView> {
 }
 
 /// Past `deadline` with no fresh view: only once a read asked at or after
-/// the deadline is still unanswered (a process that slept past the
-/// deadline first looks again; Nova's silence is what ends it).
+/// the deadline, and after the last stop/start was sent, is still
+/// unanswered (a process that slept past the deadline first looks again;
+/// a read asked before the last send says nothing of Nova acting on it;
+/// Nova's silence is what ends it).
 fn unanswered_since(r: &InstanceRecord, deadline: Millis) -> bool {
-    r.track.server_asked.is_some_and(|t| t >= deadline)
+    r.track
+        .server_asked
+        .is_some_and(|t| t >= deadline && r.track.power_sent_at.is_none_or(|sent| t > sent))
 }
 
 /// Send again: Nova refused the last one, or shows no sign of it.
@@ -625,6 +629,72 @@ mod tests {
         let e = r.error.as_deref().unwrap();
         assert!(e.contains("did not stop it after 3 stop requests"), "{e}");
         assert!(e.contains("powering-off"), "{e}");
+    }
+
+    /// CI seed (props, stop 19): a read asked at the stop's deadline, then
+    /// a crash; resume adopts Nova's view (active) and the stop is sent
+    /// again. The read the dead process asked is not Nova's silence, nor is
+    /// any read asked before the last stop: the deadline waits for a read
+    /// asked after it.
+    #[test]
+    fn a_stop_sent_again_after_a_crash_past_the_deadline_is_waited_for() {
+        let mut d = drain(1);
+        assert_eq!(stops(&d.step(0, &[])), 1);
+        d.step(1_000, &[refused(Control::Stop)]);
+        let c = d.step(2_000, &[server(sv("node1", "ACTIVE", "active", None))]);
+        assert_eq!(stops(&c), 1, "sent again on the refusal: {c:?}");
+        let c = d.step(STOP_WAIT_MS, &[]);
+        assert!(
+            c.iter().any(|c| matches!(c, Command::ReadServer { .. })),
+            "{c:?}"
+        );
+        // SIGKILL before the answer.
+        let text = serde_json::to_string(&d).unwrap();
+        let mut d: Drain = serde_json::from_str(&text).unwrap();
+        let late = STOP_WAIT_MS + 58_000;
+        crate::plan::reconcile(
+            &mut d,
+            late,
+            &[crate::plan::ResumeObservation {
+                instance: "c".into(),
+                server: Some(sv("node1", "ACTIVE", "active", None)),
+                migrations: vec![],
+            }],
+        );
+        let c = d.step(late, &[]);
+        assert_eq!(stops(&c), 1, "the third stop: {c:?}");
+        d.poll(late);
+        let r = d.get("c").unwrap();
+        assert!(
+            matches!(r.phase, Phase::Stopping { .. }),
+            "ended on a read asked before the stop: {:?} {:?}",
+            r.phase,
+            r.error
+        );
+        let c = d.step(
+            late + 2_000,
+            &[server(sv("node1", "SHUTOFF", "stopped", None))],
+        );
+        assert_eq!(cold_starts(&c), 1, "{c:?}");
+    }
+
+    /// Past the deadline with Nova silent after a stop it accepted: the stop
+    /// may still land, so the error says how to start it again.
+    #[test]
+    fn a_stop_deadline_with_nova_silent_says_how_to_start_it_again() {
+        let mut d = drain(1);
+        d.step(0, &[]);
+        d.step(100, &[done(Control::Stop)]);
+        let mut t = 0;
+        while d.get("c").unwrap().outcome().is_none() && t < 2 * STOP_WAIT_MS {
+            t += 2_000;
+            d.step(t, &[]);
+        }
+        let r = d.get("c").unwrap();
+        assert_eq!(r.outcome(), Some(Outcome::Failed));
+        let e = r.error.as_deref().unwrap();
+        assert!(e.contains("did not stop it within 600 s"), "{e}");
+        assert!(e.contains("openstack server start c"), "{e}");
     }
 
     #[test]
