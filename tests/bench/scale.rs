@@ -151,6 +151,8 @@ async fn start_fake(n: usize, migration_ms: u64) -> (MockServer, Arc<Mutex<FakeN
         max_concurrent: NOVA_MAX_CONCURRENT,
         max_limit,
         short_hosts: false,
+        shares_api: false,
+        image_service: false,
     })
     .await;
     // The bench measures memory: no call log.

@@ -18,6 +18,9 @@
 //!   which name the Placement providers. With `short_hosts` the service host
 //!   is `node1` and the hypervisor `node1.maas` (a cloud deployed without
 //!   `use_fqdn_hint`).
+//! - with `shares_api` the compute API goes to 2.97 and serves
+//!   `GET /servers/{id}/shares`; with `image_service` the catalog has Glance
+//!   and `GET /image/v2/images/{id}` serves [`FakeNova::images`].
 //!
 //! Faults: [`FakeNova::inject`] answers the next matching requests with a
 //! status (404, 409, 500…); [`FakeNova::vanish`] deletes a server;
@@ -65,6 +68,12 @@ pub struct Options {
     /// Hypervisor (and provider) names are `{host}.maas` while service
     /// hosts stay as given (short).
     pub short_hosts: bool,
+    /// Compute API up to 2.97, with `GET /servers/{id}/shares` (the
+    /// servers' [`FServer::shares`]); else up to 2.96, without it.
+    pub shares_api: bool,
+    /// An image service (`image` in the catalog, `GET /image/v2/images/{id}`
+    /// from [`FakeNova::images`]).
+    pub image_service: bool,
 }
 
 impl Default for Options {
@@ -81,6 +90,8 @@ impl Default for Options {
             max_concurrent: 4,
             max_limit: 1000,
             short_hosts: false,
+            shares_api: false,
+            image_service: false,
         }
     }
 }
@@ -98,6 +109,11 @@ pub struct FServer {
     pub posts: u32,
     /// Deleted ([`FakeNova::vanish`]): 404 from now on.
     pub gone: bool,
+    /// The ids of the Manila shares attached (served when
+    /// [`Options::shares_api`]).
+    pub shares: Vec<String>,
+    /// The image it booted from ([`IMAGE_ID`] unless set).
+    pub image: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -205,6 +221,9 @@ pub struct FakeNova {
     pub groups: Vec<Value>,
     /// Servers whose live migrations do not progress.
     pub stalled: BTreeSet<String>,
+    /// The images the image service knows (id → the image as Glance v2
+    /// shows it): [`IMAGE_ID`] with no `hw_` property, to begin with.
+    pub images: BTreeMap<String, Value>,
     pub faults: Vec<Fault>,
     next_dest: usize,
     /// Requests answered, and the bytes of their bodies.
@@ -261,6 +280,8 @@ impl FakeNova {
                 task_state: None,
                 posts: 0,
                 gone: false,
+                shares: Vec::new(),
+                image: IMAGE_ID.into(),
             })
             .collect();
         let by_id = servers
@@ -286,6 +307,10 @@ impl FakeNova {
             migrations: Vec::new(),
             groups: Vec::new(),
             stalled: BTreeSet::new(),
+            images: BTreeMap::from([(
+                IMAGE_ID.to_string(),
+                json!({"id": IMAGE_ID, "name": "cirros", "status": "active"}),
+            )]),
             faults: Vec::new(),
             next_dest: 0,
             requests: 0,
@@ -328,6 +353,8 @@ impl FakeNova {
             task_state: None,
             posts: 0,
             gone: false,
+            shares: Vec::new(),
+            image: IMAGE_ID.into(),
         });
         self.by_id.insert(id.clone(), i);
         id
@@ -335,6 +362,12 @@ impl FakeNova {
 
     pub fn server(&self, id: &str) -> Option<&FServer> {
         self.by_id.get(id).map(|&i| &self.servers[i])
+    }
+
+    /// A server to change in a test's set-up.
+    pub fn server_mut(&mut self, id: &str) -> &mut FServer {
+        let i = self.by_id[id];
+        &mut self.servers[i]
     }
 
     pub fn server_named(&self, name: &str) -> Option<&FServer> {
@@ -486,7 +519,7 @@ impl FakeNova {
             "OS-EXT-SRV-ATTR:host": s.host,
             "OS-EXT-SRV-ATTR:hypervisor_hostname": self.hypervisor_of(&s.host),
             "OS-EXT-SRV-ATTR:instance_name": format!("instance-{}", &s.id[24..]),
-            "image": {"id": IMAGE_ID},
+            "image": {"id": s.image},
             "tenant_id": "t1", "user_id": "u1", "locked": false,
             "flavor": {"vcpus": 1, "ram": self.opts.ram_mb, "disk": 10, "ephemeral": 0, "swap": 0,
                 "original_name": "m1.small", "extra_specs": {}},
@@ -534,11 +567,15 @@ impl FakeNova {
                 })
                 .collect()
         };
-        json!([
-            {"type": "identity", "name": "keystone", "endpoints": eps(format!("{}/v3", self.uri))},
-            {"type": "compute", "name": "nova", "endpoints": eps(format!("{}/v2.1", self.uri))},
-            {"type": "placement", "name": "placement", "endpoints": eps(format!("{}/placement", self.uri))},
-        ])
+        let mut services = vec![
+            json!({"type": "identity", "name": "keystone", "endpoints": eps(format!("{}/v3", self.uri))}),
+            json!({"type": "compute", "name": "nova", "endpoints": eps(format!("{}/v2.1", self.uri))}),
+            json!({"type": "placement", "name": "placement", "endpoints": eps(format!("{}/placement", self.uri))}),
+        ];
+        if self.opts.image_service {
+            services.push(json!({"type": "image", "name": "glance", "endpoints": eps(format!("{}/image", self.uri))}));
+        }
+        Value::Array(services)
     }
 
     /// Pages `items` Nova-style: `limit` capped at `max_limit`, `marker`
@@ -685,7 +722,8 @@ impl FakeNova {
         let only = |allowed: &[&str]| q.keys().all(|k| allowed.contains(&k.as_str()));
         Some(match (method, segs) {
             ("GET", ["v2.1"]) if q.is_empty() => ok(json!({"version": {
-                "id": "v2.1", "status": "CURRENT", "version": "2.96", "min_version": "2.1",
+                "id": "v2.1", "status": "CURRENT",
+                "version": if self.opts.shares_api { "2.97" } else { "2.96" }, "min_version": "2.1",
                 "updated": "2013-07-23T11:33:21Z",
                 "links": [{"rel": "self", "href": format!("{}/v2.1/", self.uri)}]}})),
             ("GET", ["v2.1", "os-services"]) if only(&["binary", "host"]) => {
@@ -772,6 +810,24 @@ impl FakeNova {
                 Some(i) => ok(json!({"server": self.server_json(&self.servers[i])})),
                 None => not_found(&format!("Instance {id} could not be found.")),
             },
+            // Nova's api/openstack/compute/server_shares.py (≥ 2.97).
+            ("GET", ["v2.1", "servers", id, "shares"]) if q.is_empty() && self.opts.shares_api => {
+                match self.live_server(id) {
+                    Some(i) => {
+                        let list: Vec<Value> = (self.servers[i].shares.iter())
+                            .map(|sh| json!({"share_id": sh, "status": "active", "tag": sh}))
+                            .collect();
+                        ok(json!({ "shares": list }))
+                    }
+                    None => not_found(&format!("Instance {id} could not be found.")),
+                }
+            }
+            ("GET", ["image", "v2", "images", id]) if q.is_empty() && self.opts.image_service => {
+                match self.images.get(*id) {
+                    Some(image) => ok(image.clone()),
+                    None => not_found(&format!("No image found with ID {id}")),
+                }
+            }
             ("POST", ["v2.1", "servers", id, "action"]) if q.is_empty() => {
                 let body: Value = serde_json::from_slice(&req.body).ok()?;
                 let Some(i) = self.live_server(id) else {

@@ -297,6 +297,128 @@ async fn without_neutron_the_ports_go_unchecked_and_the_log_says_so() {
     rig.assert_no_unknown_calls();
 }
 
+/// Issue 14 (shares and images, their refusals): at compute API 2.97 with
+/// an image service, a share or a vTPM image blocks its instance; a share
+/// or image read refused (403) or gone (404) leaves a warning that names
+/// what went unchecked, never a failure of the plan or of the run.
+#[tokio::test]
+async fn share_and_image_reads_refused_or_gone_are_named_and_nothing_fails() {
+    let rig = rig(
+        Options {
+            shares_api: true,
+            image_service: true,
+            ..servers(0)
+        },
+        &[],
+    )
+    .await;
+    let ids: Vec<String> = {
+        let mut s = rig.fake.state();
+        let ids: Vec<String> = [
+            "with-share",
+            "shares-403",
+            "shares-404",
+            "image-403",
+            "image-gone",
+            "vtpm-image",
+        ]
+        .iter()
+        .map(|n| s.add_server(n, &rig.host, "active"))
+        .collect();
+        s.server_mut(&ids[0]).shares = vec!["share-0".into()];
+        s.server_mut(&ids[3]).image = "img-403".into();
+        s.server_mut(&ids[4]).image = "img-gone".into();
+        s.server_mut(&ids[5]).image = "img-vtpm".into();
+        s.images.insert("img-403".into(), json!({"id": "img-403"}));
+        s.images.insert(
+            "img-vtpm".into(),
+            json!({"id": "img-vtpm", "hw_tpm_version": "2.0", "hw_tpm_model": "tpm-crb"}),
+        );
+        ids
+    };
+    let faults = |rig: &Rig| {
+        let mut s = rig.fake.state();
+        s.inject("GET", &format!("/servers/{}/shares", ids[1]), 403, 1);
+        s.inject("GET", &format!("/servers/{}/shares", ids[2]), 404, 1);
+        s.inject("GET", "/images/img-403", 403, 1);
+    };
+    faults(&rig);
+    let dry = rig.run(Kind::Evacuate, &[("dry-run", json!(true))]).await;
+    let refusal = dry.failure.clone().unwrap_or_default();
+    assert!(
+        refusal.starts_with(
+            "a real run would stop: 2 instance(s) cannot be live-migrated: with-share"
+        ) && refusal.contains("vtpm-image")
+            && refusal.contains("run with force=true to drain the others"),
+        "only the two blockers, not the refused reads: {refusal}"
+    );
+    let check = |name: &str| {
+        let i = (dry.report.instances.iter())
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("{name} in {:#?}", dry.report.instances));
+        (i.result, i.plan.as_ref().and_then(|p| p.check))
+    };
+    use nlm::plan::Check;
+    assert_eq!(
+        check("with-share"),
+        (ResultKind::Skipped, Some(Check::Share))
+    );
+    assert_eq!(
+        check("vtpm-image"),
+        (ResultKind::Skipped, Some(Check::Vtpm))
+    );
+    for n in ["shares-403", "shares-404", "image-403", "image-gone"] {
+        assert_eq!(check(n), (ResultKind::Planned, None), "{n}");
+    }
+    let log = rig.log.lock().unwrap().join("\n");
+    for words in [
+        format!(
+            "warning: Manila shares not checked for shares-403 ({})",
+            ids[1]
+        ),
+        "warning: image img-403 not readable".to_string(),
+        "warning: image img-gone not readable".to_string(),
+        "its hw_tpm_version (vTPM) not checked".to_string(),
+    ] {
+        assert!(log.contains(&words), "{words}: {log}");
+    }
+    // A share read that found the server gone is no warning: nothing to
+    // check (it is listed and moved, or found gone, at its turn).
+    assert!(!log.contains(&format!("shares-404 ({})", ids[2])), "{log}");
+    {
+        let s = rig.fake.state();
+        assert_eq!(
+            s.count("GET", "/shares"),
+            6,
+            "one per live candidate: {:#?}",
+            s.call_lines()
+        );
+        assert_eq!(
+            s.count("GET", "/image/v2/images/"),
+            4,
+            "one per image: {:#?}",
+            s.call_lines()
+        );
+    }
+    // The run with the same refusals: the two blocked stay, the rest move.
+    faults(&rig);
+    let out = rig.run(Kind::Evacuate, &[("force", json!(true))]).await;
+    let s = rig.fake.state();
+    for (k, id) in ids.iter().enumerate() {
+        let f = s.server(id).unwrap();
+        if k == 0 || k == 5 {
+            assert_eq!(f.host, rig.host, "{}: stays", f.name);
+            assert_eq!(f.posts, 0, "{}", f.name);
+        } else {
+            assert_ne!(f.host, rig.host, "{}: moved", f.name);
+        }
+    }
+    assert_eq!(out.report.counts.migrated, 4, "{:?}", out.report);
+    assert_eq!(out.report.counts.skipped, 2, "{:?}", out.report);
+    drop(s);
+    rig.assert_no_unknown_calls();
+}
+
 #[tokio::test]
 async fn migrate_vm_to_a_target_host_moves_only_that_instance() {
     let rig = rig(servers(3), &[]).await;
