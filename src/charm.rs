@@ -189,12 +189,12 @@ impl Unit<'_> {
     /// Runs one hook. Unknown hooks do nothing.
     pub fn hook(&self, name: &str) -> Result<(), ToolError> {
         if name == "remove" {
-            crate::hint::remove(self.paths);
+            crate::hint::remove(&self.paths.state_dir);
         } else {
             let machine = std::env::var("JUJU_MACHINE_ID").ok();
             crate::hint::keep(
-                self.paths,
-                &crate::hint::Hint::from_context(self.ctx, machine),
+                &self.paths.state_dir,
+                &crate::hint::from_context(self.ctx, machine),
             );
         }
         match name {

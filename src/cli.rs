@@ -297,7 +297,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths(dir.path());
         crate::hint::keep(
-            &paths,
+            &paths.state_dir,
             &crate::hint::Hint {
                 unit: "nova-live-migration/2".into(),
                 principal: Some("nova-compute/2".into()),

@@ -14,87 +14,22 @@
 //!
 //! To name the principal unit and the machine, every hook writes
 //! `operator-hint.json` in the state dir, world-readable (0644), holding
-//! only those names: no credential, no host detail.
-
-use std::path::Path;
-
-use serde::{Deserialize, Serialize};
+//! only those names: no credential, no host detail
+//! ([`crate::state::operator_hint`]).
 
 use crate::juju::Context;
-use crate::paths::Paths;
-
-/// The hint file in the state dir (0644).
-pub const HINT_FILE: &str = "operator-hint.json";
+pub use crate::state::operator_hint::{HINT_FILE, Hint, keep, load, remove};
 
 /// Exit code of a CLI command refused for want of root.
 pub const NOT_ROOT_EXIT: i32 = 2;
 
-/// What the hooks know and the CLI may tell anyone on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hint {
-    /// This subordinate unit, e.g. `nova-live-migration/3`.
-    pub unit: String,
-    /// The principal beside it, e.g. `nova-compute/3`.
-    pub principal: Option<String>,
-    /// The Juju machine id, e.g. `3`.
-    pub machine: Option<String>,
-}
-
-impl Hint {
-    pub fn from_context(ctx: &Context, machine: Option<String>) -> Hint {
-        Hint {
-            unit: ctx.unit.clone(),
-            principal: ctx.principal_unit.clone(),
-            machine: machine.filter(|m| !m.is_empty()),
-        }
+/// The hint of this hook's context.
+pub fn from_context(ctx: &Context, machine: Option<String>) -> Hint {
+    Hint {
+        unit: ctx.unit.clone(),
+        principal: ctx.principal_unit.clone(),
+        machine: machine.filter(|m| !m.is_empty()),
     }
-}
-
-/// Writes the hint (atomically, mode 0644) when it changed. A failure is
-/// logged, never fatal: the CLI then names placeholders.
-pub fn keep(paths: &Paths, hint: &Hint) {
-    let path = paths.state_dir.join(HINT_FILE);
-    let body = match serde_json::to_vec(hint) {
-        Ok(b) => b,
-        Err(_) => return,
-    };
-    if std::fs::read(&path).is_ok_and(|b| b == body) {
-        return;
-    }
-    if let Err(e) = write_public(&path, &body) {
-        tracing::warn!("could not keep the operator hint {}: {e}", path.display());
-    }
-}
-
-/// Removes the hint (the unit is going away).
-pub fn remove(paths: &Paths) {
-    let _ = std::fs::remove_file(paths.state_dir.join(HINT_FILE));
-}
-
-/// The hint the hooks left, if any and readable.
-pub fn load(state_dir: &Path) -> Option<Hint> {
-    let text = std::fs::read_to_string(state_dir.join(HINT_FILE)).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn write_public(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 /// This process's effective uid (Linux: `/proc/self/status`), `None` if
@@ -180,28 +115,6 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("juju ssh <this machine's number> -- sudo nova-live-migration status"));
-    }
-
-    #[test]
-    fn the_hint_is_world_readable_and_written_once() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::from_env(|k| {
-            (k == "NLM_STATE_DIR").then(|| dir.path().join("state").display().to_string())
-        });
-        keep(&paths, &hint());
-        let path = paths.state_dir.join(HINT_FILE);
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o644);
-        assert_eq!(load(&paths.state_dir), Some(hint()));
-        let before = std::fs::metadata(&path).unwrap().modified().unwrap();
-        keep(&paths, &hint());
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().modified().unwrap(),
-            before
-        );
-        remove(&paths);
-        assert_eq!(load(&paths.state_dir), None);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The one private-file writer of the state directory.
+//! The one file writer of the state directory: private (0600) files, and
+//! the one public (0644) file, [`super::operator_hint`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -49,6 +50,16 @@ fn sweep_dead_temps(dir: &Path, name: &str) {
 /// directory fsync. A reader sees the old content or the new, never a torn
 /// write; concurrent writers never share a temp file.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic(path, bytes, 0o600)
+}
+
+/// As [`write_private`], readable by anyone (0644): for the file that holds
+/// no secret and that a user other than root reads.
+pub(super) fn write_public(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic(path, bytes, 0o644)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -62,10 +73,10 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)?;
-        // The umask cannot widen it, but be explicit.
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        // The umask cannot widen it (nor narrow a public one): explicit.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)

@@ -3,9 +3,9 @@
 //! control actions and hooks, and the host CLI.
 //!
 //! The directory is `/var/lib/nova-live-migration` (`NLM_STATE_DIR`); every
-//! file in it is written 0600 (root only). Only `cli-credentials.json` and
-//! `keystone-token.json` hold a secret, and nothing read from them is ever
-//! logged.
+//! file in it is written 0600 (root only) but `operator-hint.json` (0644).
+//! Only `cli-credentials.json` and `keystone-token.json` hold a secret, and
+//! nothing read from them is ever logged.
 //!
 //! | file | writer | readers | format |
 //! |---|---|---|---|
@@ -15,7 +15,7 @@
 //! | `cli-credentials.json` | hooks (`update-status`, relation and config hooks) | host CLI | `{"relation_id", "unit", "data": {<identity-credentials bag>}, "config": {<config-get>}}` |
 //! | `keystone-token.json` | hooks (`update-status` and the others that set the status) | the next hook | `openstack::SavedSession`: `{"key": "fnv1a64:<hash of auth URL, user, project>", "token", "lifetime_s", "obtained_at_ms", "issued_at", "expires_at", "user", "project", "roles", "catalog", "compute": {"endpoint", "microversion", "server_max"}}`; a secret (the token, never the password): reused in the first half of its life for the same key, discarded when Keystone refuses it or the relation goes ([`token_cache`]) |
 //! | `journal.json` | drain action; `abort` ending an interrupted run | status, update-status, CLI, resume | `{"version": N, "state": <RunRecord>}` ([`journal`]) |
-//! | `operator-hint.json` | every hook (`crate::hint`, 0644: the one file anyone may read) | the host CLI run by a non-root user | `{"principal": "<unit>", "machine": "<id>"}`; no secret |
+//! | `operator-hint.json` | every hook ([`operator_hint`], 0644: the one file anyone may read) | the host CLI run by a non-root user | `{"unit": "<this unit>", "principal": "<unit>", "machine": "<id>"}`; no secret |
 //!
 //! Semantics:
 //!
@@ -29,11 +29,12 @@
 //!   began is stale and removed unread. A request file from an older charm
 //!   (`abort-request.json`) is removed as stale.
 //! - **Writes are atomic and durable**: every writer writes a temp file of
-//!   its own (`<name>.<pid>.<n>.tmp`, mode 0600), fsyncs it, renames it over
-//!   `<name>` and fsyncs the directory ([`write_private`]): a reader sees the
-//!   old content or the new one, never a torn write, and two writers never
-//!   share a temp file. A temp file left by a killed writer is removed by the
-//!   next write of the same name.
+//!   its own (`<name>.<pid>.<n>.tmp`, mode 0600, 0644 for the hint), fsyncs
+//!   it, renames it over `<name>` and fsyncs the directory
+//!   ([`write_private`]): a reader sees the old content or the new one,
+//!   never a torn write, and two writers never share a temp file. A temp
+//!   file left by a killed writer is removed by the next write of the same
+//!   name.
 //! - **The journal is versioned**: a journal of an earlier version is
 //!   converted on load (see [`journal`]); one of a newer version than this
 //!   binary reads is refused, saying so.
@@ -43,6 +44,7 @@ pub mod cli_credentials;
 mod fs;
 pub mod journal;
 pub mod lock;
+pub mod operator_hint;
 pub mod run;
 pub mod token_cache;
 
