@@ -41,7 +41,7 @@ fn decisions(i: &Value) -> String {
 /// (`nova/db/main/api.py` `actions_get`): reversed, that is the order they
 /// were taken in, also within one second (`start_time` has no finer grain
 /// on MySQL).
-async fn actions(cloud: &CloudEnv, id: &str) -> Vec<String> {
+pub(crate) async fn actions(cloud: &CloudEnv, id: &str) -> Vec<String> {
     let v = cloud
         .get(&format!("/servers/{id}/os-instance-actions"))
         .await;

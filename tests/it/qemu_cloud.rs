@@ -256,6 +256,115 @@ async fn qemu_evacuate_idle_guests_by_block_migration() {
     cloud.reset().await;
 }
 
+/// Policy cold on a real hypervisor: its owner's opt-in, beside a guest
+/// without it. The run stops the guest (Nova powers it off after the
+/// image's `os_shutdown_timeout`), cold-migrates it (libvirt copies its
+/// disk to node4 over SSH: `migrate_disk_and_power_off`), confirms the
+/// resize and starts it again on node4, where the same disk boots a new
+/// guest (same boot id, a console of its own); the other guest is
+/// live-migrated alive.
+#[tokio::test]
+async fn qemu_policy_cold_stops_copies_the_disk_and_boots_it_on_node4() {
+    let Some(cloud) = libvirt_cloud() else {
+        return;
+    };
+    let cloud = &cloud;
+    let _lock = cloud.lock();
+    let _t = Timed::start("qemu_policy_cold_stops_copies_the_disk_and_boots_it_on_node4");
+    cloud.reset().await;
+    let guests = boot_guests(cloud, IMG_IDLE, &["qemu-cold-1", "qemu-live-1"]).await;
+    let (cold, cold_boot) = &guests[0];
+    let (live, live_boot) = &guests[1];
+    // The owner's `openstack server set --property nova-live-migration:policy=cold`.
+    cloud
+        .call(
+            Method::POST,
+            &format!("/servers/{cold}/metadata"),
+            Some(json!({"metadata": {"nova-live-migration:policy": "cold"}})),
+            &[200],
+        )
+        .await;
+    let live_n = heartbeat(cloud, live).await.unwrap().1;
+
+    let mut node = Node::new(cloud);
+    let t = Instant::now();
+    let st = evacuate_logged(&mut node);
+    assert_eq!(st.action_failed, None, "{:#?}", st.action_log);
+    eprintln!(
+        "evacuate of a cold and a live guest: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let rep = report(&st);
+    let i = inst(&rep, cold);
+    assert_eq!(i["result"], "cold-migrated", "{i:#}");
+    assert_eq!(i["destination"], DEST, "{i:#}");
+    assert_eq!(i["error"], Value::Null, "{i:#}");
+    assert!(
+        decisions(i).contains(&format!("started again on {DEST} (policy cold)")),
+        "{i:#}"
+    );
+    // Nova's own record of what was done to it, in order.
+    let a = crate::cold_cloud::actions(cloud, cold).await;
+    let tail: Vec<&str> = a.iter().map(String::as_str).skip(1).collect();
+    assert_eq!(tail, ["stop", "migrate", "confirmResize", "start"], "{a:?}");
+    let cm = migration_records(cloud, cold, "migration").await;
+    assert_eq!(cm.len(), 1, "{cm:?}");
+    assert_eq!(cm[0]["status"], "confirmed", "{cm:?}");
+    assert!(
+        migration_records(cloud, cold, "live-migration")
+            .await
+            .is_empty()
+    );
+    // The guest: ACTIVE on node4, booted from the disk that was copied
+    // there (its boot id), with a console of its own (this boot's first
+    // line), its heartbeat advancing; node1's copy is gone (confirmed).
+    let s = cloud.server(cold).await;
+    assert_eq!(
+        (host_of(&s), s["status"].as_str()),
+        (DEST, Some("ACTIVE")),
+        "{s:#}"
+    );
+    let (b, n) = wait_until(
+        || async { heartbeat(cloud, cold).await.filter(|(_, n)| *n >= 2) },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_ne!(&b, cold_boot, "a new boot, not a guest moved alive");
+    let (_, out) = cloud
+        .nova(
+            Method::POST,
+            &format!("/servers/{cold}/action"),
+            Some(json!({"os-getConsoleOutput": {}})),
+        )
+        .await;
+    let console = out["output"].as_str().unwrap_or_default();
+    let ups: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("nlm-guest up boot="))
+        .collect();
+    // One boot on node4's console, from the disk node1's boot wrote.
+    assert_eq!(ups.len(), 1, "{console}");
+    assert!(
+        ups[0].contains(&format!("boot={b} "))
+            && ups[0].trim_end().ends_with(&format!("prev={cold_boot}")),
+        "the disk booted on node4 is the one from node1 (boot {cold_boot}): {}",
+        ups[0]
+    );
+    eprintln!("{cold}: booted again on {DEST}, boot {b}, heartbeat {n}");
+    assert!(instance_dir(cloud, DEST, cold).join("disk").exists());
+    wait_until(
+        || async { (!instance_dir(cloud, SOURCE, cold).exists()).then_some(()) },
+        Duration::from_secs(60),
+    )
+    .await;
+    // Nobody else was stopped: the other guest moved alive.
+    assert_eq!(inst(&rep, live)["result"], "migrated");
+    let a = crate::cold_cloud::actions(cloud, live).await;
+    assert!(!a.contains(&"stop".to_string()), "{a:?}");
+    assert_alive_on(cloud, live, DEST, live_boot, live_n).await;
+    cloud.reset().await;
+}
+
 #[tokio::test]
 async fn qemu_dirtying_guest_is_force_completed_after_its_stall() {
     let Some(cloud) = libvirt_cloud() else {

@@ -13,12 +13,14 @@ LV=$HERE/libvirt
 : "${NLM_CLOUD_GLANCE_PORT:=19292}" "${NLM_CLOUD_NEUTRON_PORT:=19696}"
 : "${NLM_CLOUD_MYSQL_PORT:=13306}" "${NLM_CLOUD_RABBIT_PORT:=15672}"
 : "${NLM_CLOUD_EPMD_PORT:=14369}" "${NLM_CLOUD_RABBIT_DIST_PORT:=35672}"
+# each node's sshd (on the node's address), for cold migration's disk copy
+: "${NLM_CLOUD_SSH_PORT:=10022}"
 export NLM_CLOUD_VIRT=libvirt NLM_CLOUD_DIR
 
 LV_BACKPORTS=(qemu-system-x86 qemu-system-common qemu-system-data seabios libvirt-daemon
     libvirt-daemon-driver-qemu libvirt-clients libvirt0 libvirt-common libvirt-daemon-common
     libvirt-daemon-log libvirt-dev)
-LV_BOOKWORM=(busybox-static cpio)
+LV_BOOKWORM=(busybox-static cpio openssh-server openssh-client)
 LV_LIBVIRT_PYTHON=libvirt-python==11.3.0
 LV_SOURCES=/etc/apt/sources.list.d/nlm-bookworm-backports.sources
 # live-migration knobs (settings taken at `up`)
@@ -126,6 +128,70 @@ lv_virt_type() {
 LV_IMG_KERNEL=a1a1a1a1-0000-4000-8000-000000000001
 LV_IMG_RAMDISK=a1a1a1a1-0000-4000-8000-000000000002
 
+# Cold migration and resize copy the instance directory between computes
+# over SSH (nova/virt/libvirt/volume/remotefs.py SshDriver: `ssh -o
+# BatchMode=yes <dest> touch|mkdir -p|rm`, `scp -r`; the destination is
+# the other compute's my_ip, the source's host name when a backing file
+# is fetched back). Each node runs an sshd in its own namespaces (so a
+# command lands in that node's /var/lib/nova), with a key pair and host
+# key of this cloud's own; nova-compute finds `ssh` and `scp` first on its
+# PATH reading this cloud's client config. Nothing in ~/.ssh or /etc/ssh
+# is read or changed.
+lv_write_ssh() {
+    local d=$MC/ssh h a names=
+    mkdir -p "$d" /run/sshd; chmod 700 "$d"
+    [ -f "$d/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C nlm-cloud-client -f "$d/id_ed25519"
+    [ -f "$d/host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C nlm-cloud-host -f "$d/host_ed25519"
+    cp "$d/id_ed25519.pub" "$d/authorized_keys"; chmod 600 "$d/authorized_keys"
+    for h in "${HOSTS[@]}"; do
+        a=$(lv_addr "$h")
+        names+="[$h]:$NLM_CLOUD_SSH_PORT,[${h%%.*}]:$NLM_CLOUD_SSH_PORT,[$a]:$NLM_CLOUD_SSH_PORT,"
+        cat >"$ETC/libvirt/$h/sshd_config" <<CNF
+ListenAddress $a:$NLM_CLOUD_SSH_PORT
+HostKey $d/host_ed25519
+AuthorizedKeysFile $d/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile none
+Subsystem sftp internal-sftp
+LogLevel INFO
+CNF
+    done
+    echo "${names%,} $(cut -d' ' -f1,2 "$d/host_ed25519.pub")" >"$d/known_hosts"
+    cat >"$d/config" <<CNF
+Host node1.maas node1 127.0.0.2 node4.maas node4 127.0.0.3
+    Port $NLM_CLOUD_SSH_PORT
+    User root
+    IdentityFile $d/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile $d/known_hosts
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+CNF
+    local tool
+    for tool in ssh scp; do
+        printf '#!/bin/sh\n# written by tests/cloud/cloud (libvirt mode): this cloud'"'"'s own SSH config\nexec /usr/bin/%s -F %s "$@"\n' \
+            "$tool" "$d/config" >"$MC/lib/bin/$tool"
+        chmod 755 "$MC/lib/bin/$tool"
+    done
+}
+
+lv_start_sshds() {  # the libvirtds run: an sshd in each node's namespaces
+    local h pid
+    for h in "${HOSTS[@]}"; do
+        pid=$(pid_of "libvirtd-$h")
+        start "sshd-$h" nsenter -t "$pid" -m -u -- /usr/sbin/sshd -D -e -f "$ETC/libvirt/$h/sshd_config"
+    done
+    for h in "${HOSTS[@]}"; do
+        wait_for "sshd-$h" 30 "$MC/lib/bin/ssh" "$(lv_addr "$h")" true
+    done
+}
+
 lv_write_configs() {
     [ -f "$MC/guest/guest.json" ] || die "no guest in $MC/guest: run '$0 install' (NLM_CLOUD_VIRT=libvirt)"
     "$VENV/bin/python" -c 'import libvirt' 2>/dev/null || die "libvirt-python missing: run '$0 install'"
@@ -133,13 +199,15 @@ lv_write_configs() {
     local virt_type
     virt_type=$(lv_virt_type)
     mkdir -p /run/libvirt /var/lib/libvirt /var/cache/libvirt /var/log/libvirt /var/lib/nova
-    # the images the Glance stand-in serves with their real bytes
+    # the images the Glance stand-in serves with their real bytes; the guest
+    # has no ACPI handler, so a stop (os-stop) is Nova's power-off after
+    # the image's os_shutdown_timeout (5 s for the idle one, else Nova's 60)
     cat >"$MC/guest/images.json" <<JSON
 [
  {"id": "$LV_IMG_KERNEL", "name": "nlm-guest-kernel", "file": "vmlinuz", "disk_format": "aki", "container_format": "aki"},
  {"id": "$LV_IMG_RAMDISK", "name": "nlm-guest-ramdisk", "file": "initrd.img", "disk_format": "ari", "container_format": "ari"},
  {"id": "a1a1a1a1-0000-4000-8000-000000000010", "name": "nlm-guest-idle", "file": "root.raw", "disk_format": "raw", "container_format": "bare",
-  "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet", "nlm_guest": "idle"}},
+  "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet", "nlm_guest": "idle", "os_shutdown_timeout": "5"}},
  {"id": "a1a1a1a1-0000-4000-8000-000000000011", "name": "nlm-guest-dirty-8-200", "file": "root.raw", "disk_format": "raw", "container_format": "bare",
   "properties": {"kernel_id": "$LV_IMG_KERNEL", "ramdisk_id": "$LV_IMG_RAMDISK", "os_command_line": "console=ttyS0 quiet dirty=8 dirtyms=200", "nlm_guest": "dirty-8-200"}},
  {"id": "a1a1a1a1-0000-4000-8000-000000000012", "name": "nlm-guest-dirty-2-200", "file": "root.raw", "disk_format": "raw", "container_format": "bare",
@@ -151,6 +219,13 @@ lv_write_configs() {
 ]
 JSON
     export NLM_STUB_IMAGES=$MC/guest/images.json
+    # a rebuilt guest keeps its image ids: the nodes' image caches (_base)
+    # of an older one must go, or they boot the old kernel and initrd
+    mkdir -p "$MC/nodes"
+    if ! cmp -s "$MC/guest/.stamp" "$MC/nodes/.guest-stamp"; then
+        rm -rf "$MC"/nodes/*/nova/instances/_base
+        cp "$MC/guest/.stamp" "$MC/nodes/.guest-stamp"
+    fi
     echo libvirt >"$MC/virt"
     mkdir -p "$MC/lib/bin"
     # nova's privsep helper is started through sudo: we are root already
@@ -216,10 +291,11 @@ disable_rootwrap = true
 disable_deep_image_inspection = true
 CNF
     done
+    lv_write_ssh
 }
 
 # ---------------------------------------------------------------- processes
-lv_services() { local h; for h in "${HOSTS[@]}"; do echo "libvirtd-$h"; done; }
+lv_services() { local h; for h in "${HOSTS[@]}"; do echo "libvirtd-$h"; echo "sshd-$h"; done; }
 
 lv_virsh() {  # HOST ARGS...: virsh against that node's libvirtd (its TCP socket)
     local h=$1; shift
@@ -234,6 +310,7 @@ lv_start_computes() {  # after the conductor consumes
     for h in "${HOSTS[@]}"; do
         wait_for "libvirtd-$h" 60 lv_virsh "$h" version
     done
+    lv_start_sshds
     lv_start_nova_computes
 }
 
