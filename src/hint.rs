@@ -83,14 +83,7 @@ pub fn not_root_message(args: &[String], uid: Option<u32>, hint: Option<&Hint>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hint() -> Hint {
-        Hint {
-            unit: "nova-live-migration/3".into(),
-            principal: Some("nova-compute/3".into()),
-            machine: Some("7".into()),
-        }
-    }
+    use crate::state::operator_hint::example as hint;
 
     #[test]
     fn the_refusal_names_the_commands_that_work() {

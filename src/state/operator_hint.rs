@@ -50,17 +50,21 @@ pub fn load(state_dir: &Path) -> Option<Hint> {
     serde_json::from_str(&text).ok()
 }
 
+/// A hint as the hooks of `nova-live-migration/3` on machine 7 keep it
+/// (the tests of this module and of [`crate::hint`]).
+#[cfg(test)]
+pub(crate) fn example() -> Hint {
+    Hint {
+        unit: "nova-live-migration/3".into(),
+        principal: Some("nova-compute/3".into()),
+        machine: Some("7".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::example as hint;
     use super::*;
-
-    fn hint() -> Hint {
-        Hint {
-            unit: "nova-live-migration/3".into(),
-            principal: Some("nova-compute/3".into()),
-            machine: Some("7".into()),
-        }
-    }
 
     #[test]
     fn the_hint_is_world_readable_and_written_once() {

@@ -519,6 +519,28 @@ mod tests {
         );
     }
 
+    /// SIGKILL (the journal round-trips), then resume at `now` with what
+    /// Nova shows of `c`.
+    fn crashed_and_resumed(
+        d: &Drain,
+        now: Millis,
+        server: ServerView,
+        migrations: Vec<crate::plan::MigrationRecord>,
+    ) -> Drain {
+        let text = serde_json::to_string(d).unwrap();
+        let mut d: Drain = serde_json::from_str(&text).unwrap();
+        crate::plan::reconcile(
+            &mut d,
+            now,
+            &[crate::plan::ResumeObservation {
+                instance: "c".into(),
+                server: Some(server),
+                migrations,
+            }],
+        );
+        d
+    }
+
     #[test]
     fn a_running_instance_is_stopped_migrated_confirmed_and_started_again() {
         let mut d = drain(1);
@@ -649,18 +671,8 @@ mod tests {
             "{c:?}"
         );
         // SIGKILL before the answer.
-        let text = serde_json::to_string(&d).unwrap();
-        let mut d: Drain = serde_json::from_str(&text).unwrap();
         let late = STOP_WAIT_MS + 58_000;
-        crate::plan::reconcile(
-            &mut d,
-            late,
-            &[crate::plan::ResumeObservation {
-                instance: "c".into(),
-                server: Some(sv("node1", "ACTIVE", "active", None)),
-                migrations: vec![],
-            }],
-        );
+        let mut d = crashed_and_resumed(&d, late, sv("node1", "ACTIVE", "active", None), vec![]);
         let c = d.step(late, &[]);
         assert_eq!(stops(&c), 1, "the third stop: {c:?}");
         d.poll(late);
@@ -761,18 +773,8 @@ mod tests {
         d.step(0, &[]);
         // SIGKILL here: the intent (Stopping) is on disk, the stop may not
         // have reached Nova. The journal round-trips.
-        let text = serde_json::to_string(&d).unwrap();
-        let mut d: Drain = serde_json::from_str(&text).unwrap();
         let now = 60_000;
-        crate::plan::reconcile(
-            &mut d,
-            now,
-            &[crate::plan::ResumeObservation {
-                instance: "c".into(),
-                server: Some(sv("node1", "ACTIVE", "active", None)),
-                migrations: vec![],
-            }],
-        );
+        let mut d = crashed_and_resumed(&d, now, sv("node1", "ACTIVE", "active", None), vec![]);
         let c = d.step(now, &[]);
         assert_eq!(stops(&c), 1, "sent again: {c:?}");
         let c = d.step(
@@ -787,19 +789,17 @@ mod tests {
         let mut d = drain(1);
         stopped_here(&mut d);
         let now = 120_000;
-        crate::plan::reconcile(
-            &mut d,
+        let confirmed = crate::plan::MigrationRecord {
+            id: crate::plan::MigrationId(3),
+            status: crate::plan::MigrationStatus::Confirmed,
+            created_at: 4_200,
+            dest_compute: Some("node5".into()),
+        };
+        let mut d = crashed_and_resumed(
+            &d,
             now,
-            &[crate::plan::ResumeObservation {
-                instance: "c".into(),
-                server: Some(sv("node5", "SHUTOFF", "stopped", None)),
-                migrations: vec![crate::plan::MigrationRecord {
-                    id: crate::plan::MigrationId(3),
-                    status: crate::plan::MigrationStatus::Confirmed,
-                    created_at: 4_200,
-                    dest_compute: Some("node5".into()),
-                }],
-            }],
+            sv("node5", "SHUTOFF", "stopped", None),
+            vec![confirmed],
         );
         let r = d.get("c").unwrap();
         assert!(matches!(r.phase, Phase::Restarting { .. }), "{:?}", r.phase);
