@@ -13,7 +13,9 @@
 //! These tests run only against that cloud: `$NLM_CLOUD_DIR/virt` says
 //! `libvirt`. Against the fake-driver cloud (the default) they skip with one
 //! line; with `NLM_QEMU_REQUIRED` set (the libvirt tier of `tests/run`) a
-//! missing libvirt cloud fails them instead.
+//! missing libvirt cloud fails them instead. `tests/run` leaves them out of
+//! its run against the fake-driver cloud (`--skip qemu_cloud`) and runs
+//! them in the tier only.
 
 use std::time::{Duration, Instant};
 
