@@ -189,10 +189,10 @@ impl Unit<'_> {
     /// Runs one hook. Unknown hooks do nothing.
     pub fn hook(&self, name: &str) -> Result<(), ToolError> {
         if name == "remove" {
-            crate::hint::remove(&self.paths.state_dir);
+            crate::state::operator_hint::remove(&self.paths.state_dir);
         } else {
             let machine = std::env::var("JUJU_MACHINE_ID").ok();
-            crate::hint::keep(
+            crate::state::operator_hint::keep(
                 &self.paths.state_dir,
                 &crate::hint::from_context(self.ctx, machine),
             );

@@ -61,7 +61,7 @@ pub fn main_as(
 ) -> i32 {
     let args: Vec<&str> = raw.iter().map(String::as_str).collect();
     if matches!(args.first(), Some(&"abort") | Some(&"status")) && uid != Some(0) {
-        let hint = crate::hint::load(&paths.state_dir);
+        let hint = crate::state::operator_hint::load(&paths.state_dir);
         let _ = err.write_all(crate::hint::not_root_message(raw, uid, hint.as_ref()).as_bytes());
         return crate::hint::NOT_ROOT_EXIT;
     }
@@ -296,9 +296,9 @@ mod tests {
     fn abort_and_status_refuse_a_user_other_than_root_naming_what_works() {
         let dir = tempfile::tempdir().unwrap();
         let paths = paths(dir.path());
-        crate::hint::keep(
+        crate::state::operator_hint::keep(
             &paths.state_dir,
-            &crate::hint::Hint {
+            &crate::state::operator_hint::Hint {
                 unit: "nova-live-migration/2".into(),
                 principal: Some("nova-compute/2".into()),
                 machine: Some("5".into()),

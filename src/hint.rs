@@ -18,7 +18,7 @@
 //! ([`crate::state::operator_hint`]).
 
 use crate::juju::Context;
-pub use crate::state::operator_hint::{HINT_FILE, Hint, keep, load, remove};
+use crate::state::operator_hint::Hint;
 
 /// Exit code of a CLI command refused for want of root.
 pub const NOT_ROOT_EXIT: i32 = 2;

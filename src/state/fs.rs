@@ -105,26 +105,36 @@ mod tests {
             a.starts_with(&format!("x.json.{pid}.")) && a.ends_with(".tmp"),
             "{a}"
         );
-        // Writers in several threads at once: every write lands whole.
-        std::thread::scope(|s| {
-            for t in 0..8 {
-                let path = &path;
-                s.spawn(move || {
-                    for i in 0..20 {
-                        write_private(path, format!("{t}-{i}").as_bytes()).unwrap();
-                    }
-                });
-            }
-        });
-        let text = fs::read_to_string(&path).unwrap();
-        assert!(text.ends_with("-19"), "{text}");
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("x.json")]);
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        // Writers in several threads at once (two hooks' processes, or a
+        // hook and the CLI), private and public alike: every write lands
+        // whole and none fails (the hint's old writer shared one temp).
+        type Writer = fn(&Path, &[u8]) -> std::io::Result<()>;
+        for (write, name, want) in [
+            (write_private as Writer, "x.json", 0o600),
+            (write_public as Writer, "operator-hint.json", 0o644),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(name);
+            std::thread::scope(|s| {
+                for t in 0..8 {
+                    let path = &path;
+                    s.spawn(move || {
+                        for i in 0..20 {
+                            write(path, format!("{t}-{i}").as_bytes()).unwrap();
+                        }
+                    });
+                }
+            });
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(text.ends_with("-19"), "{name}: {text}");
+            let names: Vec<_> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, vec![std::ffi::OsString::from(name)]);
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, want, "{name}");
+        }
     }
 
     #[test]

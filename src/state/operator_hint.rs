@@ -85,35 +85,4 @@ mod tests {
         remove(&state);
         assert_eq!(load(&state), None);
     }
-
-    /// Two writers at once (two hooks' processes, or a hook and the CLI)
-    /// each use a temp file of their own: every write lands whole and none
-    /// fails (the old writer shared `operator-hint.tmp`).
-    #[test]
-    fn concurrent_writers_never_share_a_temp_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().to_path_buf();
-        std::thread::scope(|s| {
-            for t in 0..8 {
-                let state = &state;
-                s.spawn(move || {
-                    for i in 0..20 {
-                        let h = Hint {
-                            machine: Some(format!("{t}-{i}")),
-                            ..hint()
-                        };
-                        write_public(&state.join(HINT_FILE), &serde_json::to_vec(&h).unwrap())
-                            .unwrap();
-                    }
-                });
-            }
-        });
-        let h = load(&state).expect("a whole hint");
-        assert!(h.machine.unwrap().ends_with("-19"));
-        let names: Vec<_> = std::fs::read_dir(&state)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from(HINT_FILE)]);
-    }
 }

@@ -130,7 +130,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
         let name = e.file_name().to_string_lossy().into_owned();
         // Every hook keeps the operator hint (unit names only, 0644): not
         // a change bad input causes.
-        if name == nlm::hint::HINT_FILE {
+        if name == nlm::state::operator_hint::HINT_FILE {
             continue;
         }
         if meta.is_dir() {

@@ -302,7 +302,7 @@ fn abort_and_status_beside_a_running_evacuation_through_the_ways_juju_runs_them(
     let out = sim_unit.hook("install").clone();
     no_secret(&out, SIM_PASSWORD);
     let state = sim_unit.path("state");
-    let hint_path = state.join(nlm::hint::HINT_FILE);
+    let hint_path = state.join(nlm::state::operator_hint::HINT_FILE);
     let mode = std::fs::metadata(&hint_path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644, "the hint is world-readable");
     let hint = std::fs::read_to_string(&hint_path).unwrap();

@@ -257,8 +257,8 @@ async fn a_drain_beside_other_actors_over_ten_seeds() {
             match result.as_str() {
                 // Its owner's delete may land just after our move of it
                 // ended: the instance had been picked while not yet
-                // started, and 1 s migrations are quick (seen in CI at
-                // seed 1796171057189). Migrated, then deleted by its owner.
+                // started, and 1 s migrations are quick (seen in a
+                // local rehearsal of CI at seed 1796171057189). Migrated, then deleted by its owner.
                 "migrated" if status == 404 && acted.is_some_and(|(_, a, _)| *a == Act::Delete) => {
                 }
                 "migrated" => {

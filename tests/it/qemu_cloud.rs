@@ -262,9 +262,10 @@ async fn qemu_evacuate_idle_guests_by_block_migration() {
 /// without it. The run stops the guest (Nova powers it off after the
 /// image's `os_shutdown_timeout`), cold-migrates it (libvirt copies its
 /// disk to node4 over SSH: `migrate_disk_and_power_off`), confirms the
-/// resize and starts it again on node4, where the same disk boots a new
-/// guest (same boot id, a console of its own); the other guest is
-/// live-migrated alive.
+/// resize and starts it again on node4, where the copied disk boots a new
+/// guest (a new boot id, a console of its own, and `prev=` naming the boot
+/// on node1 that last wrote the disk); the other guest is live-migrated
+/// alive.
 #[tokio::test]
 async fn qemu_policy_cold_stops_copies_the_disk_and_boots_it_on_node4() {
     let Some(cloud) = libvirt_cloud() else {
@@ -317,9 +318,9 @@ async fn qemu_policy_cold_stops_copies_the_disk_and_boots_it_on_node4() {
             .await
             .is_empty()
     );
-    // The guest: ACTIVE on node4, booted from the disk that was copied
-    // there (its boot id), with a console of its own (this boot's first
-    // line), its heartbeat advancing; node1's copy is gone (confirmed).
+    // The guest: ACTIVE on node4, a new boot (its heartbeat advancing) of
+    // the disk that was copied there (`prev=` on this boot's first console
+    // line names node1's boot); node1's copy is gone (confirmed).
     let s = cloud.server(cold).await;
     assert_eq!(
         (host_of(&s), s["status"].as_str()),

@@ -675,6 +675,8 @@ mod tests {
         let mut d = crashed_and_resumed(&d, late, sv("node1", "ACTIVE", "active", None), vec![]);
         let c = d.step(late, &[]);
         assert_eq!(stops(&c), 1, "the third stop: {c:?}");
+        // The driver polls again in the same instant (held output, or a
+        // poll_timeout of now): where the deadline was taken as passed.
         d.poll(late);
         let r = d.get("c").unwrap();
         assert!(

@@ -131,8 +131,8 @@ LV_IMG_RAMDISK=a1a1a1a1-0000-4000-8000-000000000002
 # Cold migration and resize copy the instance directory between computes
 # over SSH (nova/virt/libvirt/volume/remotefs.py SshDriver: `ssh -o
 # BatchMode=yes <dest> touch|mkdir -p|rm`, `scp -r`; the destination is
-# the other compute's my_ip, the source's host name when a backing file
-# is fetched back). Each node runs an sshd in its own namespaces (so a
+# the other compute's my_ip; finish_migration copies an image back from
+# the source's host name only when Glance no longer has it). Each node runs an sshd in its own namespaces (so a
 # command lands in that node's /var/lib/nova), with a key pair and host
 # key of this cloud's own; nova-compute finds `ssh` and `scp` first on its
 # PATH reading this cloud's client config. Nothing in ~/.ssh or /etc/ssh
